@@ -1,0 +1,176 @@
+import NIOHTTP1
+
+/// The admission decision for one upgrade request: a pure function of the request head and a targets snapshot.
+///
+/// No I/O happens here, so it runs inside `shouldUpgrade` on the event loop and is tested without sockets.
+public struct UpgradePolicy: Sendable {
+    /// Refuse requests that carry no `Origin` header.
+    public var requireOrigin: Bool
+
+    public init(requireOrigin: Bool = false) {
+        self.requireOrigin = requireOrigin
+    }
+
+    /// An accepted request: where it goes and what the 101 says.
+    public struct Admission: Sendable, Equatable {
+        public var target: Target
+        /// The subprotocol to select in the 101 (`binary` when offered), or nil.
+        public var subprotocol: String?
+    }
+
+    public enum Decision: Sendable, Equatable {
+        case accept(Admission)
+        case reject(HTTPRejection)
+    }
+
+    public func decide(_ head: HTTPRequestHead, targets: TargetTable) -> Decision {
+        let headers = head.headers
+        let upgrade = headers["upgrade"]
+        guard !upgrade.isEmpty else {
+            if head.method == .GET || head.method == .HEAD {
+                return .reject(.init(.notWebSocket, .notFound, "not found: this is a WebSocket endpoint"))
+            }
+            return .reject(.init(.method, .methodNotAllowed, "method not allowed", headers: [("Allow", "GET")]))
+        }
+        guard head.method == .GET else {
+            return .reject(
+                .init(.method, .methodNotAllowed, "WebSocket upgrade requires GET", headers: [("Allow", "GET")])
+            )
+        }
+        guard head.version.major == 1, head.version.minor >= 1 else {
+            return .reject(.init(.malformed, .badRequest, "WebSocket upgrade requires HTTP/1.1"))
+        }
+        guard upgrade.count == 1, upgrade[0].trimmingWhitespace().lowercased() == "websocket" else {
+            return .reject(.init(.malformed, .badRequest, "Upgrade header must be 'websocket'"))
+        }
+        let connectionTokens = headers[canonicalForm: "connection"].map { $0.lowercased() }
+        guard connectionTokens.contains("upgrade") else {
+            return .reject(.init(.malformed, .badRequest, "Connection header must contain 'upgrade'"))
+        }
+        guard let host = headers.first(name: "host"), !host.trimmingWhitespace().isEmpty else {
+            return .reject(.init(.malformed, .badRequest, "missing Host header"))
+        }
+        let keys = headers["sec-websocket-key"]
+        guard keys.count == 1, Self.isValidKey(keys[0].trimmingWhitespace()) else {
+            return .reject(.init(.malformed, .badRequest, "Sec-WebSocket-Key must be base64 of 16 bytes"))
+        }
+        let versions = headers["sec-websocket-version"]
+        guard versions.count == 1, versions[0].trimmingWhitespace() == "13" else {
+            return .reject(
+                .init(
+                    .version,
+                    .upgradeRequired,
+                    "unsupported WebSocket version: use 13",
+                    headers: [("Sec-WebSocket-Version", "13")]
+                )
+            )
+        }
+
+        let origin = headers.first(name: "origin")
+        if origin == nil && self.requireOrigin {
+            return .reject(.init(.origin, .forbidden, "Origin header required"))
+        }
+
+        let target: Target
+        switch targets.mode {
+        case .single(let only):
+            target = only
+        case .tokens(let map):
+            let token = Self.token(in: head)
+            guard let token, let found = map[token] else {
+                // The global list still applies, so that unknown origins learn nothing about tokens.
+                if let origin, let global = targets.origins, !global.allows(origin) {
+                    return .reject(.init(.origin, .forbidden, "origin not allowed"))
+                }
+                if token == nil {
+                    return .reject(.init(.missingToken, .badRequest, "missing token: pass ?token=NAME or a 'token' cookie"))
+                }
+                return .reject(.init(.unknownToken, .notFound, "unknown token"))
+            }
+            target = found
+        }
+        if let origin, let allowed = target.origins ?? targets.origins, !allowed.allows(origin) {
+            return .reject(.init(.origin, .forbidden, "origin not allowed"))
+        }
+
+        let offered = headers[canonicalForm: "sec-websocket-protocol"].map { $0.trimmingWhitespace() }
+        return .accept(Admission(target: target, subprotocol: offered.contains("binary") ? "binary" : nil))
+    }
+
+    /// The token from the `token` query parameter, else from a `token` cookie.
+    public static func token(in head: HTTPRequestHead) -> String? {
+        if let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first {
+            for pair in query.split(separator: "&") {
+                let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                if Self.formDecode(parts[0]) == "token", parts.count == 2 {
+                    let value = Self.formDecode(parts[1])
+                    if let value, !value.isEmpty { return value }
+                }
+            }
+        }
+        for cookieHeader in head.headers["cookie"] {
+            for cookie in cookieHeader.split(separator: ";") {
+                let parts = cookie.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                if parts.count == 2, parts[0].trimmingWhitespace() == "token" {
+                    var value = parts[1].trimmingWhitespace()
+                    if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") {
+                        value = String(value.dropFirst().dropLast())
+                    }
+                    if let decoded = Self.percentDecode(value, plusIsSpace: false), !decoded.isEmpty { return decoded }
+                }
+            }
+        }
+        return nil
+    }
+
+    /// `application/x-www-form-urlencoded` decoding, as websockify's `parse_qs` does (`+` is a space).
+    static func formDecode<S: StringProtocol>(_ text: S) -> String? {
+        Self.percentDecode(String(text), plusIsSpace: true)
+    }
+
+    static func percentDecode(_ text: String, plusIsSpace: Bool) -> String? {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(text.utf8.count)
+        var iterator = text.utf8.makeIterator()
+        while let byte = iterator.next() {
+            switch byte {
+            case UInt8(ascii: "%"):
+                guard let high = iterator.next().flatMap(Self.hexValue), let low = iterator.next().flatMap(Self.hexValue)
+                else { return nil }
+                bytes.append(high << 4 | low)
+            case UInt8(ascii: "+") where plusIsSpace:
+                bytes.append(UInt8(ascii: " "))
+            default:
+                bytes.append(byte)
+            }
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+
+    /// A `Sec-WebSocket-Key` is the base64 encoding of 16 bytes: 22 base64 characters and `==`, with the last
+    /// character carrying no stray bits.
+    static func isValidKey(_ key: String) -> Bool {
+        let bytes = Array(key.utf8)
+        guard bytes.count == 24, bytes[22] == UInt8(ascii: "="), bytes[23] == UInt8(ascii: "=") else { return false }
+        for byte in bytes[0..<22] {
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "+"), UInt8(ascii: "/"):
+                continue
+            default:
+                return false
+            }
+        }
+        // The 22nd character holds 2 payload bits and 4 padding bits, which must be zero: one of A, Q, g, w.
+        return "AQgw".utf8.contains(bytes[21])
+    }
+}

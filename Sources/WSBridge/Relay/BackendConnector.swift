@@ -1,0 +1,95 @@
+import NIOCore
+import NIOPosix
+
+/// Why a backend connection could not be made, in words a page's JavaScript can read from the close reason.
+public struct BackendConnectError: Error, Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        case refused
+        case timeout
+        case unresolvable
+        case unreachable
+    }
+
+    public var kind: Kind
+    /// The underlying error, for logs.
+    public var detail: String
+
+    public init(kind: Kind, detail: String) {
+        self.kind = kind
+        self.detail = detail
+    }
+
+    /// The close reason sent with 1014.
+    public var reason: String {
+        switch self.kind {
+        case .refused: return "backend refused"
+        case .timeout: return "backend connect timeout"
+        case .unresolvable: return "backend unresolvable"
+        case .unreachable: return "backend unreachable"
+        }
+    }
+
+    static func classify(_ error: Error) -> BackendConnectError {
+        let detail = "\(error)"
+        if let channelError = error as? ChannelError, channelError == .connectTimeout(.zero) || "\(channelError)".contains("connectTimeout") {
+            return .init(kind: .timeout, detail: detail)
+        }
+        if let connectionError = error as? NIOConnectionError {
+            if connectionError.dnsAError != nil || connectionError.dnsAAAAError != nil,
+                connectionError.connectionErrors.isEmpty
+            {
+                return .init(kind: .unresolvable, detail: detail)
+            }
+            let inner = connectionError.connectionErrors.map(\.error)
+            if inner.contains(where: { Self.errno(of: $0) == ECONNREFUSED }) {
+                return .init(kind: .refused, detail: detail)
+            }
+            if inner.contains(where: { "\($0)".contains("connectTimeout") }) {
+                return .init(kind: .timeout, detail: detail)
+            }
+            if inner.isEmpty { return .init(kind: .unresolvable, detail: detail) }
+            return .init(kind: .unreachable, detail: detail)
+        }
+        if detail.contains("connectTimeout") { return .init(kind: .timeout, detail: detail) }
+        if Self.errno(of: error) == ECONNREFUSED || Self.errno(of: error) == ENOENT {
+            return .init(kind: .refused, detail: detail)
+        }
+        if error is SocketAddressError { return .init(kind: .unresolvable, detail: detail) }
+        return .init(kind: .unreachable, detail: detail)
+    }
+
+    private static func errno(of error: Error) -> Int32? {
+        (error as? IOError)?.errnoCode
+    }
+}
+
+/// Opens backend connections on a given event loop, with the options every session uses.
+struct BackendConnector {
+    var connectTimeout: TimeAmount
+    var writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark
+
+    /// Connects to `address` on `eventLoop` (the client channel's), with a `BackendHandler` installed whose reads
+    /// are held until a session attaches.
+    func connect(to address: BackendAddress, on eventLoop: EventLoop) -> EventLoopFuture<BackendHandler> {
+        let waterMark = self.writeBufferWaterMark
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(self.connectTimeout)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.writeBufferWaterMark, value: waterMark)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(BackendHandler())
+                }
+            }
+        let connected: EventLoopFuture<Channel>
+        switch address {
+        case .tcp(let host, let port):
+            connected = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1).connect(host: host, port: port)
+        case .unix(let path):
+            connected = bootstrap.connect(unixDomainSocketPath: path)
+        }
+        return connected.flatMapThrowing { channel in
+            try channel.pipeline.syncOperations.handler(type: BackendHandler.self)
+        }
+    }
+}

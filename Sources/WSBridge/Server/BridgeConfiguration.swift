@@ -1,0 +1,65 @@
+import NIOCore
+
+/// Everything that shapes how the bridge listens, admits and relays. Defaults are the documented ones.
+public struct BridgeConfiguration: Sendable {
+    /// Address to listen on; nil listens on every address, IPv4 and IPv6.
+    public var host: String?
+    /// Port to listen on; 0 picks a free one (reported through `onServerRunning`).
+    public var port: Int
+    /// Refuse requests without an `Origin` header.
+    public var requireOrigin: Bool
+    /// Time from accept to a complete request head.
+    public var handshakeTimeout: TimeAmount
+    /// Backend connect timeout.
+    public var connectTimeout: TimeAmount
+    /// Close a session when no data moved either way for this long; nil disables.
+    public var idleTimeout: TimeAmount?
+    /// Ping the client this often; nil disables keepalive and dead-peer detection.
+    public var pingInterval: TimeAmount?
+    /// A client that sends nothing for this long after a ping is considered gone.
+    public var pongTimeout: TimeAmount
+    /// Largest client frame payload accepted (1009 beyond).
+    public var maxFrameSize: UInt64
+    /// Bound for each closing step (peer's Close, flushing to a backend, backend EOF after a half-close).
+    public var closeTimeout: TimeAmount
+    /// How long live sessions get after Close 1001 on shutdown.
+    public var shutdownTimeout: TimeAmount
+    /// Largest request head accepted (NIO's HTTP parser limit).
+    public var maxRequestHeadBytes: Int
+    /// Outbound buffer water marks for both legs of a session: above `high` the other side stops being read.
+    public var writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark
+    /// Listen backlog.
+    public var backlog: Int32
+
+    public init(
+        host: String? = nil,
+        port: Int = 6080,
+        requireOrigin: Bool = false,
+        handshakeTimeout: TimeAmount = .seconds(10),
+        connectTimeout: TimeAmount = .seconds(10),
+        idleTimeout: TimeAmount? = nil,
+        pingInterval: TimeAmount? = .seconds(30),
+        pongTimeout: TimeAmount = .seconds(30),
+        maxFrameSize: UInt64 = 64 << 20,
+        closeTimeout: TimeAmount = .seconds(5),
+        shutdownTimeout: TimeAmount = .seconds(10),
+        maxRequestHeadBytes: Int = 16 << 10,
+        writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark = .init(low: 64 << 10, high: 256 << 10),
+        backlog: Int32 = 1024
+    ) {
+        self.host = host
+        self.port = port
+        self.requireOrigin = requireOrigin
+        self.handshakeTimeout = handshakeTimeout
+        self.connectTimeout = connectTimeout
+        self.idleTimeout = idleTimeout
+        self.pingInterval = pingInterval
+        self.pongTimeout = pongTimeout
+        self.maxFrameSize = maxFrameSize
+        self.closeTimeout = closeTimeout
+        self.shutdownTimeout = shutdownTimeout
+        self.maxRequestHeadBytes = maxRequestHeadBytes
+        self.writeBufferWaterMark = writeBufferWaterMark
+        self.backlog = backlog
+    }
+}

@@ -1,0 +1,78 @@
+import NIOCore
+import NIOHTTP1
+import NIOWebSocket
+
+/// Answers every request that does not become a WebSocket session: refused upgrades with the status the admission
+/// policy chose, plain HTTP requests, and malformed requests (400, or 431 for an oversized head). Always closes the
+/// connection after the response.
+final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let connection: ConnectionState
+    private let decide: (HTTPRequestHead) -> UpgradePolicy.Decision
+    private var responded = false
+
+    init(connection: ConnectionState, decide: @escaping (HTTPRequestHead) -> UpgradePolicy.Decision) {
+        self.connection = connection
+        self.decide = decide
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(let head) = self.unwrapInboundIn(data) else { return }
+        self.connection.guardHandler.requestHeadReceived()
+        let rejection: HTTPRejection
+        if let known = self.connection.rejection {
+            rejection = known
+        } else {
+            switch self.decide(head) {
+            case .reject(let decided):
+                rejection = decided
+            case .accept:
+                // The policy accepts, yet NIO's upgrader refused (it checks a few headers itself first).
+                rejection = HTTPRejection(.malformed, .badRequest, "invalid WebSocket upgrade request")
+            }
+        }
+        self.connection.logger.debug(
+            "request refused",
+            metadata: ["status": "\(rejection.status.code)", "reason": "\(rejection.reason)", "uri": "\(Self.redactedPath(head.uri))"]
+        )
+        self.respond(context: context, rejection: rejection, includeBody: head.method != .HEAD)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if error is NIOWebSocketUpgradeError { return }  // answered when the request head arrives here
+        if let parserError = error as? HTTPParserError {
+            self.connection.guardHandler.requestHeadReceived()
+            let rejection: HTTPRejection
+            switch parserError {
+            case .headerOverflow:
+                rejection = HTTPRejection(.malformed, .init(statusCode: 431), "request header fields too large")
+            default:
+                rejection = HTTPRejection(.malformed, .badRequest, "malformed HTTP request")
+            }
+            self.respond(context: context, rejection: rejection, includeBody: true)
+            return
+        }
+        context.close(promise: nil)
+    }
+
+    private func respond(context: ChannelHandlerContext, rejection: HTTPRejection, includeBody: Bool) {
+        guard !self.responded else { return }
+        self.responded = true
+        let (head, body) = rejection.responseHead()
+        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+        if includeBody {
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        }
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    /// The request path without its query, which may hold a token.
+    static func redactedPath(_ uri: String) -> String {
+        guard let question = uri.firstIndex(of: "?") else { return uri }
+        return String(uri[..<question]) + "?…"
+    }
+}

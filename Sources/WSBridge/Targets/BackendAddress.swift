@@ -1,0 +1,51 @@
+/// Where a target's bytes go: a TCP host and port, or a Unix-domain socket.
+public enum BackendAddress: Hashable, Sendable, CustomStringConvertible {
+    case tcp(host: String, port: Int)
+    case unix(path: String)
+
+    /// Parses `host:port`, `[v6]:port` or a bare IPv6 address followed by `:port` (split on the last colon,
+    /// as websockify does).
+    public static func parseHostPort(_ text: String) -> Result<BackendAddress, AddressError> {
+        let text = text.trimmingWhitespace()
+        guard let colon = text.lastIndex(of: ":") else { return .failure(.init("expected host:port, got '\(text)'")) }
+        var host = String(text[..<colon])
+        let portText = text[text.index(after: colon)...]
+        guard let port = Int(portText), (1...65535).contains(port) else {
+            return .failure(.init("invalid port '\(portText)' in '\(text)'"))
+        }
+        if host.hasPrefix("[") && host.hasSuffix("]") {
+            host = String(host.dropFirst().dropLast())
+        } else if host.hasPrefix("[") || host.hasSuffix("]") {
+            return .failure(.init("unbalanced brackets in '\(text)'"))
+        }
+        guard !host.isEmpty else { return .failure(.init("missing host in '\(text)'")) }
+        guard !host.contains(where: { $0 == " " || $0 == "\t" || $0 == "/" }) else {
+            return .failure(.init("invalid host '\(host)'"))
+        }
+        return .success(.tcp(host: host, port: port))
+    }
+
+    public var description: String {
+        switch self {
+        case .tcp(let host, let port):
+            return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        case .unix(let path):
+            return "unix:\(path)"
+        }
+    }
+
+    public struct AddressError: Error, Equatable, Sendable, CustomStringConvertible {
+        public var message: String
+        public init(_ message: String) { self.message = message }
+        public var description: String { self.message }
+    }
+}
+
+extension StringProtocol {
+    func trimmingWhitespace() -> String {
+        var slice = Substring(self)
+        while let first = slice.first, first.isWhitespace { slice.removeFirst() }
+        while let last = slice.last, last.isWhitespace { slice.removeLast() }
+        return String(slice)
+    }
+}

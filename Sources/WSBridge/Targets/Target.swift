@@ -1,0 +1,51 @@
+/// One backend that clients may reach, and the rules for reaching it.
+public struct Target: Hashable, Sendable {
+    /// The name used in logs. Never the full token when the token is the only name.
+    public var name: String
+    public var backend: BackendAddress
+    /// Origins allowed for this target; nil means the global list applies.
+    public var origins: OriginAllowList?
+    /// Where the target was defined (`FILE:LINE`), for messages.
+    public var definedAt: String?
+
+    public init(name: String, backend: BackendAddress, origins: OriginAllowList? = nil, definedAt: String? = nil) {
+        self.name = name
+        self.backend = backend
+        self.origins = origins
+        self.definedAt = definedAt
+    }
+
+    /// A short, non-secret label for a token: a prefix of at most a quarter of it (and at most 4 characters),
+    /// then `…`.
+    public static func redact(_ token: String) -> String {
+        let keep = min(4, token.count / 4)
+        return String(token.prefix(keep)) + "…"
+    }
+}
+
+/// A complete, immutable set of targets: what admission decisions are made against.
+public struct TargetTable: Sendable {
+    /// How a request is routed.
+    public enum Mode: Sendable, Equatable {
+        /// Every connection goes to one backend; tokens are not needed.
+        case single(Target)
+        /// The token in the request picks the target.
+        case tokens([String: Target])
+    }
+
+    public var mode: Mode
+    /// The global origin allow-list; nil accepts every origin.
+    public var origins: OriginAllowList?
+
+    public init(mode: Mode, origins: OriginAllowList? = nil) {
+        self.mode = mode
+        self.origins = origins
+    }
+
+    public var targetCount: Int {
+        switch self.mode {
+        case .single: return 1
+        case .tokens(let map): return map.count
+        }
+    }
+}

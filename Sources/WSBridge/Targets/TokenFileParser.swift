@@ -1,0 +1,52 @@
+/// websockify's `TokenFile` format: `token: host:port` per line, `#` comments, blank lines ignored.
+///
+/// The token ends at the first `:` followed by white space (websockify splits on the regex `:\s`); the target is
+/// split on its last colon, so IPv6 may be written bare (`::1:5900`) or bracketed (`[::1]:5900`).
+public enum TokenFileParser {
+    public static func parse(_ text: String, file: String) throws -> TargetsFileContents {
+        var contents = TargetsFileContents()
+        var lineNumber = 0
+        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            lineNumber += 1
+            let line = rawLine.trimmingWhitespace()
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            guard let separator = Self.separator(in: line) else {
+                throw TargetsFileError(
+                    file: file,
+                    line: lineNumber,
+                    message: "expected 'token: host:port' (a colon and a space after the token)"
+                )
+            }
+            let token = String(line[..<separator]).trimmingWhitespace()
+            let rest = String(line[line.index(after: separator)...]).trimmingWhitespace()
+            guard !token.isEmpty else {
+                throw TargetsFileError(file: file, line: lineNumber, message: "empty token")
+            }
+            switch BackendAddress.parseHostPort(rest) {
+            case .success(let backend):
+                let target = Target(
+                    name: Target.redact(token),
+                    backend: backend,
+                    definedAt: "\(file):\(lineNumber)"
+                )
+                contents.entries.append(.init(token: token, target: target, line: lineNumber))
+            case .failure(let error):
+                throw TargetsFileError(file: file, line: lineNumber, message: error.message)
+            }
+        }
+        return contents
+    }
+
+    /// The index of the first `:` that is followed by white space.
+    private static func separator(in line: String) -> String.Index? {
+        var index = line.startIndex
+        while index < line.endIndex {
+            if line[index] == ":" {
+                let next = line.index(after: index)
+                if next < line.endIndex, line[next].isWhitespace { return index }
+            }
+            index = line.index(after: index)
+        }
+        return nil
+    }
+}

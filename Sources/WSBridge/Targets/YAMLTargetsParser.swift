@@ -1,0 +1,172 @@
+import Yams
+
+/// The YAML targets file:
+///
+/// ```yaml
+/// origins: ["https://app.example.com"]
+/// targets:
+///   vnc-lab-1: 10.0.0.5:5900            # shorthand: the key is the token
+///   console: { unix: /run/console.sock }
+///   db:
+///     token: 6f1c2a...                    # the key is then only a name
+///     backend: db.internal:5432
+///     origins: ["https://admin.example.com"]
+/// ```
+///
+/// Unknown keys are errors, every error names `FILE:LINE`.
+public enum YAMLTargetsParser {
+    public static func parse(_ text: String, file: String) throws -> TargetsFileContents {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw Self.locate(error, file: file)
+        }
+        var contents = TargetsFileContents()
+        guard let root else { return contents }  // an empty file has no targets
+        guard case .mapping(let top) = root else {
+            throw TargetsFileError(file: file, line: root.mark?.line, message: "expected a mapping with 'targets:'")
+        }
+        for (keyNode, value) in top {
+            let key = keyNode.string ?? ""
+            switch key {
+            case "origins":
+                contents.origins = try Self.stringList(value, file: file, what: "origins")
+                contents.originsLine = value.mark?.line
+                _ = try Self.origins(contents.origins, file: file, line: value.mark?.line)
+            case "targets":
+                guard case .mapping(let targets) = value else {
+                    if value.null != nil { continue }
+                    throw TargetsFileError(
+                        file: file,
+                        line: value.mark?.line,
+                        message: "'targets' must be a mapping of token to target"
+                    )
+                }
+                for (nameNode, spec) in targets {
+                    contents.entries.append(try Self.target(nameNode, spec, file: file))
+                }
+            default:
+                throw TargetsFileError(
+                    file: file,
+                    line: keyNode.mark?.line,
+                    message: "unknown key '\(key)' (expected 'origins' or 'targets')"
+                )
+            }
+        }
+        return contents
+    }
+
+    private static func target(_ nameNode: Node, _ spec: Node, file: String) throws -> TargetsFileContents.Entry {
+        let line = nameNode.mark?.line ?? 0
+        guard let name = nameNode.string, !name.isEmpty else {
+            throw TargetsFileError(file: file, line: line, message: "a target key must be a non-empty string")
+        }
+        let definedAt = "\(file):\(line)"
+        switch spec {
+        case .scalar(let scalar):
+            let backend = try Self.hostPort(scalar.string, file: file, line: spec.mark?.line ?? line)
+            let target = Target(name: Target.redact(name), backend: backend, definedAt: definedAt)
+            return .init(token: name, target: target, line: line)
+        case .mapping(let mapping):
+            var token: String?
+            var backend: BackendAddress?
+            var origins: OriginAllowList?
+            for (keyNode, value) in mapping {
+                let valueLine = value.mark?.line ?? line
+                switch keyNode.string ?? "" {
+                case "backend":
+                    guard backend == nil else {
+                        throw TargetsFileError(file: file, line: valueLine, message: "give 'backend' or 'unix', not both")
+                    }
+                    backend = try Self.hostPort(value.string ?? "", file: file, line: valueLine)
+                case "unix":
+                    guard backend == nil else {
+                        throw TargetsFileError(file: file, line: valueLine, message: "give 'backend' or 'unix', not both")
+                    }
+                    guard let path = value.string, path.hasPrefix("/") else {
+                        throw TargetsFileError(file: file, line: valueLine, message: "'unix' must be an absolute path")
+                    }
+                    backend = .unix(path: path)
+                case "origins":
+                    let list = try Self.stringList(value, file: file, what: "origins")
+                    origins = try Self.origins(list, file: file, line: valueLine)
+                case "token":
+                    guard let value = value.string, !value.isEmpty else {
+                        throw TargetsFileError(file: file, line: valueLine, message: "'token' must be a non-empty string")
+                    }
+                    token = value
+                default:
+                    throw TargetsFileError(
+                        file: file,
+                        line: keyNode.mark?.line ?? line,
+                        message: "unknown key '\(keyNode.string ?? "")' in target '\(token == nil ? Target.redact(name) : name)' (expected backend, unix, origins, token)"
+                    )
+                }
+            }
+            guard let backend else {
+                throw TargetsFileError(file: file, line: line, message: "target needs 'backend: host:port' or 'unix: PATH'")
+            }
+            // With an explicit token the key is a plain name and may be logged; otherwise the key is the secret.
+            let target = Target(
+                name: token == nil ? Target.redact(name) : name,
+                backend: backend,
+                origins: origins,
+                definedAt: definedAt
+            )
+            return .init(token: token ?? name, target: target, line: line)
+        default:
+            throw TargetsFileError(
+                file: file,
+                line: line,
+                message: "a target is 'host:port' or a mapping with 'backend:' or 'unix:'"
+            )
+        }
+    }
+
+    private static func hostPort(_ text: String, file: String, line: Int) throws -> BackendAddress {
+        switch BackendAddress.parseHostPort(text) {
+        case .success(let address): return address
+        case .failure(let error): throw TargetsFileError(file: file, line: line, message: error.message)
+        }
+    }
+
+    private static func stringList(_ node: Node, file: String, what: String) throws -> [String] {
+        if let single = node.scalar?.string { return [single] }
+        guard case .sequence(let sequence) = node else {
+            throw TargetsFileError(file: file, line: node.mark?.line, message: "'\(what)' must be a list of strings")
+        }
+        return try sequence.map { item in
+            guard let string = item.scalar?.string else {
+                throw TargetsFileError(file: file, line: item.mark?.line, message: "'\(what)' must be a list of strings")
+            }
+            return string
+        }
+    }
+
+    static func origins(_ list: [String], file: String, line: Int?) throws -> OriginAllowList {
+        do {
+            return try OriginAllowList(list)
+        } catch let error as OriginAllowList.OriginError {
+            throw TargetsFileError(file: file, line: line, message: error.description)
+        }
+    }
+
+    private static func locate(_ error: YamlError, file: String) -> TargetsFileError {
+        switch error {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _),
+            .composer(_, let problem, let mark, _):
+            return TargetsFileError(file: file, line: mark.line, message: "invalid YAML: \(problem)")
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            return TargetsFileError(
+                file: file,
+                line: context.mark.line,
+                message: "duplicate key \(duplicates.map(Target.redact).joined(separator: ", "))"
+            )
+        case .reader(let problem, _, _, _):
+            return TargetsFileError(file: file, line: nil, message: "invalid YAML: \(problem)")
+        default:
+            return TargetsFileError(file: file, line: nil, message: "invalid YAML: \(error)")
+        }
+    }
+}
