@@ -63,33 +63,36 @@ public struct BackendConnectError: Error, Sendable, Equatable {
     }
 }
 
-/// Opens backend connections on a given event loop, with the options every session uses.
-struct BackendConnector {
-    var connectTimeout: TimeAmount
-    var writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark
+/// Opens backend connections on a given event loop (the client channel's), each with a `BackendHandler` whose reads
+/// are held until a session attaches. Tests substitute in-memory channels.
+struct BackendConnector: Sendable {
+    var connect: @Sendable (BackendAddress, EventLoop) -> EventLoopFuture<BackendHandler>
 
-    /// Connects to `address` on `eventLoop` (the client channel's), with a `BackendHandler` installed whose reads
-    /// are held until a session attaches.
-    func connect(to address: BackendAddress, on eventLoop: EventLoop) -> EventLoopFuture<BackendHandler> {
-        let waterMark = self.writeBufferWaterMark
-        let bootstrap = ClientBootstrap(group: eventLoop)
-            .connectTimeout(self.connectTimeout)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.writeBufferWaterMark, value: waterMark)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(BackendHandler())
+    /// Real sockets: TCP (with TCP_NODELAY) or Unix, half-closure allowed, the session's water marks.
+    static func sockets(
+        connectTimeout: TimeAmount,
+        writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark
+    ) -> BackendConnector {
+        BackendConnector { address, eventLoop in
+            let bootstrap = ClientBootstrap(group: eventLoop)
+                .connectTimeout(connectTimeout)
+                .channelOption(.allowRemoteHalfClosure, value: true)
+                .channelOption(.writeBufferWaterMark, value: writeBufferWaterMark)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(BackendHandler())
+                    }
                 }
+            let connected: EventLoopFuture<Channel>
+            switch address {
+            case .tcp(let host, let port):
+                connected = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1).connect(host: host, port: port)
+            case .unix(let path):
+                connected = bootstrap.connect(unixDomainSocketPath: path)
             }
-        let connected: EventLoopFuture<Channel>
-        switch address {
-        case .tcp(let host, let port):
-            connected = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1).connect(host: host, port: port)
-        case .unix(let path):
-            connected = bootstrap.connect(unixDomainSocketPath: path)
-        }
-        return connected.flatMapThrowing { channel in
-            try channel.pipeline.syncOperations.handler(type: BackendHandler.self)
+            return connected.flatMapThrowing { channel in
+                try channel.pipeline.syncOperations.handler(type: BackendHandler.self)
+            }
         }
     }
 }

@@ -14,22 +14,45 @@ public final class BridgeServer: Service, Sendable {
     private let group: EventLoopGroup
     private let logger: Logger
     private let onServerRunning: (@Sendable (SocketAddress) -> Void)?
+    private let connector: BackendConnector
     private let clients = ChannelRegistry()
     private let backends = ChannelRegistry()
 
     /// - Parameter onServerRunning: called with the bound address once the server listens (the real port when
     ///   the configuration asked for port 0).
-    public init(
+    public convenience init(
         configuration: BridgeConfiguration,
         targets: TargetsStore,
         group: EventLoopGroup,
         logger: Logger,
         onServerRunning: (@Sendable (SocketAddress) -> Void)? = nil
     ) {
+        self.init(
+            configuration: configuration,
+            targets: targets,
+            group: group,
+            logger: logger,
+            connector: .sockets(
+                connectTimeout: configuration.connectTimeout,
+                writeBufferWaterMark: configuration.writeBufferWaterMark
+            ),
+            onServerRunning: onServerRunning
+        )
+    }
+
+    init(
+        configuration: BridgeConfiguration,
+        targets: TargetsStore,
+        group: EventLoopGroup,
+        logger: Logger,
+        connector: BackendConnector,
+        onServerRunning: (@Sendable (SocketAddress) -> Void)? = nil
+    ) {
         self.configuration = configuration
         self.targets = targets
         self.group = group
         self.logger = logger
+        self.connector = connector
         self.onServerRunning = onServerRunning
     }
 
@@ -101,7 +124,8 @@ public final class BridgeServer: Service, Sendable {
         }
     }
 
-    private func initializeConnection(_ channel: Channel) throws {
+    /// Sets up an accepted connection's pipeline (internal for in-memory tests).
+    func initializeConnection(_ channel: Channel) throws {
         self.clients.add(channel)
         var logger = self.logger
         logger[metadataKey: "client"] = "\(Self.describe(channel.remoteAddress))"
@@ -168,12 +192,8 @@ public final class BridgeServer: Service, Sendable {
             if let subprotocol = admission.subprotocol {
                 headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol)
             }
-            let connector = BackendConnector(
-                connectTimeout: self.configuration.connectTimeout,
-                writeBufferWaterMark: self.configuration.writeBufferWaterMark
-            )
             let backends = self.backends
-            return connector.connect(to: admission.target.backend, on: channel.eventLoop)
+            return self.connector.connect(admission.target.backend, channel.eventLoop)
                 .map { handler -> Result<BackendHandler, BackendConnectError> in
                     if let backendChannel = handler.channel { backends.add(backendChannel) }
                     return .success(handler)

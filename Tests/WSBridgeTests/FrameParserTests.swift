@@ -1,0 +1,193 @@
+import NIOCore
+import XCTest
+
+@testable import WSBridge
+
+final class FrameParserTests: XCTestCase {
+    /// Feeds `bytes` in chunks of `chunk` bytes (keeping leftovers, as the handler does) and collects events.
+    private func parse(_ bytes: [UInt8], chunk: Int = .max, maxFrameSize: UInt64 = 1 << 20) -> ([FrameParser.Event], FrameParser.Failure?) {
+        var parser = FrameParser(maxFrameSize: maxFrameSize)
+        var events: [FrameParser.Event] = []
+        var pending = ByteBuffer()
+        var offset = 0
+        while offset < bytes.count {
+            let end = min(bytes.count, offset + max(1, chunk))
+            pending.writeBytes(bytes[offset..<end])
+            offset = end
+            do {
+                while let event = try parser.next(&pending) { events.append(event) }
+            } catch let failure as FrameParser.Failure {
+                return (events, failure)
+            } catch {
+                XCTFail("unexpected \(error)")
+            }
+        }
+        return (events, nil)
+    }
+
+    private func payloadBytes(_ events: [FrameParser.Event]) -> [UInt8] {
+        events.flatMap { event -> [UInt8] in
+            if case .data(let buffer) = event { return Array(buffer.readableBytesView) }
+            return []
+        }
+    }
+
+    func testBinaryPayloadIsUnmaskedAcrossEveryChunkSize() {
+        let payload = (0..<300).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+        let bytes = FrameBuilder.binary(payload).bytes
+        for chunk in [1, 2, 3, 5, 7, 13, 64, 299, 1000] {
+            let (events, failure) = self.parse(bytes, chunk: chunk)
+            XCTAssertNil(failure)
+            XCTAssertEqual(self.payloadBytes(events), payload, "chunk \(chunk)")
+            XCTAssertFalse(events.contains { if case .data(let b) = $0 { return b.readableBytes == 0 } else { return false } })
+        }
+    }
+
+    func testLengthEncodingsAndEmptyFrames() {
+        for size in [0, 1, 125, 126, 127, 65535, 65536, 70000] {
+            let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0) }
+            let (events, failure) = self.parse(FrameBuilder.binary(payload).bytes, chunk: 4096)
+            XCTAssertNil(failure, "size \(size)")
+            XCTAssertEqual(self.payloadBytes(events), payload, "size \(size)")
+        }
+    }
+
+    func testWordWiseUnmaskMatchesBytewiseForEveryPhaseAndLength() {
+        let mask: (UInt8, UInt8, UInt8, UInt8) = (0xA1, 0x02, 0xF3, 0x44)
+        let maskArray: [UInt8] = [0xA1, 0x02, 0xF3, 0x44]
+        for length in 0..<80 {
+            for phase in 0..<4 {
+                var data = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+                let expected = data.enumerated().map { $0.element ^ maskArray[($0.offset + phase) % 4] }
+                data.withUnsafeMutableBytes { FrameParser.unmask($0, mask: mask, offset: phase) }
+                XCTAssertEqual(data, expected, "length \(length) phase \(phase)")
+            }
+        }
+    }
+
+    func testFragmentedMessageWithInterleavedPing() {
+        var bytes = FrameBuilder.binary([1, 2, 3], fin: false).bytes
+        bytes += FrameBuilder(opcode: 0x9, payload: [9, 9]).bytes
+        bytes += FrameBuilder(opcode: 0x0, payload: [4, 5], fin: false).bytes
+        bytes += FrameBuilder(opcode: 0x0, payload: [6], fin: true).bytes
+        bytes += FrameBuilder.binary([7]).bytes
+        let (events, failure) = self.parse(bytes, chunk: 3)
+        XCTAssertNil(failure)
+        XCTAssertEqual(self.payloadBytes(events), [1, 2, 3, 4, 5, 6, 7])
+        XCTAssertTrue(events.contains(.ping(ByteBuffer(bytes: [9, 9]))))
+    }
+
+    func testTextMessagesAreValidatedAcrossFragments() {
+        let euro = Array("€".utf8)  // E2 82 AC
+        var bytes = FrameBuilder(opcode: 0x1, payload: [euro[0]], fin: false).bytes
+        bytes += FrameBuilder(opcode: 0x0, payload: [euro[1], euro[2]], fin: true).bytes
+        XCTAssertNil(self.parse(bytes).1)
+
+        let truncated = FrameBuilder(opcode: 0x1, payload: [euro[0], euro[1]], fin: true).bytes
+        XCTAssertEqual(self.parse(truncated).1?.code, .invalidPayload)
+
+        let invalid = FrameBuilder.init(opcode: 0x1, payload: [0x61, 0xFF]).bytes
+        XCTAssertEqual(self.parse(invalid).1, FrameParser.Failure(.invalidPayload, "invalid UTF-8 in text message"))
+
+        // Binary frames are not validated.
+        XCTAssertNil(self.parse(FrameBuilder.binary([0xFF, 0xFE]).bytes).1)
+    }
+
+    func testProtocolViolations() {
+        var unmasked = FrameBuilder.binary([1])
+        unmasked.masked = false
+        var rsv = FrameBuilder.binary([1])
+        rsv.rsv = 0b100
+        var longLength = FrameBuilder.binary([])
+        longLength.declaredLength = 1 << 63
+        let cases: [(String, [UInt8], CloseCode)] = [
+            ("unmasked", unmasked.bytes, .protocolError),
+            ("rsv", rsv.bytes, .protocolError),
+            ("opcode 3", FrameBuilder(opcode: 0x3).bytes, .protocolError),
+            ("opcode 0xB", FrameBuilder(opcode: 0xB).bytes, .protocolError),
+            ("long ping", FrameBuilder(opcode: 0x9, payload: Array(repeating: 0, count: 126)).bytes, .protocolError),
+            ("fragmented ping", FrameBuilder(opcode: 0x9, payload: [], fin: false).bytes, .protocolError),
+            ("lonely continuation", FrameBuilder(opcode: 0x0, payload: [1]).bytes, .protocolError),
+            (
+                "new message inside fragment",
+                FrameBuilder.binary([1], fin: false).bytes + FrameBuilder.binary([2]).bytes, .protocolError
+            ),
+            ("length high bit", longLength.bytes, .protocolError),
+            ("close 1 byte", FrameBuilder(opcode: 0x8, payload: [3]).bytes, .protocolError),
+            ("close code 999", FrameBuilder.close(999).bytes, .protocolError),
+            ("close code 1005", FrameBuilder.close(1005).bytes, .protocolError),
+            ("close code 1006", FrameBuilder.close(1006).bytes, .protocolError),
+            ("close code 1015", FrameBuilder.close(1015).bytes, .protocolError),
+            ("close code 2000", FrameBuilder.close(2000).bytes, .protocolError),
+            ("close code 5000", FrameBuilder.close(5000).bytes, .protocolError),
+            ("close reason utf8", FrameBuilder.close(1000, [0xC0, 0xAF]).bytes, .invalidPayload),
+        ]
+        for (name, bytes, code) in cases {
+            XCTAssertEqual(self.parse(bytes).1?.code, code, name)
+        }
+    }
+
+    func testFrameSizeLimit() {
+        var huge = FrameBuilder.binary([])
+        huge.declaredLength = (1 << 63) - 1
+        XCTAssertEqual(self.parse(huge.bytes).1, FrameParser.Failure(.tooBig, "frame too big"))
+        XCTAssertEqual(self.parse(FrameBuilder.binary(Array(repeating: 1, count: 1025)).bytes, maxFrameSize: 1024).1?.code, .tooBig)
+        XCTAssertNil(self.parse(FrameBuilder.binary(Array(repeating: 1, count: 1024)).bytes, maxFrameSize: 1024).1)
+    }
+
+    func testFailureIsSticky() {
+        var parser = FrameParser()
+        var buffer = FrameBuilder(opcode: 0x3).buffer
+        XCTAssertThrowsError(try parser.next(&buffer))
+        var good = FrameBuilder.binary([1]).buffer
+        XCTAssertThrowsError(try parser.next(&good))
+    }
+
+    func testCloseFrames() {
+        XCTAssertEqual(self.parse(FrameBuilder.close(nil).bytes).0, [.close(nil, "")])
+        XCTAssertEqual(self.parse(FrameBuilder.close(1000, Array("bye".utf8)).bytes).0, [.close(.normal, "bye")])
+        for valid: UInt16 in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999] {
+            XCTAssertEqual(self.parse(FrameBuilder.close(valid).bytes).0, [.close(CloseCode(valid), "")], "\(valid)")
+        }
+        // Bytes after a Close are ignored.
+        let after = FrameBuilder.close(1000).bytes + FrameBuilder.binary([1]).bytes
+        let (events, failure) = self.parse(after)
+        XCTAssertNil(failure)
+        XCTAssertEqual(events, [.close(.normal, "")])
+    }
+}
+
+final class UTF8ValidatorTests: XCTestCase {
+    func testAgreesWithTheStandardLibraryOnRandomInput() {
+        var generator = SystemRandomNumberGenerator()
+        let alphabet: [UInt8] = [0x00, 0x41, 0x7F, 0x80, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xED, 0xEF, 0xF0, 0xF4, 0xF5, 0xFF, 0xA0, 0x9F, 0x90, 0x8F]
+        for _ in 0..<20000 {
+            let length = Int.random(in: 0...8, using: &generator)
+            let bytes = (0..<length).map { _ in alphabet.randomElement(using: &generator)! }
+            let expected = String(validating: bytes, as: UTF8.self) != nil
+            var validator = UTF8Validator()
+            let ok = validator.feed(bytes) && validator.isComplete
+            XCTAssertEqual(ok, expected, "\(bytes.map { String($0, radix: 16) })")
+            var fast = UTF8Validator()
+            let okFast = bytes.withUnsafeBytes { fast.feed($0) } && fast.isComplete
+            XCTAssertEqual(okFast, expected)
+        }
+    }
+
+    func testLongASCIIAndSplitCodePoints() {
+        let text = String(repeating: "abcdefgh", count: 100) + "€𝄞" + String(repeating: "x", count: 17)
+        let bytes = Array(text.utf8)
+        for split in 0...bytes.count {
+            var validator = UTF8Validator()
+            XCTAssertTrue(bytes[..<split].withUnsafeBytes { validator.feed($0) })
+            XCTAssertTrue(bytes[split...].withUnsafeBytes { validator.feed($0) })
+            XCTAssertTrue(validator.isComplete)
+        }
+        var surrogate = UTF8Validator()
+        XCTAssertFalse(surrogate.feed([0xED, 0xA0, 0x80]))
+        var overlong = UTF8Validator()
+        XCTAssertFalse(overlong.feed([0xE0, 0x80, 0xAF]))
+        var tooHigh = UTF8Validator()
+        XCTAssertFalse(tooHigh.feed([0xF4, 0x90, 0x80, 0x80]))
+    }
+}

@@ -1,0 +1,134 @@
+import Foundation
+import XCTest
+
+@testable import WSBridge
+
+final class TargetsParserTests: XCTestCase {
+    func testWebsockifyTokenFormat() throws {
+        let text = """
+            # websockify token file
+            vnc1: 10.0.0.5:5900
+            \tvnc2:\t192.168.1.2:5901   
+            v6bare: ::1:5902
+            v6bracket: [fe80::1]:5903
+
+            host: backend.internal:23
+            """
+        let contents = try TokenFileParser.parse(text, file: "tokens.cfg")
+        XCTAssertEqual(contents.entries.map(\.token), ["vnc1", "vnc2", "v6bare", "v6bracket", "host"])
+        XCTAssertEqual(
+            contents.entries.map(\.target.backend),
+            [
+                .tcp(host: "10.0.0.5", port: 5900), .tcp(host: "192.168.1.2", port: 5901),
+                .tcp(host: "::1", port: 5902), .tcp(host: "fe80::1", port: 5903),
+                .tcp(host: "backend.internal", port: 23),
+            ]
+        )
+        XCTAssertEqual(contents.entries.map(\.line), [2, 3, 4, 5, 7])
+        XCTAssertEqual(contents.entries[0].target.name, "v…", "a token is never used as the logged name")
+    }
+
+    func testTokenFormatErrorsNameTheLine() {
+        let cases: [(String, Int, String)] = [
+            ("ok: 1.2.3.4:5\nbad 1.2.3.4:5\n", 2, "expected 'token: host:port'"),
+            ("a: 1.2.3.4\n", 1, "expected host:port"),
+            ("a: 1.2.3.4:70000\n", 1, "invalid port"),
+            ("# c\n\na: :5900\n", 3, "missing host"),
+        ]
+        for (text, line, fragment) in cases {
+            XCTAssertThrowsError(try TokenFileParser.parse(text, file: "t.cfg")) { error in
+                let error = error as! TargetsFileError
+                XCTAssertEqual(error.line, line, text)
+                XCTAssertTrue(error.description.hasPrefix("t.cfg:\(line): "), error.description)
+                XCTAssertTrue(error.description.contains(fragment), error.description)
+            }
+        }
+    }
+
+    func testYAMLForms() throws {
+        let text = """
+            origins: ["https://app.example.com", "https://*.example.com"]
+            targets:
+              vnc-lab-1: 10.0.0.5:5900
+              billing-db:
+                backend: db.internal:5432
+                origins: ["https://admin.example.com"]
+              console:
+                unix: /run/console.sock
+              named:
+                token: s3cr3t-random-token
+                backend: "[::1]:7000"
+            """
+        let contents = try YAMLTargetsParser.parse(text, file: "t.yaml")
+        XCTAssertEqual(contents.origins, ["https://app.example.com", "https://*.example.com"])
+        let byToken = Dictionary(uniqueKeysWithValues: contents.entries.map { ($0.token, $0) })
+        XCTAssertEqual(byToken["vnc-lab-1"]?.target.backend, .tcp(host: "10.0.0.5", port: 5900))
+        XCTAssertEqual(byToken["billing-db"]?.target.origins?.entries, ["https://admin.example.com"])
+        XCTAssertEqual(byToken["console"]?.target.backend, .unix(path: "/run/console.sock"))
+        XCTAssertEqual(byToken["s3cr3t-random-token"]?.target.backend, .tcp(host: "::1", port: 7000))
+        XCTAssertEqual(byToken["s3cr3t-random-token"]?.target.name, "named")
+        XCTAssertEqual(byToken["vnc-lab-1"]?.line, 3)
+    }
+
+    func testYAMLErrorsNameTheLine() {
+        let cases: [(String, Int, String)] = [
+            ("targets:\n  a: 1.2.3.4:5\nextra: 1\n", 3, "unknown key 'extra'"),
+            ("targets:\n  a:\n    backend: 1.2.3.4:5\n    colour: red\n", 4, "unknown key 'colour'"),
+            ("targets:\n  a:\n    origins: [x]\n", 3, "invalid origin"),
+            ("targets:\n  a:\n    backend: nope\n", 3, "expected host:port"),
+            ("targets:\n  a: [1, 2\n", 3, "invalid YAML"),
+            ("targets:\n  a:\n    backend: 1.2.3.4:5\n    unix: /x\n", 4, "not both"),
+            ("targets:\n  a:\n    unix: relative.sock\n", 3, "absolute path"),
+        ]
+        for (text, line, fragment) in cases {
+            XCTAssertThrowsError(try YAMLTargetsParser.parse(text, file: "t.yaml")) { error in
+                guard let error = error as? TargetsFileError else { return XCTFail("\(error)") }
+                XCTAssertEqual(error.line, line, "\(text) -> \(error)")
+                XCTAssertTrue(error.description.contains(fragment), error.description)
+            }
+        }
+    }
+
+    func testLoaderReadsADirectoryAndRefusesDuplicateTokens() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "a: 127.0.0.1:1\n".write(to: dir.appendingPathComponent("one"), atomically: true, encoding: .utf8)
+        try "targets:\n  b: 127.0.0.1:2\n".write(to: dir.appendingPathComponent("two.yaml"), atomically: true, encoding: .utf8)
+        try "ignored".write(to: dir.appendingPathComponent(".hidden"), atomically: true, encoding: .utf8)
+        let table = try TargetsLoader(path: dir.path).load()
+        guard case .tokens(let map) = table.mode else { return XCTFail() }
+        XCTAssertEqual(Set(map.keys), ["a", "b"])
+
+        try "b: 127.0.0.1:3\n".write(to: dir.appendingPathComponent("zz"), atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try TargetsLoader(path: dir.path).load()) { error in
+            XCTAssertTrue("\(error)".hasSuffix("zz:1: token … is already defined at \(dir.path)/two.yaml:2"), "\(error)")
+        }
+    }
+
+    func testStoreKeepsThePreviousTableWhenAReloadFails() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-\(UUID()).cfg")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try "a: 127.0.0.1:1\n".write(to: file, atomically: true, encoding: .utf8)
+        let store = try TargetsStore(loader: TargetsLoader(path: file.path))
+        try "a: 127.0.0.1:1\nbroken\n".write(to: file, atomically: true, encoding: .utf8)
+        guard case .failure(let error) = store.reload(logger: .init(label: "test")) else { return XCTFail() }
+        XCTAssertEqual(error.line, 2)
+        guard case .tokens(let map) = store.current.mode else { return XCTFail() }
+        XCTAssertEqual(map["a"]?.backend, .tcp(host: "127.0.0.1", port: 1))
+        try "b: 127.0.0.1:2\n".write(to: file, atomically: true, encoding: .utf8)
+        XCTAssertNoThrow(try store.reload(logger: .init(label: "test")).get())
+        guard case .tokens(let newMap) = store.current.mode else { return XCTFail() }
+        XCTAssertEqual(Set(newMap.keys), ["b"])
+    }
+
+    func testListenAndBackendAddresses() {
+        XCTAssertEqual(try ListenAddress.parse("6080").get(), .init(host: nil, port: 6080))
+        XCTAssertEqual(try ListenAddress.parse("127.0.0.1:6080").get(), .init(host: "127.0.0.1", port: 6080))
+        XCTAssertEqual(try ListenAddress.parse("[::1]:6080").get(), .init(host: "::1", port: 6080))
+        XCTAssertEqual(try ListenAddress.parse(":6080").get(), .init(host: nil, port: 6080))
+        XCTAssertThrowsError(try ListenAddress.parse("::1:6080").get())
+        XCTAssertThrowsError(try ListenAddress.parse("host:port").get())
+        XCTAssertEqual(try BackendAddress.parseHostPort("[::1]:22").get().description, "[::1]:22")
+    }
+}
