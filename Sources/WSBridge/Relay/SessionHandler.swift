@@ -32,7 +32,7 @@ final class SessionHandler: ChannelDuplexHandler {
     private var backend: BackendHandler?
     private let connectFailure: BackendConnectError?
     private var logger: Logger
-    private let startedAt = NIODeadline.now()
+    private var startedAt = NIODeadline.now()
 
     private var context: ChannelHandlerContext?
     private(set) var clientPhase = ClientPhase.open
@@ -86,8 +86,14 @@ final class SessionHandler: ChannelDuplexHandler {
 
     // MARK: lifecycle
 
+    /// The event loop's clock (virtual in tests).
+    private var now: NIODeadline { self.context?.eventLoop.now ?? .now() }
+
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.startedAt = context.eventLoop.now
+        self.lastReceived = self.startedAt
+        self.lastData = self.startedAt
         if let backend = self.backend {
             if let backendChannel = backend.channel {
                 precondition(
@@ -145,7 +151,7 @@ final class SessionHandler: ChannelDuplexHandler {
     // MARK: client events
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.lastReceived = .now()
+        self.lastReceived = self.now
         switch self.unwrapInboundIn(data) {
         case .data(let buffer):
             self.bytesUp += UInt64(buffer.readableBytes)
@@ -251,7 +257,7 @@ final class SessionHandler: ChannelDuplexHandler {
     func backendRead(_ buffer: ByteBuffer) {
         guard self.clientPhase == .open, let context = self.context else { return }
         self.bytesDown += UInt64(buffer.readableBytes)
-        self.lastData = .now()
+        self.lastData = self.now
         context.write(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, data: buffer)), promise: nil)
         self.clientNeedsFlush = true
     }
@@ -366,7 +372,7 @@ final class SessionHandler: ChannelDuplexHandler {
         self.cancelTimers()
         self.backend?.detach()
         self.backend = nil
-        let duration = Double((NIODeadline.now() - self.startedAt).nanoseconds) / 1e9
+        let duration = Double((self.now - self.startedAt).nanoseconds) / 1e9
         var metadata: Logger.Metadata = [
             "up": "\(self.bytesUp)",
             "down": "\(self.bytesDown)",
@@ -382,7 +388,7 @@ final class SessionHandler: ChannelDuplexHandler {
 
     private func sendPing() {
         guard self.clientPhase == .open, let context = self.context else { return }
-        let sentAt = NIODeadline.now()
+        let sentAt = self.now
         context.writeAndFlush(
             self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0))),
             promise: nil
@@ -404,7 +410,7 @@ final class SessionHandler: ChannelDuplexHandler {
         self.idleCheck = context.eventLoop.scheduleTask(deadline: deadline) { [weak self] in
             guard let self, self.clientPhase == .open else { return }
             let due = self.lastData + idle
-            if due <= .now() {
+            if due <= self.now {
                 self.noteClose(CloseCode.goingAway.rawValue, by: "server", reason: "idle timeout")
                 self.sendClose(CloseCode.goingAway.rawValue, reason: "idle timeout", closeAfterWrite: false)
                 self.finishBackend()
