@@ -1,0 +1,191 @@
+import Logging
+import NIOCore
+import NIOPosix
+import NIOWebSocket
+import ServiceLifecycle
+import XCTest
+
+@testable import WSBridge
+
+/// Real sockets on loopback, port 0: the bridge, a NIO TCP echo backend, and NIO's WebSocket client.
+final class LoopbackTests: XCTestCase {
+    /// Echoes every byte; shuts its write side when the peer does (half-close), like a well-behaved TCP service.
+    final class EchoHandler: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            context.write(data, promise: nil)
+        }
+        func channelReadComplete(context: ChannelHandlerContext) { context.flush() }
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if let event = event as? ChannelEvent, event == .inputClosed {
+                context.close(mode: .output, promise: nil)
+            }
+        }
+    }
+
+    var group: MultiThreadedEventLoopGroup!
+    var echo: Channel!
+
+    override func setUp() async throws {
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        self.echo = try await ServerBootstrap(group: self.group)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { $0.pipeline.addHandler(EchoHandler()) }
+            .bind(host: "127.0.0.1", port: 0).get()
+    }
+
+    override func tearDown() async throws {
+        try await self.echo.close()
+        try await self.group.shutdownGracefully()
+    }
+
+    /// Runs a bridge to `backend` for the duration of `body`, then shuts it down gracefully.
+    func withBridge(
+        backend: BackendAddress? = nil,
+        configure: (inout BridgeConfiguration) -> Void = { _ in },
+        _ body: @escaping @Sendable (Int) async throws -> Void
+    ) async throws {
+        var configuration = BridgeConfiguration(host: "127.0.0.1", port: 0)
+        configure(&configuration)
+        let target = Target(name: "echo", backend: backend ?? .tcp(host: "127.0.0.1", port: self.echo.localAddress!.port!))
+        let (ports, portContinuation) = AsyncStream<Int>.makeStream()
+        let server = BridgeServer(
+            configuration: configuration,
+            targets: TargetsStore(fixed: TargetTable(mode: .tokens(["echo": target]))),
+            group: self.group,
+            logger: Logger(label: "bridge"),
+            onServerRunning: { portContinuation.yield($0.port!) }
+        )
+        let serviceGroup = ServiceGroup(services: [server], logger: Logger(label: "group"))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await serviceGroup.run() }
+            var iterator = ports.makeAsyncIterator()
+            let port = await iterator.next()!
+            do {
+                try await body(port)
+            } catch {
+                await serviceGroup.triggerGracefulShutdown()
+                throw error
+            }
+            await serviceGroup.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+    }
+
+    func testByteExactRoundTripsOfRandomSizes() async throws {
+        let group = self.group!
+        try await self.withBridge { port in
+            let client = try await WebSocketTestClient.connect(port: port, path: "/?token=echo", group: group)
+            for size in [1, 125, 126, 65535, 65536, 1 << 20, 4 << 20] {
+                let payload = (0..<size).map { _ in UInt8.random(in: 0...255) }
+                client.send(.binary, payload)
+                let received = await client.receive(count: size)
+                XCTAssertEqual(received.count, size)
+                XCTAssertTrue(received == payload, "payload of \(size) bytes differs")
+            }
+            client.close(code: 1000)
+            let close = await client.receiveClose()
+            XCTAssertEqual(close?.0, 1000)
+        }
+    }
+
+    func testManyConcurrentSessions() async throws {
+        let group = self.group!
+        try await self.withBridge { port in
+            try await withThrowingTaskGroup(of: Void.self) { sessions in
+                for index in 0..<40 {
+                    sessions.addTask {
+                        let client = try await WebSocketTestClient.connect(port: port, path: "/?token=echo", group: group)
+                        let payload = (0..<(1000 + index * 997)).map { _ in UInt8.random(in: 0...255) }
+                        // Fragmented: three frames of one message.
+                        let third = payload.count / 3
+                        client.send(.binary, Array(payload[..<third]), fin: false)
+                        client.send(.continuation, Array(payload[third..<(2 * third)]), fin: false)
+                        client.send(.continuation, Array(payload[(2 * third)...]), fin: true)
+                        let received = await client.receive(count: payload.count)
+                        XCTAssertTrue(received == payload, "session \(index)")
+                        client.close(code: 4000 + UInt16(index))
+                        let close = await client.receiveClose()
+                        XCTAssertEqual(close?.0, 4000 + UInt16(index), "the client's code is echoed")
+                    }
+                }
+                try await sessions.waitForAll()
+            }
+        }
+    }
+
+    func testBackendRefusedIsReadableAsClose1014() async throws {
+        // A port that was just free: bind, read the port, close.
+        let probe = try await ServerBootstrap(group: self.group).bind(host: "127.0.0.1", port: 0).get()
+        let closedPort = probe.localAddress!.port!
+        try await probe.close()
+        let group = self.group!
+        try await self.withBridge(backend: .tcp(host: "127.0.0.1", port: closedPort)) { port in
+            let client = try await WebSocketTestClient.connect(port: port, path: "/?token=echo", group: group)
+            let close = await client.receiveClose()
+            XCTAssertEqual(close?.0, 1014)
+            XCTAssertEqual(close?.1, "backend refused")
+            client.close(code: 1014)
+        }
+    }
+
+    func testRefusedUpgradesGetTheirStatus() async throws {
+        let group = self.group!
+        try await self.withBridge { port in
+            do {
+                _ = try await WebSocketTestClient.connect(port: port, path: "/?token=wrong", group: group)
+                XCTFail("upgraded with a wrong token")
+            } catch WebSocketTestClient.Failure.upgradeRefused(let status) {
+                XCTAssertEqual(status, "404")
+            }
+            do {
+                _ = try await WebSocketTestClient.connect(port: port, path: "/", group: group)
+                XCTFail("upgraded without a token")
+            } catch WebSocketTestClient.Failure.upgradeRefused(let status) {
+                XCTAssertEqual(status, "400")
+            }
+            let binary = try await WebSocketTestClient.connect(
+                port: port,
+                path: "/websockify?token=echo",
+                headers: [("Sec-WebSocket-Protocol", "binary")],
+                group: group
+            )
+            XCTAssertEqual(binary.selectedProtocol, "binary")
+            binary.close(code: 1000)
+            _ = await binary.receiveClose()
+        }
+    }
+
+    func testGracefulShutdownSendsGoingAway() async throws {
+        var configuration = BridgeConfiguration(host: "127.0.0.1", port: 0)
+        configuration.shutdownTimeout = .seconds(5)
+        let target = Target(name: "echo", backend: .tcp(host: "127.0.0.1", port: self.echo.localAddress!.port!))
+        let (ports, portContinuation) = AsyncStream<Int>.makeStream()
+        let server = BridgeServer(
+            configuration: configuration,
+            targets: TargetsStore(fixed: TargetTable(mode: .single(target))),
+            group: self.group,
+            logger: Logger(label: "bridge"),
+            onServerRunning: { portContinuation.yield($0.port!) }
+        )
+        let serviceGroup = ServiceGroup(services: [server], logger: Logger(label: "group"))
+        let group = self.group!
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await serviceGroup.run() }
+            var iterator = ports.makeAsyncIterator()
+            let port = await iterator.next()!
+            let client = try await WebSocketTestClient.connect(port: port, group: group)
+            client.send(.binary, [1, 2, 3])
+            let echoed = await client.receive(count: 3)
+            XCTAssertEqual(echoed, [1, 2, 3])
+            await serviceGroup.triggerGracefulShutdown()
+            let close = await client.receiveClose()
+            XCTAssertEqual(close?.0, 1001)
+            XCTAssertEqual(close?.1, "server shutting down")
+            client.close(code: 1001)
+            try await tasks.waitForAll()
+            XCTAssertEqual(server.connectionCount, 0)
+        }
+    }
+}
