@@ -343,9 +343,11 @@ final class SessionHandler: ChannelDuplexHandler {
             written.futureResult.whenComplete { _ in context.close(promise: nil) }
         } else {
             context.writeAndFlush(self.wrapOutboundOut(frame), promise: nil)
-            self.clientCloseTimer = context.eventLoop.scheduleTask(in: self.configuration.closeTimeout) {
-                context.close(promise: nil)
-            }
+        }
+        // Either way the client connection ends within the bound: waiting for its Close, or for a Close frame
+        // that a client which does not read would never let us deliver.
+        self.clientCloseTimer = context.eventLoop.scheduleTask(in: self.configuration.closeTimeout) {
+            context.close(promise: nil)
         }
         self.clientNeedsFlush = false
         // Backend bytes are no longer wanted: read them only to see its EOF.
