@@ -14,10 +14,12 @@ struct WSBridgeCommand: AsyncParsableCommand {
         commandName: "wsbridge",
         abstract: "A WebSocket-to-TCP bridge: browsers connect with ws://, wsbridge relays bytes to TCP backends.",
         discussion: """
-            Positional arguments follow websockify: [SOURCE_ADDR:]SOURCE_PORT [TARGET_HOST:TARGET_PORT].
-            With a target every connection goes to it; with --targets FILE the request's token (query
-            ?token=NAME or a 'token' cookie) picks the backend. SIGHUP re-reads the targets file.
-            See docs/behaviour.md for handshake statuses and close codes.
+            Positional arguments follow websockify: [SOURCE_ADDR:]SOURCE_PORT [TARGET_HOST:TARGET_PORT]. \
+            With a target every connection goes to it; with --targets FILE the request's token (query \
+            ?token=NAME or a 'token' cookie) picks the backend. The targets file is re-read when it \
+            changes and on SIGHUP.
+
+            Handshake statuses and close codes: docs/behaviour.md.
             """
     )
 
@@ -121,6 +123,24 @@ struct WSBridgeCommand: AsyncParsableCommand {
     }
 
     private var targetsPath: String? { self.targets ?? self.tokenSource }
+
+    /// Like ArgumentParser's `main`, but a bad command line is reported on one line (help still prints in full).
+    static func main() async {
+        let command: WSBridgeCommand
+        do {
+            command = try Self.parse()
+        } catch {
+            if Self.exitCode(for: error) == .success { Self.exit(withError: error) }
+            let message = Self.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
+            FileHandle.standardError.write(Data("wsbridge: \(message) (see wsbridge --help)\n".utf8))
+            Foundation.exit(Self.exitCode(for: error).rawValue)
+        }
+        do {
+            try await command.run()
+        } catch {
+            Self.exit(withError: error)
+        }
+    }
 
     func run() async throws {
         let level = self.verbose ? Logger.Level.debug : Logger.Level(rawValue: self.logLevel.lowercased()) ?? .info
