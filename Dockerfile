@@ -1,0 +1,49 @@
+# wsbridge container image.
+#
+#   docker build -t wsbridge .
+#   docker run -p 6080:6080 -v $PWD/Examples/targets.yaml:/etc/wsbridge/targets.yaml wsbridge
+#
+# Arguments after the image name replace CMD, e.g. `docker run IMAGE 6080 vnc.internal:5900`.
+# Not built in this project's CI (it has no Docker engine); the build stage uses the Swift release CI tests with (6.3).
+
+# ---- build: a release binary with the Swift runtime and Foundation linked in statically ----
+FROM swift:6.3-bookworm AS build
+WORKDIR /src
+
+# Resolve dependencies first, so that a source change does not fetch them again.
+COPY Package.swift ./
+RUN swift package resolve
+
+COPY . .
+RUN swift build -c release --static-swift-stdlib --product wsbridge \
+    && install -D -m 0755 .build/release/wsbridge /out/usr/local/bin/wsbridge \
+    && install -D -m 0755 /usr/libexec/swift/linux/swift-backtrace-static /out/usr/local/libexec/swift-backtrace-static
+
+# ---- runtime: the binary on a slim Debian of the same release (same glibc) ----
+FROM debian:bookworm-slim
+
+# The static-stdlib binary still links libc, libm, libstdc++ and libgcc_s dynamically: all in the base image.
+# ca-certificates: for TLS to backends once it exists. tzdata: local time zones (TZ) in log timestamps;
+# without it they are UTC.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates tzdata \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --user-group --no-log-init --uid 10001 \
+        --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin wsbridge \
+    && mkdir -p /etc/wsbridge
+
+COPY --from=build /out/ /
+
+# Readable stack traces if it ever crashes, without a debugger in the image.
+ENV SWIFT_BACKTRACE=enable=yes,sanitize=yes,threads=all,images=all,interactive=no,swift-backtrace=/usr/local/libexec/swift-backtrace-static
+
+# The wsbridge user, by number: Kubernetes' runAsNonRoot can only verify a numeric user.
+USER 10001:10001
+EXPOSE 6080
+
+# SIGTERM (docker stop) closes live sessions with 1001 within --shutdown-timeout (10 s, docker's own grace
+# period): use `docker stop -t 15` or a shorter --shutdown-timeout so the drain is never cut short.
+# HEALTHCHECK: none yet. A later version adds a /healthz endpoint; a HEALTHCHECK on it belongs here then.
+ENTRYPOINT ["wsbridge"]
+CMD ["--targets", "/etc/wsbridge/targets.yaml", "6080"]
