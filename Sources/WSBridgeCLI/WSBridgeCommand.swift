@@ -68,6 +68,12 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("shutdown-timeout"), help: ArgumentHelp("Seconds live sessions get after Close 1001 on SIGTERM/SIGINT.", valueName: "S"))
     var shutdownTimeout: Double = 10
 
+    @Option(name: .customLong("metrics-listen"), help: ArgumentHelp("Where /metrics, /healthz and /readyz are served: ADDR:PORT, or 'off'. The default port is skipped with a warning when taken.", valueName: "ADDR:PORT"))
+    var metricsListen: String = "127.0.0.1:9680"
+
+    @Flag(name: .customLong("metrics-on-main-port"), help: "Also serve /metrics on the WebSocket port (/healthz and /readyz always are).")
+    var metricsOnMainPort = false
+
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "LEVEL"))
     var logLevel: String = "info"
 
@@ -108,6 +114,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
         guard self.maxFrameSize > 0 else { throw ValidationError("--max-frame-size must be positive") }
         guard Logger.Level(rawValue: self.logLevel.lowercased()) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        if self.metricsListen != "off", case .failure(let error) = ListenAddress.parse(self.metricsListen) {
+            throw ValidationError("--metrics-listen: \(error.message)")
         }
         if let listen = self.positional.first, case .failure(let error) = ListenAddress.parse(listen) {
             throw ValidationError(error.message)
@@ -185,13 +194,31 @@ struct WSBridgeCommand: AsyncParsableCommand {
             pongTimeout: Self.seconds(self.pongTimeout),
             maxFrameSize: self.maxFrameSize,
             closeTimeout: Self.seconds(self.closeTimeout),
-            shutdownTimeout: Self.seconds(self.shutdownTimeout)
+            shutdownTimeout: Self.seconds(self.shutdownTimeout),
+            metricsOnMainPort: self.metricsOnMainPort
         )
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
-        let server = BridgeServer(configuration: configuration, targets: store, group: group, logger: logger)
-        var services: [any Service] = [server]
+        let metrics = BridgeMetrics()
+        let server = BridgeServer(configuration: configuration, targets: store, group: group, logger: logger, metrics: metrics)
+        // Shutdown runs in reverse order: the bridge drains while the metrics listener still answers /readyz.
+        var services: [any Service] = []
+        if self.metricsListen != "off" {
+            let address = try ListenAddress.parse(self.metricsListen).get()
+            services.append(
+                MetricsServer(
+                    host: address.host ?? "::",
+                    port: address.port,
+                    metrics: metrics,
+                    readiness: server.readiness,
+                    group: group,
+                    logger: logger,
+                    optional: self.metricsListen == "127.0.0.1:9680"
+                )
+            )
+        }
+        services.append(server)
         if store.loader != nil {
-            services.append(TargetsWatcher(store: store, logger: logger))
+            services.append(TargetsWatcher(store: store, logger: logger, metrics: metrics))
         }
         let serviceGroup = ServiceGroup(
             configuration: .init(

@@ -3,7 +3,7 @@ import NIOPosix
 
 /// Why a backend connection could not be made, in words a page's JavaScript can read from the close reason.
 public struct BackendConnectError: Error, Sendable, Equatable {
-    public enum Kind: String, Sendable {
+    public enum Kind: String, Sendable, CaseIterable {
         case refused
         case timeout
         case unresolvable

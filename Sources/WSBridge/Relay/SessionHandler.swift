@@ -32,6 +32,8 @@ final class SessionHandler: ChannelDuplexHandler {
     private var backend: BackendHandler?
     private let connectFailure: BackendConnectError?
     private var logger: Logger
+    private let metrics: BridgeMetrics
+    private let targetMetrics: BridgeMetrics.TargetMetrics
     private var startedAt = NIODeadline.now()
 
     private var context: ChannelHandlerContext?
@@ -62,7 +64,8 @@ final class SessionHandler: ChannelDuplexHandler {
         configuration: BridgeConfiguration,
         target: Target,
         backend: Result<BackendHandler, BackendConnectError>,
-        logger: Logger
+        logger: Logger,
+        metrics: BridgeMetrics
     ) {
         self.configuration = configuration
         self.target = target
@@ -75,6 +78,8 @@ final class SessionHandler: ChannelDuplexHandler {
             self.connectFailure = error
         }
         self.logger = logger
+        self.metrics = metrics
+        self.targetMetrics = metrics.target(target.name)
     }
 
     /// Whether the backend may be read: the client can take more, or the client leg no longer takes data at all
@@ -94,6 +99,8 @@ final class SessionHandler: ChannelDuplexHandler {
         self.startedAt = context.eventLoop.now
         self.lastReceived = self.startedAt
         self.lastData = self.startedAt
+        self.targetMetrics.opened.increment()
+        self.targetMetrics.active.increment()
         if let backend = self.backend {
             if let backendChannel = backend.channel {
                 precondition(
@@ -155,6 +162,7 @@ final class SessionHandler: ChannelDuplexHandler {
         switch self.unwrapInboundIn(data) {
         case .data(let buffer):
             self.bytesUp += UInt64(buffer.readableBytes)
+            self.targetMetrics.bytesUp.increment(by: buffer.readableBytes)
             self.lastData = self.lastReceived
             if let backend = self.backend, !self.backendClosed, !self.backendOutputShut {
                 backend.write(buffer)
@@ -257,6 +265,7 @@ final class SessionHandler: ChannelDuplexHandler {
     func backendRead(_ buffer: ByteBuffer) {
         guard self.clientPhase == .open, let context = self.context else { return }
         self.bytesDown += UInt64(buffer.readableBytes)
+        self.targetMetrics.bytesDown.increment(by: buffer.readableBytes)
         self.lastData = self.now
         context.write(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, data: buffer)), promise: nil)
         self.clientNeedsFlush = true
@@ -374,12 +383,17 @@ final class SessionHandler: ChannelDuplexHandler {
         self.cancelTimers()
         self.backend?.detach()
         self.backend = nil
-        let duration = Double((self.now - self.startedAt).nanoseconds) / 1e9
+        let elapsed = self.now - self.startedAt
+        let duration = Double(elapsed.nanoseconds) / 1e9
+        let code = self.closeCode ?? CloseCode.abnormal.rawValue
+        self.targetMetrics.active.decrement()
+        self.targetMetrics.duration.recordNanoseconds(elapsed.nanoseconds)
+        self.metrics.sessionClosed(target: self.target.name, code: code)
         var metadata: Logger.Metadata = [
             "up": "\(self.bytesUp)",
             "down": "\(self.bytesDown)",
             "duration": "\(String(format: "%.3f", duration))",
-            "code": "\(self.closeCode ?? CloseCode.abnormal.rawValue)",
+            "code": "\(code)",
             "closed_by": "\(self.closedBy ?? "client")",
         ]
         if let reason = self.closeReason, !reason.isEmpty { metadata["reason"] = "\(reason)" }

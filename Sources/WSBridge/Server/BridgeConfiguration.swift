@@ -30,6 +30,8 @@ public struct BridgeConfiguration: Sendable {
     public var writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark
     /// Listen backlog.
     public var backlog: Int32
+    /// Serve `/metrics` on the main port too (it is always served on the metrics listener, when there is one).
+    public var metricsOnMainPort: Bool
 
     public init(
         host: String? = nil,
@@ -45,7 +47,8 @@ public struct BridgeConfiguration: Sendable {
         shutdownTimeout: TimeAmount = .seconds(10),
         maxRequestHeadBytes: Int = 16 << 10,
         writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark = .init(low: 64 << 10, high: 256 << 10),
-        backlog: Int32 = 1024
+        backlog: Int32 = 1024,
+        metricsOnMainPort: Bool = false
     ) {
         self.host = host
         self.port = port
@@ -61,5 +64,6 @@ public struct BridgeConfiguration: Sendable {
         self.maxRequestHeadBytes = maxRequestHeadBytes
         self.writeBufferWaterMark = writeBufferWaterMark
         self.backlog = backlog
+        self.metricsOnMainPort = metricsOnMainPort
     }
 }

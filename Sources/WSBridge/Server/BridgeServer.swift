@@ -15,6 +15,10 @@ public final class BridgeServer: Service, Sendable {
     private let logger: Logger
     private let onServerRunning: (@Sendable (SocketAddress) -> Void)?
     private let connector: BackendConnector
+    /// Counters, gauges and histograms of this server.
+    public let metrics: BridgeMetrics
+    /// What `/readyz` checks.
+    public let readiness: Readiness
     private let clients = ChannelRegistry()
     private let backends = ChannelRegistry()
 
@@ -25,6 +29,8 @@ public final class BridgeServer: Service, Sendable {
         targets: TargetsStore,
         group: EventLoopGroup,
         logger: Logger,
+        metrics: BridgeMetrics = BridgeMetrics(),
+        readiness: Readiness = Readiness(),
         onServerRunning: (@Sendable (SocketAddress) -> Void)? = nil
     ) {
         self.init(
@@ -32,6 +38,8 @@ public final class BridgeServer: Service, Sendable {
             targets: targets,
             group: group,
             logger: logger,
+            metrics: metrics,
+            readiness: readiness,
             connector: .sockets(
                 connectTimeout: configuration.connectTimeout,
                 writeBufferWaterMark: configuration.writeBufferWaterMark
@@ -45,6 +53,8 @@ public final class BridgeServer: Service, Sendable {
         targets: TargetsStore,
         group: EventLoopGroup,
         logger: Logger,
+        metrics: BridgeMetrics = BridgeMetrics(),
+        readiness: Readiness = Readiness(),
         connector: BackendConnector,
         onServerRunning: (@Sendable (SocketAddress) -> Void)? = nil
     ) {
@@ -52,6 +62,8 @@ public final class BridgeServer: Service, Sendable {
         self.targets = targets
         self.group = group
         self.logger = logger
+        self.metrics = metrics
+        self.readiness = readiness
         self.connector = connector
         self.onServerRunning = onServerRunning
     }
@@ -63,14 +75,17 @@ public final class BridgeServer: Service, Sendable {
         let channel = try await self.bind()
         guard let address = channel.localAddress else { throw ChannelError.inappropriateOperationForState }
         self.logger.info("listening on \(Self.describe(address))")
+        self.readiness.listening(on: address)
         self.onServerRunning?(address)
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
                 try? await channel.closeFuture.get()
             } onGracefulShutdown: {
+                self.readiness.draining()
                 channel.close(promise: nil)
             }
         } onCancel: {
+            self.readiness.draining()
             channel.close(promise: nil)
         }
         await self.drain()
@@ -129,7 +144,10 @@ public final class BridgeServer: Service, Sendable {
         self.clients.add(channel)
         var logger = self.logger
         logger[metadataKey: "client"] = "\(Self.describe(channel.remoteAddress))"
-        let guardHandler = ConnectionGuard(timeout: self.configuration.handshakeTimeout)
+        let metrics = self.metrics
+        let guardHandler = ConnectionGuard(timeout: self.configuration.handshakeTimeout) {
+            metrics.rejected(.timeout)
+        }
         let connection = ConnectionState(guardHandler: guardHandler, logger: logger)
         let policy = UpgradePolicy(requireOrigin: self.configuration.requireOrigin)
         let targets = self.targets
@@ -160,7 +178,11 @@ public final class BridgeServer: Service, Sendable {
             withEncoderConfiguration: .init(),
             withDecoderLimitConfiguration: limits
         )
-        let fallback = HTTPFallbackHandler(connection: connection) { head in
+        let endpoints = HTTPEndpoints(
+            readiness: self.readiness,
+            metrics: self.configuration.metricsOnMainPort ? self.metrics : nil
+        )
+        let fallback = HTTPFallbackHandler(connection: connection, endpoints: endpoints, metrics: metrics) { head in
             policy.decide(head, targets: targets.current)
         }
         connection.fallbackHandler = fallback
@@ -181,6 +203,12 @@ public final class BridgeServer: Service, Sendable {
         policy: UpgradePolicy
     ) -> EventLoopFuture<HTTPHeaders?> {
         connection.guardHandler.requestHeadReceived()
+        if head.uri == Readiness.selfCheckPath,
+            head.headers.first(name: Readiness.selfCheckHeader) == self.readiness.secret
+        {
+            connection.selfCheck = true
+            return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+        }
         switch policy.decide(head, targets: self.targets.current) {
         case .reject(let rejection):
             connection.rejection = rejection
@@ -193,12 +221,20 @@ public final class BridgeServer: Service, Sendable {
                 headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol)
             }
             let backends = self.backends
+            let started = NIODeadline.now()
+            let targetMetrics = self.metrics.target(admission.target.name)
+            let metrics = self.metrics
             return self.connector.connect(admission.target.backend, channel.eventLoop)
                 .map { handler -> Result<BackendHandler, BackendConnectError> in
                     if let backendChannel = handler.channel { backends.add(backendChannel) }
+                    targetMetrics.connectLatency.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
                     return .success(handler)
                 }
-                .recover { .failure(BackendConnectError.classify($0)) }
+                .recover { error in
+                    let failure = BackendConnectError.classify(error)
+                    metrics.connectFailed(failure.kind)
+                    return .failure(failure)
+                }
                 .map { result -> HTTPHeaders? in
                     connection.backend = result
                     if !channel.isActive, case .success(let handler) = result {
@@ -211,9 +247,6 @@ public final class BridgeServer: Service, Sendable {
 
     private func installSession(channel: Channel, connection: ConnectionState) -> EventLoopFuture<Void> {
         channel.eventLoop.makeCompletedFuture {
-            guard let admission = connection.admission, let backend = connection.backend else {
-                throw ChannelError.inappropriateOperationForState
-            }
             let sync = channel.pipeline.syncOperations
             let nioDecoder = try sync.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
             sync.removeHandler(nioDecoder, promise: nil)
@@ -222,13 +255,22 @@ public final class BridgeServer: Service, Sendable {
                 sync.removeHandler(fallback, promise: nil)
                 connection.fallbackHandler = nil
             }
+            if connection.selfCheck {
+                // The readiness probe got its 101: say goodbye without a backend or a session log line.
+                try sync.addHandler(SelfCheckHandler())
+                return
+            }
+            guard let admission = connection.admission, let backend = connection.backend else {
+                throw ChannelError.inappropriateOperationForState
+            }
             try sync.addHandler(FrameDecoderHandler(maxFrameSize: self.configuration.maxFrameSize))
             try sync.addHandler(
                 SessionHandler(
                     configuration: self.configuration,
                     target: admission.target,
                     backend: backend,
-                    logger: connection.logger
+                    logger: connection.logger,
+                    metrics: self.metrics
                 )
             )
             connection.sessionInstalled = true

@@ -9,11 +9,13 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     typealias OutboundOut = ByteBuffer
 
     private let timeout: TimeAmount
+    private let onTimeout: () -> Void
     private var timer: Scheduled<Void>?
     private var headReceived = false
 
-    init(timeout: TimeAmount) {
+    init(timeout: TimeAmount, onTimeout: @escaping () -> Void = {}) {
         self.timeout = timeout
+        self.onTimeout = onTimeout
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -41,6 +43,7 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
         guard self.timer == nil, !self.headReceived else { return }
         self.timer = context.eventLoop.scheduleTask(in: self.timeout) { [weak self] in
             guard let self, !self.headReceived else { return }
+            self.onTimeout()
             let body = "handshake timeout\n"
             let response =
                 "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n"

@@ -9,6 +9,8 @@ final class ConnectionState: @unchecked Sendable {
     var admission: UpgradePolicy.Admission?
     var backend: Result<BackendHandler, BackendConnectError>?
     var sessionInstalled = false
+    /// This connection is the readiness self-check.
+    var selfCheck = false
     /// Answers requests that are not upgraded; removed when the session is installed.
     var fallbackHandler: HTTPFallbackHandler?
 

@@ -10,17 +10,33 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
     typealias OutboundOut = HTTPServerResponsePart
 
     private let connection: ConnectionState
+    private let endpoints: HTTPEndpoints
+    private let metrics: BridgeMetrics
     private let decide: (HTTPRequestHead) -> UpgradePolicy.Decision
     private var responded = false
 
-    init(connection: ConnectionState, decide: @escaping (HTTPRequestHead) -> UpgradePolicy.Decision) {
+    init(
+        connection: ConnectionState,
+        endpoints: HTTPEndpoints,
+        metrics: BridgeMetrics,
+        decide: @escaping (HTTPRequestHead) -> UpgradePolicy.Decision
+    ) {
         self.connection = connection
+        self.endpoints = endpoints
+        self.metrics = metrics
         self.decide = decide
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .head(let head) = self.unwrapInboundIn(data) else { return }
+        guard case .head(let head) = self.unwrapInboundIn(data), !self.responded else { return }
         self.connection.guardHandler.requestHeadReceived()
+        if head.headers["upgrade"].isEmpty, let answer = self.endpoints.answer(head, on: context.eventLoop) {
+            self.responded = true
+            answer.whenSuccess { answer in
+                answer.write(to: context, method: head.method, wrap: self.wrapOutboundOut)
+            }
+            return
+        }
         let rejection: HTTPRejection
         if let known = self.connection.rejection {
             rejection = known
@@ -60,14 +76,8 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
     private func respond(context: ChannelHandlerContext, rejection: HTTPRejection, includeBody: Bool) {
         guard !self.responded else { return }
         self.responded = true
-        let (head, body) = rejection.responseHead()
-        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
-        if includeBody {
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
-        }
-        context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in
-            context.close(promise: nil)
-        }
+        self.metrics.rejected(rejection.kind)
+        HTTPAnswer(rejection).write(to: context, method: includeBody ? .GET : .HEAD, wrap: self.wrapOutboundOut)
     }
 
     /// The request path without its query, which may hold a token.

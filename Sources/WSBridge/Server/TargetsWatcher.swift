@@ -7,10 +7,12 @@ public struct TargetsWatcher: Service {
     public let store: TargetsStore
     public let logger: Logger
     public let interval: Duration
+    public let metrics: BridgeMetrics?
 
-    public init(store: TargetsStore, logger: Logger, interval: Duration = .seconds(1)) {
+    public init(store: TargetsStore, logger: Logger, metrics: BridgeMetrics? = nil, interval: Duration = .seconds(1)) {
         self.store = store
         self.logger = logger
+        self.metrics = metrics
         self.interval = interval
     }
 
@@ -21,7 +23,7 @@ public struct TargetsWatcher: Service {
                 group.addTask {
                     for await _ in await UnixSignalsSequence(trapping: .sighup) {
                         self.logger.info("SIGHUP: reloading targets")
-                        self.store.reload(logger: self.logger)
+                        self.store.reload(logger: self.logger, metrics: self.metrics)
                     }
                 }
                 group.addTask {
@@ -31,7 +33,7 @@ public struct TargetsWatcher: Service {
                         let now = loader.fingerprint()
                         if now != last {
                             last = now
-                            self.store.reload(logger: self.logger)
+                            self.store.reload(logger: self.logger, metrics: self.metrics)
                         }
                     }
                 }

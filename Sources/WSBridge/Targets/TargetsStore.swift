@@ -26,8 +26,14 @@ public final class TargetsStore: Sendable {
     /// Re-reads the files. On success the new table replaces the old one; on failure the old one stays and the
     /// error is returned.
     @discardableResult
-    public func reload(logger: Logger) -> Result<TargetTable, TargetsFileError> {
+    public func reload(logger: Logger, metrics: BridgeMetrics? = nil) -> Result<TargetTable, TargetsFileError> {
         guard let loader = self.loader else { return .success(self.current) }
+        let result = self.reloadFiles(loader: loader, logger: logger)
+        if case .success = result { metrics?.reloaded(ok: true) } else { metrics?.reloaded(ok: false) }
+        return result
+    }
+
+    private func reloadFiles(loader: TargetsLoader, logger: Logger) -> Result<TargetTable, TargetsFileError> {
         do {
             let table = try loader.load()
             self.snapshot.withLockedValue { $0 = table }

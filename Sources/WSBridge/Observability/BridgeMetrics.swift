@@ -1,0 +1,107 @@
+import CoreMetrics
+import NIOConcurrencyHelpers
+import Prometheus
+
+/// Every metric wsbridge exports, created once and passed to the parts that update them.
+///
+/// Names follow Prometheus conventions (`wsbridge_…_total` counters, `…_seconds` histograms). Label values are
+/// bounded: target names (from the configuration, never a full token), close codes, and fixed reason sets.
+public final class BridgeMetrics: Sendable {
+    /// The registry `/metrics` renders.
+    public let registry: PrometheusCollectorRegistry
+    private let factory: PrometheusMetricsFactory
+    private let rejections: [HTTPRejection.Kind: CoreMetrics.Counter]
+    private let connectFailures: [BackendConnectError.Kind: CoreMetrics.Counter]
+    private let reloadsOK: CoreMetrics.Counter
+    private let reloadsFailed: CoreMetrics.Counter
+    private let perTarget = NIOLockedValueBox<[String: TargetMetrics]>([:])
+    private let closes = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
+
+    /// Counters and gauges of one target, shared by its sessions.
+    public final class TargetMetrics: Sendable {
+        let active: CoreMetrics.Meter
+        let opened: CoreMetrics.Counter
+        let bytesUp: CoreMetrics.Counter
+        let bytesDown: CoreMetrics.Counter
+        let connectLatency: CoreMetrics.Timer
+        let duration: CoreMetrics.Timer
+
+        init(target: String, factory: MetricsFactory) {
+            let labels = [("target", target)]
+            self.active = CoreMetrics.Meter(label: "wsbridge_sessions_active", dimensions: labels, factory: factory)
+            self.opened = CoreMetrics.Counter(label: "wsbridge_sessions_opened_total", dimensions: labels, factory: factory)
+            self.bytesUp = CoreMetrics.Counter(label: "wsbridge_bytes_to_backend_total", dimensions: labels, factory: factory)
+            self.bytesDown = CoreMetrics.Counter(label: "wsbridge_bytes_to_client_total", dimensions: labels, factory: factory)
+            self.connectLatency = CoreMetrics.Timer(label: "wsbridge_backend_connect_seconds", dimensions: labels, factory: factory)
+            self.duration = CoreMetrics.Timer(label: "wsbridge_session_duration_seconds", dimensions: labels, factory: factory)
+        }
+    }
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets["wsbridge_session_duration_seconds"] = [
+            .seconds(1), .seconds(10), .seconds(60), .seconds(300), .seconds(1800), .seconds(3600), .seconds(14400),
+            .seconds(86400),
+        ]
+        factory.durationHistogramBuckets["wsbridge_backend_connect_seconds"] = [
+            .microseconds(500), .milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100),
+            .milliseconds(500), .seconds(1), .seconds(5), .seconds(10),
+        ]
+        self.factory = factory
+        self.rejections = Dictionary(
+            uniqueKeysWithValues: HTTPRejection.Kind.allCases.map {
+                ($0, CoreMetrics.Counter(label: "wsbridge_handshake_rejections_total", dimensions: [("reason", $0.rawValue)], factory: factory))
+            }
+        )
+        self.connectFailures = Dictionary(
+            uniqueKeysWithValues: BackendConnectError.Kind.allCases.map {
+                ($0, CoreMetrics.Counter(label: "wsbridge_backend_connect_failures_total", dimensions: [("kind", $0.rawValue)], factory: factory))
+            }
+        )
+        self.reloadsOK = CoreMetrics.Counter(label: "wsbridge_targets_reloads_total", dimensions: [("result", "ok")], factory: factory)
+        self.reloadsFailed = CoreMetrics.Counter(label: "wsbridge_targets_reloads_total", dimensions: [("result", "error")], factory: factory)
+    }
+
+    public func target(_ name: String) -> TargetMetrics {
+        self.perTarget.withLockedValue { cache in
+            if let existing = cache[name] { return existing }
+            let created = TargetMetrics(target: name, factory: self.factory)
+            cache[name] = created
+            return created
+        }
+    }
+
+    func rejected(_ kind: HTTPRejection.Kind) {
+        self.rejections[kind]?.increment()
+    }
+
+    func connectFailed(_ kind: BackendConnectError.Kind) {
+        self.connectFailures[kind]?.increment()
+    }
+
+    func reloaded(ok: Bool) {
+        (ok ? self.reloadsOK : self.reloadsFailed).increment()
+    }
+
+    /// Counts a finished session by target and close code.
+    func sessionClosed(target: String, code: UInt16) {
+        let key = "\(target)\u{0}\(code)"
+        let counter = self.closes.withLockedValue { cache in
+            if let existing = cache[key] { return existing }
+            let created = CoreMetrics.Counter(
+                label: "wsbridge_sessions_closed_total",
+                dimensions: [("target", target), ("code", String(code))],
+                factory: self.factory
+            )
+            cache[key] = created
+            return created
+        }
+        counter.increment()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    public func render() -> [UInt8] {
+        self.registry.emitToBuffer()
+    }
+}

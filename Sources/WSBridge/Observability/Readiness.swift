@@ -1,0 +1,128 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// What `/readyz` reports: the listener is bound and not draining, and a real WebSocket upgrade through it
+/// succeeds (a self-check through the accept → HTTP → upgrade path, so a listener that accepts and drops
+/// connections is not reported ready).
+public final class Readiness: Sendable {
+    /// The request path of the self-check upgrade; answered only with the matching secret header.
+    static let selfCheckPath = "/.well-known/wsbridge-selfcheck"
+    static let selfCheckHeader = "X-WSBridge-Selfcheck"
+
+    private struct State {
+        var address: SocketAddress?
+        var draining = false
+    }
+
+    private let state = NIOLockedValueBox(State())
+    /// A per-process secret, so that clients cannot reach the self-check target.
+    let secret: String
+    let timeout: TimeAmount
+
+    public init(timeout: TimeAmount = .seconds(2)) {
+        self.secret = (0..<4).map { _ in String(UInt64.random(in: .min ... .max), radix: 36) }.joined()
+        self.timeout = timeout
+    }
+
+    func listening(on address: SocketAddress) {
+        self.state.withLockedValue { $0.address = address }
+    }
+
+    func draining() {
+        self.state.withLockedValue { $0.draining = true }
+    }
+
+    /// Runs the checks; succeeds with "ready" or fails with the reason.
+    public func check(on eventLoop: EventLoop) -> EventLoopFuture<Result<String, ReadinessError>> {
+        let state = self.state.withLockedValue { $0 }
+        guard !state.draining else { return eventLoop.makeSucceededFuture(.failure(.init("draining: shutting down"))) }
+        guard var address = state.address else { return eventLoop.makeSucceededFuture(.failure(.init("not listening yet"))) }
+        // A wildcard listener is checked through loopback.
+        if address.ipAddress == "::" { address = try! SocketAddress(ipAddress: "::1", port: address.port!) }
+        if address.ipAddress == "0.0.0.0" { address = try! SocketAddress(ipAddress: "127.0.0.1", port: address.port!) }
+        return Self.probe(address: address, secret: self.secret, timeout: self.timeout, on: eventLoop)
+    }
+
+    public struct ReadinessError: Error, Sendable, Equatable, CustomStringConvertible {
+        public var reason: String
+        init(_ reason: String) { self.reason = reason }
+        public var description: String { self.reason }
+    }
+
+    /// Connects to `address`, asks for the self-check upgrade, and expects `101`.
+    static func probe(
+        address: SocketAddress,
+        secret: String,
+        timeout: TimeAmount,
+        on eventLoop: EventLoop
+    ) -> EventLoopFuture<Result<String, ReadinessError>> {
+        let answer = OncePromise(eventLoop.makePromise(of: Result<String, ReadinessError>.self))
+        let deadline = eventLoop.scheduleTask(in: timeout) {
+            answer.succeed(.failure(.init("self-check: no upgrade within \(timeout.nanoseconds / 1_000_000) ms")))
+        }
+        let host = address.ipAddress.map { $0.contains(":") ? "[\($0)]" : $0 } ?? "localhost"
+        let request =
+            "GET \(selfCheckPath) HTTP/1.1\r\nHost: \(host)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: d3NicmlkZ2Ugc2VsZmNoZWNrAA==\r\nSec-WebSocket-Version: 13\r\n"
+            + "\(selfCheckHeader): \(secret)\r\n\r\n"
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(timeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ProbeHandler(answer: answer))
+                }
+            }
+            .connect(to: address)
+            .whenComplete { result in
+                switch result {
+                case .success(let channel):
+                    channel.writeAndFlush(channel.allocator.buffer(string: request), promise: nil)
+                    answer.promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
+                case .failure(let error):
+                    answer.succeed(.failure(.init("self-check: cannot connect: \(error)")))
+                }
+            }
+        answer.promise.futureResult.whenComplete { _ in deadline.cancel() }
+        return answer.promise.futureResult
+    }
+
+    private final class ProbeHandler: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        let answer: OncePromise
+        var received = ""
+        init(answer: OncePromise) { self.answer = answer }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            var buffer = self.unwrapInboundIn(data)
+            self.received += buffer.readString(length: buffer.readableBytes) ?? ""
+            guard let end = self.received.range(of: "\r\n\r\n") else { return }
+            let statusLine = self.received[..<end.lowerBound].split(separator: "\r\n").first ?? ""
+            if statusLine.hasPrefix("HTTP/1.1 101") {
+                self.answer.succeed(.success("ready"))
+            } else {
+                self.answer.succeed(.failure(.init("self-check: upgrade answered '\(statusLine)'")))
+            }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            self.answer.succeed(.failure(.init("self-check: connection closed before the upgrade")))
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: Error) {
+            context.close(promise: nil)
+        }
+    }
+
+    /// The first answer wins: the timeout, the connection and the response race. Used on one event loop only.
+    final class OncePromise: @unchecked Sendable {
+        let promise: EventLoopPromise<Result<String, ReadinessError>>
+        private var done = false
+        init(_ promise: EventLoopPromise<Result<String, ReadinessError>>) { self.promise = promise }
+        func succeed(_ value: Result<String, ReadinessError>) {
+            guard !self.done else { return }
+            self.done = true
+            self.promise.succeed(value)
+        }
+    }
+}

@@ -1,0 +1,98 @@
+import NIOCore
+import NIOHTTP1
+
+/// A complete plain-HTTP answer.
+struct HTTPAnswer: Sendable {
+    var status: HTTPResponseStatus
+    var headers: [(String, String)] = []
+    var contentType = "text/plain; charset=utf-8"
+    var body: ByteBuffer
+
+    init(_ status: HTTPResponseStatus, _ text: String, headers: [(String, String)] = []) {
+        self.status = status
+        self.headers = headers
+        self.body = ByteBuffer(string: text + "\n")
+    }
+
+    init(_ rejection: HTTPRejection) {
+        self.init(rejection.status, rejection.reason, headers: rejection.headers)
+    }
+
+    /// Writes the answer (no body for HEAD) and closes the connection.
+    func write(
+        to context: ChannelHandlerContext,
+        method: HTTPMethod,
+        wrap: (HTTPServerResponsePart) -> NIOAny
+    ) {
+        var headers = HTTPHeaders(self.headers)
+        headers.add(name: "Content-Type", value: self.contentType)
+        headers.add(name: "Content-Length", value: String(self.body.readableBytes))
+        headers.add(name: "Connection", value: "close")
+        context.write(wrap(.head(HTTPResponseHead(version: .http1_1, status: self.status, headers: headers))), promise: nil)
+        if method != .HEAD && self.body.readableBytes > 0 {
+            context.write(wrap(.body(.byteBuffer(self.body))), promise: nil)
+        }
+        context.writeAndFlush(wrap(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+    }
+}
+
+/// Plain HTTP served beside the WebSocket endpoint: `/healthz`, `/readyz`, and `/metrics` where enabled.
+struct HTTPEndpoints: Sendable {
+    var readiness: Readiness?
+    /// Serve `/metrics` here.
+    var metrics: BridgeMetrics?
+
+    /// The answer for `head`, or nil when no endpoint has this path.
+    func answer(_ head: HTTPRequestHead, on eventLoop: EventLoop) -> EventLoopFuture<HTTPAnswer>? {
+        guard head.method == .GET || head.method == .HEAD else { return nil }
+        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        switch path {
+        case "/healthz":
+            return eventLoop.makeSucceededFuture(HTTPAnswer(.ok, "ok"))
+        case "/readyz":
+            guard let readiness = self.readiness else { return nil }
+            return readiness.check(on: eventLoop).map { result in
+                switch result {
+                case .success(let text): return HTTPAnswer(.ok, text)
+                case .failure(let error): return HTTPAnswer(.serviceUnavailable, "not ready: \(error.reason)")
+                }
+            }
+        case "/metrics":
+            guard let metrics = self.metrics else { return nil }
+            var answer = HTTPAnswer(.ok, "")
+            answer.contentType = "text/plain; version=0.0.4; charset=utf-8"
+            answer.body = ByteBuffer(bytes: metrics.render())
+            return eventLoop.makeSucceededFuture(answer)
+        default:
+            return nil
+        }
+    }
+}
+
+/// Serves `HTTPEndpoints` on a listener of its own (the metrics port); everything else is 404.
+final class EndpointsHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let endpoints: HTTPEndpoints
+    private var answered = false
+
+    init(endpoints: HTTPEndpoints) {
+        self.endpoints = endpoints
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(let head) = self.unwrapInboundIn(data), !self.answered else { return }
+        self.answered = true
+        let answer =
+            self.endpoints.answer(head, on: context.eventLoop)
+            ?? context.eventLoop.makeSucceededFuture(HTTPAnswer(.notFound, "not found: /metrics, /healthz, /readyz"))
+        answer.whenSuccess { answer in
+            answer.write(to: context, method: head.method, wrap: self.wrapOutboundOut)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}

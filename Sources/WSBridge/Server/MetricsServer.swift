@@ -1,0 +1,78 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+
+/// A small HTTP listener of its own for `/metrics`, `/healthz` and `/readyz`, by default on loopback so that
+/// metrics are not public by accident.
+public final class MetricsServer: Service, Sendable {
+    private let host: String
+    private let port: Int
+    private let endpoints: HTTPEndpoints
+    private let group: EventLoopGroup
+    private let logger: Logger
+    private let onServerRunning: (@Sendable (SocketAddress) -> Void)?
+    /// When binding fails: false stops the process (an address the operator chose), true logs a warning and
+    /// runs without the listener (the default address, which a second instance on the same host already holds).
+    private let optional: Bool
+
+    public init(
+        host: String,
+        port: Int,
+        metrics: BridgeMetrics,
+        readiness: Readiness,
+        group: EventLoopGroup,
+        logger: Logger,
+        optional: Bool = false,
+        onServerRunning: (@Sendable (SocketAddress) -> Void)? = nil
+    ) {
+        self.optional = optional
+        self.host = host
+        self.port = port
+        self.endpoints = HTTPEndpoints(readiness: readiness, metrics: metrics)
+        self.group = group
+        self.logger = logger
+        self.onServerRunning = onServerRunning
+    }
+
+    public func run() async throws {
+        let endpoints = self.endpoints
+        let bound: Channel
+        do {
+            bound = try await self.bind(endpoints)
+        } catch where self.optional {
+            self.logger.warning(
+                "metrics listener not started: \(self.host):\(self.port): \(error) (use --metrics-listen to choose another)"
+            )
+            try? await gracefulShutdown()
+            return
+        }
+        let channel = bound
+        if let address = channel.localAddress {
+            self.logger.info("metrics and health on \(BridgeServer.describe(address)) (/metrics, /healthz, /readyz)")
+            self.onServerRunning?(address)
+        }
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                try? await channel.closeFuture.get()
+            } onGracefulShutdown: {
+                channel.close(promise: nil)
+            }
+        } onCancel: {
+            channel.close(promise: nil)
+        }
+    }
+
+    private func bind(_ endpoints: HTTPEndpoints) async throws -> Channel {
+        try await ServerBootstrap(group: self.group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(EndpointsHandler(endpoints: endpoints))
+                }
+            }
+            .bind(host: self.host, port: self.port).get()
+    }
+}
