@@ -30,6 +30,10 @@ final class WebSocketTestClient: Sendable {
                 self.refused.succeed("\(head.status.code)")
             }
         }
+        func channelInactive(context: ChannelHandlerContext) {
+            // After a head, this is a no-op: the status already won.
+            self.refused.completeWith(.success("closed"))
+        }
         func errorCaught(context: ChannelHandlerContext, error: Error) {}
     }
 
@@ -78,7 +82,6 @@ final class WebSocketTestClient: Sendable {
         channel.write(HTTPClientRequestPart.head(.init(version: .http1_1, method: .GET, uri: path, headers: headers)), promise: nil)
         channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
         refused.futureResult.whenSuccess { status in upgraded.fail(Failure.upgradeRefused(status)) }
-        channel.closeFuture.whenComplete { _ in upgraded.fail(Failure.upgradeRefused("closed")) }
         let selected = try await upgraded.futureResult.get()
         return WebSocketTestClient(channel: channel, frames: stream, selectedProtocol: selected)
     }

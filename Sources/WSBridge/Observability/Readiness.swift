@@ -57,7 +57,8 @@ public final class Readiness: Sendable {
         timeout: TimeAmount,
         on eventLoop: EventLoop
     ) -> EventLoopFuture<Result<String, ReadinessError>> {
-        let answer = OncePromise(eventLoop.makePromise(of: Result<String, ReadinessError>.self))
+        // The first answer wins (NIO ignores later completions): the timeout, the connection and the response race.
+        let answer = eventLoop.makePromise(of: Result<String, ReadinessError>.self)
         let deadline = eventLoop.scheduleTask(in: timeout) {
             answer.succeed(.failure(.init("self-check: no upgrade within \(timeout.nanoseconds / 1_000_000) ms")))
         }
@@ -78,20 +79,20 @@ public final class Readiness: Sendable {
                 switch result {
                 case .success(let channel):
                     channel.writeAndFlush(channel.allocator.buffer(string: request), promise: nil)
-                    answer.promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
+                    answer.futureResult.whenComplete { _ in channel.close(promise: nil) }
                 case .failure(let error):
                     answer.succeed(.failure(.init("self-check: cannot connect: \(error)")))
                 }
             }
-        answer.promise.futureResult.whenComplete { _ in deadline.cancel() }
-        return answer.promise.futureResult
+        answer.futureResult.whenComplete { _ in deadline.cancel() }
+        return answer.futureResult
     }
 
     private final class ProbeHandler: ChannelInboundHandler {
         typealias InboundIn = ByteBuffer
-        let answer: OncePromise
+        let answer: EventLoopPromise<Result<String, ReadinessError>>
         var received = ""
-        init(answer: OncePromise) { self.answer = answer }
+        init(answer: EventLoopPromise<Result<String, ReadinessError>>) { self.answer = answer }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             var buffer = self.unwrapInboundIn(data)
@@ -111,18 +112,6 @@ public final class Readiness: Sendable {
 
         func errorCaught(context: ChannelHandlerContext, error: Error) {
             context.close(promise: nil)
-        }
-    }
-
-    /// The first answer wins: the timeout, the connection and the response race. Used on one event loop only.
-    final class OncePromise: @unchecked Sendable {
-        let promise: EventLoopPromise<Result<String, ReadinessError>>
-        private var done = false
-        init(_ promise: EventLoopPromise<Result<String, ReadinessError>>) { self.promise = promise }
-        func succeed(_ value: Result<String, ReadinessError>) {
-            guard !self.done else { return }
-            self.done = true
-            self.promise.succeed(value)
         }
     }
 }
