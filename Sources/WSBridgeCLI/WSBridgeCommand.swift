@@ -68,6 +68,18 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("shutdown-timeout"), help: ArgumentHelp("Seconds live sessions get after Close 1001 on SIGTERM/SIGINT.", valueName: "S"))
     var shutdownTimeout: Double = 10
 
+    @Option(name: .customLong("max-connections"), help: ArgumentHelp("Most sessions at once across the server; more get 503 with Retry-After. 0 = no limit.", valueName: "N"))
+    var maxConnections: Int = 0
+
+    @Option(name: .customLong("max-connections-per-client"), help: ArgumentHelp("Most sessions at once from one client address (503 beyond). 0 = no limit.", valueName: "N"))
+    var maxConnectionsPerClient: Int = 0
+
+    @Option(name: .customLong("handshake-rate"), help: ArgumentHelp("Handshakes per second allowed per client address (429 with Retry-After beyond). 0 = no limit.", valueName: "R"))
+    var handshakeRate: Double = 0
+
+    @Option(name: .customLong("handshake-burst"), help: ArgumentHelp("Handshakes a client address may make at once before --handshake-rate applies.", valueName: "N"))
+    var handshakeBurst: Int = 10
+
     @Option(name: .customLong("metrics-listen"), help: ArgumentHelp("Where /metrics, /healthz and /readyz are served: ADDR:PORT, or 'off'. The default port is skipped with a warning when taken.", valueName: "ADDR:PORT"))
     var metricsListen: String = "127.0.0.1:9680"
 
@@ -111,6 +123,13 @@ struct WSBridgeCommand: AsyncParsableCommand {
         for (name, value) in [("--idle-timeout", self.idleTimeout), ("--ping-interval", self.pingInterval)] where !(value >= 0) {
             throw ValidationError("\(name) must be 0 (off) or a positive number of seconds")
         }
+        for (name, value) in [
+            ("--max-connections", self.maxConnections), ("--max-connections-per-client", self.maxConnectionsPerClient),
+        ] where value < 0 {
+            throw ValidationError("\(name) must be 0 (no limit) or a positive number")
+        }
+        guard self.handshakeRate >= 0 else { throw ValidationError("--handshake-rate must be 0 (off) or positive") }
+        guard self.handshakeBurst >= 1 else { throw ValidationError("--handshake-burst must be at least 1") }
         guard self.maxFrameSize > 0 else { throw ValidationError("--max-frame-size must be positive") }
         guard Logger.Level(rawValue: self.logLevel.lowercased()) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
@@ -195,6 +214,12 @@ struct WSBridgeCommand: AsyncParsableCommand {
             maxFrameSize: self.maxFrameSize,
             closeTimeout: Self.seconds(self.closeTimeout),
             shutdownTimeout: Self.seconds(self.shutdownTimeout),
+            limits: .init(
+                maxSessions: self.maxConnections > 0 ? self.maxConnections : nil,
+                maxSessionsPerClient: self.maxConnectionsPerClient > 0 ? self.maxConnectionsPerClient : nil,
+                handshakeRate: self.handshakeRate > 0 ? self.handshakeRate : nil,
+                handshakeBurst: self.handshakeBurst
+            ),
             metricsOnMainPort: self.metricsOnMainPort
         )
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)

@@ -43,6 +43,7 @@ final class LoopbackTests: XCTestCase {
     /// Runs a bridge to `backend` for the duration of `body`, then shuts it down gracefully.
     func withBridge(
         backend: BackendAddress? = nil,
+        metrics: BridgeMetrics = BridgeMetrics(),
         configure: (inout BridgeConfiguration) -> Void = { _ in },
         _ body: @escaping @Sendable (Int) async throws -> Void
     ) async throws {
@@ -55,6 +56,7 @@ final class LoopbackTests: XCTestCase {
             targets: TargetsStore(fixed: TargetTable(mode: .tokens(["echo": target]))),
             group: self.group,
             logger: Logger(label: "bridge"),
+            metrics: metrics,
             onServerRunning: { portContinuation.yield($0.port!) }
         )
         let serviceGroup = ServiceGroup(services: [server], logger: Logger(label: "group"))
@@ -187,5 +189,103 @@ final class LoopbackTests: XCTestCase {
             try await tasks.waitForAll()
             XCTAssertEqual(server.connectionCount, 0)
         }
+    }
+
+    func testABurstAgainstASessionLimitAdmitsExactlyTheLimit() async throws {
+        let group = self.group!
+        let metrics = BridgeMetrics()
+        try await self.withBridge(metrics: metrics, configure: { $0.limits.maxSessions = 100 }) { port in
+            let outcomes = try await withThrowingTaskGroup(of: (WebSocketTestClient?, String).self) { attempts in
+                for _ in 0..<400 {
+                    attempts.addTask {
+                        do {
+                            let client = try await WebSocketTestClient.connect(port: port, path: "/?token=echo", group: group)
+                            return (client, "101")
+                        } catch WebSocketTestClient.Failure.upgradeRefused(let status) {
+                            return (nil, status)
+                        }
+                    }
+                }
+                var all: [(WebSocketTestClient?, String)] = []
+                for try await outcome in attempts { all.append(outcome) }
+                return all
+            }
+            XCTAssertEqual(outcomes.filter { $0.1 == "101" }.count, 100)
+            XCTAssertEqual(outcomes.filter { $0.1 == "503" }.count, 300)
+            let text = String(decoding: metrics.render(), as: UTF8.self)
+            XCTAssertTrue(text.contains("wsbridge_handshake_rejections_total{reason=\"limit\"} 300"), text)
+            XCTAssertTrue(text.contains("wsbridge_sessions_active{target=\"echo\"} 100"), text)
+            for client in outcomes.compactMap(\.0) {
+                client.close(code: 1000)
+                _ = await client.receiveClose()
+            }
+        }
+        let text = String(decoding: metrics.render(), as: UTF8.self)
+        XCTAssertTrue(text.contains("wsbridge_sessions_closed_total{target=\"echo\",code=\"1000\"} 100"), text)
+        XCTAssertTrue(text.contains("wsbridge_sessions_active{target=\"echo\"} 0"), text)
+    }
+
+    func testMetricsCountBytesExactly() async throws {
+        let group = self.group!
+        let metrics = BridgeMetrics()
+        try await self.withBridge(metrics: metrics) { port in
+            let client = try await WebSocketTestClient.connect(port: port, path: "/?token=echo", group: group)
+            client.send(.binary, Array(repeating: 7, count: 12345))
+            _ = await client.receive(count: 12345)
+            client.close(code: 1000)
+            _ = await client.receiveClose()
+            _ = try? await WebSocketTestClient.connect(port: port, path: "/?token=nope", group: group)
+        }
+        let text = String(decoding: metrics.render(), as: UTF8.self)
+        XCTAssertTrue(text.contains("wsbridge_bytes_to_backend_total{target=\"echo\"} 12345"), text)
+        XCTAssertTrue(text.contains("wsbridge_bytes_to_client_total{target=\"echo\"} 12345"), text)
+        XCTAssertTrue(text.contains("wsbridge_sessions_opened_total{target=\"echo\"} 1"), text)
+        XCTAssertTrue(text.contains("wsbridge_handshake_rejections_total{reason=\"unknown_token\"} 1"), text)
+        XCTAssertTrue(text.contains("wsbridge_backend_connect_seconds_count{target=\"echo\"} 1"), text)
+    }
+
+    func testReadinessSelfCheckGoesThroughTheListener() async throws {
+        let group = self.group!
+        let readiness = Readiness(timeout: .seconds(2))
+        let eventLoop = group.next()
+        let before = try await readiness.check(on: eventLoop).get()
+        XCTAssertEqual(before, .failure(.init("not listening yet")))
+        var configuration = BridgeConfiguration(host: "127.0.0.1", port: 0)
+        configuration.pingInterval = nil
+        let (ports, portContinuation) = AsyncStream<Int>.makeStream()
+        let server = BridgeServer(
+            configuration: configuration,
+            targets: TargetsStore(fixed: TargetTable(mode: .tokens([:]))),
+            group: group,
+            logger: Logger(label: "bridge"),
+            readiness: readiness,
+            onServerRunning: { portContinuation.yield($0.port!) }
+        )
+        let serviceGroup = ServiceGroup(services: [server], logger: Logger(label: "group"))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await serviceGroup.run() }
+            var iterator = ports.makeAsyncIterator()
+            let port = await iterator.next()!
+            let ready = try await readiness.check(on: eventLoop).get()
+            XCTAssertEqual(ready, .success("ready"))
+            // A listener that accepts and drops connections is not ready.
+            let dropper = try await ServerBootstrap(group: group)
+                .childChannelInitializer { $0.close() }
+                .bind(host: "127.0.0.1", port: 0).get()
+            let dropped = try await Readiness.probe(
+                address: dropper.localAddress!, secret: readiness.secret, timeout: .seconds(2), on: eventLoop
+            ).get()
+            XCTAssertEqual(dropped, .failure(.init("self-check: connection closed before the upgrade")))
+            try await dropper.close()
+            // The wrong secret is an ordinary request: no token, 400.
+            let wrongSecret = try await Readiness.probe(
+                address: try SocketAddress(ipAddress: "127.0.0.1", port: port), secret: "guess", timeout: .seconds(2), on: eventLoop
+            ).get()
+            XCTAssertEqual(wrongSecret, .failure(.init("self-check: upgrade answered 'HTTP/1.1 400 Bad Request'")))
+            await serviceGroup.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        let after = try await readiness.check(on: eventLoop).get()
+        XCTAssertEqual(after, .failure(.init("draining: shutting down")))
     }
 }

@@ -30,6 +30,8 @@ public struct BridgeConfiguration: Sendable {
     public var writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark
     /// Listen backlog.
     public var backlog: Int32
+    /// Session limits and the per-client handshake rate.
+    public var limits: AdmissionLimiter.Limits
     /// Serve `/metrics` on the main port too (it is always served on the metrics listener, when there is one).
     public var metricsOnMainPort: Bool
 
@@ -48,6 +50,7 @@ public struct BridgeConfiguration: Sendable {
         maxRequestHeadBytes: Int = 16 << 10,
         writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark = .init(low: 64 << 10, high: 256 << 10),
         backlog: Int32 = 1024,
+        limits: AdmissionLimiter.Limits = .init(),
         metricsOnMainPort: Bool = false
     ) {
         self.host = host
@@ -64,6 +67,7 @@ public struct BridgeConfiguration: Sendable {
         self.maxRequestHeadBytes = maxRequestHeadBytes
         self.writeBufferWaterMark = writeBufferWaterMark
         self.backlog = backlog
+        self.limits = limits
         self.metricsOnMainPort = metricsOnMainPort
     }
 }

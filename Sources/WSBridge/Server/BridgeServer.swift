@@ -19,6 +19,8 @@ public final class BridgeServer: Service, Sendable {
     public let metrics: BridgeMetrics
     /// What `/readyz` checks.
     public let readiness: Readiness
+    /// Session limits and handshake rate, shared by every event loop.
+    public let limiter: AdmissionLimiter
     private let clients = ChannelRegistry()
     private let backends = ChannelRegistry()
 
@@ -64,6 +66,7 @@ public final class BridgeServer: Service, Sendable {
         self.logger = logger
         self.metrics = metrics
         self.readiness = readiness
+        self.limiter = AdmissionLimiter(limits: configuration.limits)
         self.connector = connector
         self.onServerRunning = onServerRunning
     }
@@ -209,11 +212,24 @@ public final class BridgeServer: Service, Sendable {
             connection.selfCheck = true
             return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
         }
+        let client = Self.clientKey(channel.remoteAddress)
+        if let rejection = self.limiter.takeHandshake(client: client) {
+            connection.rejection = rejection
+            return channel.eventLoop.makeSucceededFuture(nil)
+        }
         switch policy.decide(head, targets: self.targets.current) {
         case .reject(let rejection):
             connection.rejection = rejection
             return channel.eventLoop.makeSucceededFuture(nil)
         case .accept(let admission):
+            switch self.limiter.acquire(client: client, target: admission.target) {
+            case .failure(let rejection):
+                connection.rejection = rejection
+                return channel.eventLoop.makeSucceededFuture(nil)
+            case .success(let lease):
+                let limiter = self.limiter
+                channel.closeFuture.whenComplete { _ in limiter.release(lease) }
+            }
             connection.admission = admission
             connection.logger[metadataKey: "target"] = "\(admission.target.name)"
             var headers = HTTPHeaders()
@@ -275,6 +291,13 @@ public final class BridgeServer: Service, Sendable {
             )
             connection.sessionInstalled = true
         }
+    }
+
+    /// The client's address without its port, the key of per-client limits (IPv4-mapped IPv6 as IPv4).
+    static func clientKey(_ address: SocketAddress?) -> String {
+        guard let ip = address?.ipAddress else { return address?.pathname ?? "unknown" }
+        if ip.hasPrefix("::ffff:"), ip.contains(".") { return String(ip.dropFirst(7)) }
+        return ip
     }
 
     /// `ip:port`, `[v6]:port` (IPv4-mapped IPv6 shown as IPv4), or a Unix path.

@@ -5,13 +5,22 @@ public struct Target: Hashable, Sendable {
     public var backend: BackendAddress
     /// Origins allowed for this target; nil means the global list applies.
     public var origins: OriginAllowList?
+    /// Most sessions this target may have at once; nil is no limit of its own.
+    public var maxSessions: Int?
     /// Where the target was defined (`FILE:LINE`), for messages.
     public var definedAt: String?
 
-    public init(name: String, backend: BackendAddress, origins: OriginAllowList? = nil, definedAt: String? = nil) {
+    public init(
+        name: String,
+        backend: BackendAddress,
+        origins: OriginAllowList? = nil,
+        maxSessions: Int? = nil,
+        definedAt: String? = nil
+    ) {
         self.name = name
         self.backend = backend
         self.origins = origins
+        self.maxSessions = maxSessions
         self.definedAt = definedAt
     }
 

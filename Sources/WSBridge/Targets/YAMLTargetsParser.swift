@@ -72,6 +72,7 @@ public enum YAMLTargetsParser {
             var token: String?
             var backend: BackendAddress?
             var origins: OriginAllowList?
+            var maxSessions: Int?
             for (keyNode, value) in mapping {
                 let valueLine = value.mark?.line ?? line
                 switch keyNode.string ?? "" {
@@ -91,6 +92,11 @@ public enum YAMLTargetsParser {
                 case "origins":
                     let list = try Self.stringList(value, file: file, what: "origins")
                     origins = try Self.origins(list, file: file, line: valueLine)
+                case "max_sessions":
+                    guard let limit = value.int, limit > 0 else {
+                        throw TargetsFileError(file: file, line: valueLine, message: "'max_sessions' must be a positive integer")
+                    }
+                    maxSessions = limit
                 case "token":
                     guard let value = value.string, !value.isEmpty else {
                         throw TargetsFileError(file: file, line: valueLine, message: "'token' must be a non-empty string")
@@ -100,7 +106,7 @@ public enum YAMLTargetsParser {
                     throw TargetsFileError(
                         file: file,
                         line: keyNode.mark?.line ?? line,
-                        message: "unknown key '\(keyNode.string ?? "")' in target '\(token == nil ? Target.redact(name) : name)' (expected backend, unix, origins, token)"
+                        message: "unknown key '\(keyNode.string ?? "")' in target '\(token == nil ? Target.redact(name) : name)' (expected backend, unix, origins, token, max_sessions)"
                     )
                 }
             }
@@ -112,6 +118,7 @@ public enum YAMLTargetsParser {
                 name: token == nil ? Target.redact(name) : name,
                 backend: backend,
                 origins: origins,
+                maxSessions: maxSessions,
                 definedAt: definedAt
             )
             return .init(token: token ?? name, target: target, line: line)
