@@ -80,6 +80,15 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("handshake-burst"), help: ArgumentHelp("Handshakes a client address may make at once before --handshake-rate applies.", valueName: "N"))
     var handshakeBurst: Int = 10
 
+    @Option(name: .customLong("web"), help: ArgumentHelp("Serve the files of DIR for plain GET/HEAD requests on the WebSocket port (e.g. noVNC's page).", valueName: "DIR"))
+    var web: String?
+
+    @Flag(name: .customLong("web-listing"), help: "List directories that have no index.html (off by default).")
+    var webListing = false
+
+    @Flag(name: .customLong("file-only"), help: "websockify compatibility: directory listings are already off unless --web-listing.")
+    var fileOnly = false
+
     @Option(name: .customLong("metrics-listen"), help: ArgumentHelp("Where /metrics, /healthz and /readyz are served: ADDR:PORT, or 'off'. The default port is skipped with a warning when taken.", valueName: "ADDR:PORT"))
     var metricsListen: String = "127.0.0.1:9680"
 
@@ -202,7 +211,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
             logger.warning("no --origin allow-list: WebSocket connections from any web page are accepted")
         }
 
-        let configuration = BridgeConfiguration(
+        var configuration = BridgeConfiguration(
             host: listen.host,
             port: listen.port,
             requireOrigin: self.requireOrigin,
@@ -222,6 +231,14 @@ struct WSBridgeCommand: AsyncParsableCommand {
             ),
             metricsOnMainPort: self.metricsOnMainPort
         )
+        if let web = self.web {
+            do {
+                configuration.staticFiles = try StaticFiles(root: web, listDirectories: self.webListing && !self.fileOnly)
+            } catch {
+                FileHandle.standardError.write(Data("wsbridge: \(error)\n".utf8))
+                throw ExitCode.failure
+            }
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let metrics = BridgeMetrics()
         let server = BridgeServer(configuration: configuration, targets: store, group: group, logger: logger, metrics: metrics)

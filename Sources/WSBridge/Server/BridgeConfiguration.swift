@@ -32,6 +32,8 @@ public struct BridgeConfiguration: Sendable {
     public var backlog: Int32
     /// Session limits and the per-client handshake rate.
     public var limits: AdmissionLimiter.Limits
+    /// Files served for plain GET/HEAD requests (`--web DIR`); nil serves none.
+    public var staticFiles: StaticFiles?
     /// Serve `/metrics` on the main port too (it is always served on the metrics listener, when there is one).
     public var metricsOnMainPort: Bool
 
@@ -51,6 +53,7 @@ public struct BridgeConfiguration: Sendable {
         writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark = .init(low: 64 << 10, high: 256 << 10),
         backlog: Int32 = 1024,
         limits: AdmissionLimiter.Limits = .init(),
+        staticFiles: StaticFiles? = nil,
         metricsOnMainPort: Bool = false
     ) {
         self.host = host
@@ -68,6 +71,7 @@ public struct BridgeConfiguration: Sendable {
         self.writeBufferWaterMark = writeBufferWaterMark
         self.backlog = backlog
         self.limits = limits
+        self.staticFiles = staticFiles
         self.metricsOnMainPort = metricsOnMainPort
     }
 }

@@ -183,7 +183,8 @@ public final class BridgeServer: Service, Sendable {
         )
         let endpoints = HTTPEndpoints(
             readiness: self.readiness,
-            metrics: self.configuration.metricsOnMainPort ? self.metrics : nil
+            metrics: self.configuration.metricsOnMainPort ? self.metrics : nil,
+            staticFiles: self.configuration.staticFiles
         )
         let fallback = HTTPFallbackHandler(connection: connection, endpoints: endpoints, metrics: metrics) { head in
             policy.decide(head, targets: targets.current)

@@ -7,6 +7,10 @@ struct HTTPAnswer: Sendable {
     var headers: [(String, String)] = []
     var contentType = "text/plain; charset=utf-8"
     var body: ByteBuffer
+    /// A file to send instead of `body`.
+    var file: FileBody?
+    /// The length announced when it is not the body's (HEAD of a file, or a file body).
+    var contentLength: Int?
 
     init(_ status: HTTPResponseStatus, _ text: String, headers: [(String, String)] = []) {
         self.status = status
@@ -26,13 +30,21 @@ struct HTTPAnswer: Sendable {
     ) {
         var headers = HTTPHeaders(self.headers)
         headers.add(name: "Content-Type", value: self.contentType)
-        headers.add(name: "Content-Length", value: String(self.body.readableBytes))
+        if self.status != .notModified {
+            headers.add(name: "Content-Length", value: String(self.contentLength ?? self.body.readableBytes))
+        }
         headers.add(name: "Connection", value: "close")
         context.write(wrap(.head(HTTPResponseHead(version: .http1_1, status: self.status, headers: headers))), promise: nil)
-        if method != .HEAD && self.body.readableBytes > 0 {
+        if let file = self.file {
+            if method != .HEAD { context.write(wrap(.body(.fileRegion(file.region))), promise: nil) }
+        } else if method != .HEAD && self.body.readableBytes > 0 {
             context.write(wrap(.body(.byteBuffer(self.body))), promise: nil)
         }
-        context.writeAndFlush(wrap(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+        let file = self.file
+        context.writeAndFlush(wrap(.end(nil))).whenComplete { _ in
+            try? file?.handle.close()
+            context.close(promise: nil)
+        }
     }
 }
 
@@ -41,6 +53,8 @@ struct HTTPEndpoints: Sendable {
     var readiness: Readiness?
     /// Serve `/metrics` here.
     var metrics: BridgeMetrics?
+    /// Serve files for every other GET/HEAD path.
+    var staticFiles: StaticFiles?
 
     /// The answer for `head`, or nil when no endpoint has this path.
     func answer(_ head: HTTPRequestHead, on eventLoop: EventLoop) -> EventLoopFuture<HTTPAnswer>? {
@@ -64,7 +78,7 @@ struct HTTPEndpoints: Sendable {
             answer.body = ByteBuffer(bytes: metrics.render())
             return eventLoop.makeSucceededFuture(answer)
         default:
-            return nil
+            return self.staticFiles?.answer(head, on: eventLoop)
         }
     }
 }

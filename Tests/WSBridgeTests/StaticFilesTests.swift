@@ -1,0 +1,71 @@
+import Foundation
+import XCTest
+
+@testable import WSBridge
+
+final class StaticFilesTests: XCTestCase {
+    /// Every one of these must be refused before any file-system call.
+    static let traversalCorpus = [
+        "/../etc/passwd", "/..", "/a/../../etc/passwd", "/%2e%2e/etc/passwd", "/%2E%2E/etc/passwd",
+        "/%2e%2e%2fetc%2fpasswd", "/..%2fetc%2fpasswd", "/.%2e/etc/passwd", "/%2e./etc/passwd",
+        "/%252e%252e/etc/passwd", "/%252e%252e%252fetc%252fpasswd", "/..%252f..%252fetc/passwd",
+        "/..\\etc\\passwd", "/%5c..%5cetc%5cpasswd", "/..%5cetc", "/a%00.html", "/a\0.html", "/%00",
+        "/.git/config", "/.env", "/%2egit/config", "/a/./b", "/./index.html", "/%2e/index.html",
+        "/a/%2f/b", "/%2f%2fetc/passwd", "//..//etc/passwd", "/a/..;/b", "/..;/etc/passwd", "/%c0%ae%c0%ae/etc/passwd",
+        "/%e0%80%ae%e0%80%ae/", "etc/passwd", "", "/%zz", "/%", "/%2", "/..%00/etc/passwd",
+    ]
+
+    func testTraversalCorpusIsRefused() {
+        for uri in Self.traversalCorpus {
+            let segments = StaticFiles.segments(of: uri)
+            XCTAssertNil(segments, "not refused: \(uri.debugDescription) → \(String(describing: segments))")
+        }
+        XCTAssertEqual(StaticFiles.segments(of: "/vnc.html?path=websockify%3Ftoken%3Dx"), ["vnc.html"])
+        XCTAssertEqual(StaticFiles.segments(of: "/app/ui.js"), ["app", "ui.js"])
+        XCTAssertEqual(StaticFiles.segments(of: "/a%20b.html"), ["a b.html"])
+        XCTAssertEqual(StaticFiles.segments(of: "/"), [])
+    }
+
+    func testResolveStaysInsideTheRootThroughSymlinks() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-web-\(UUID())")
+        let root = base.appendingPathComponent("root")
+        let outside = base.appendingPathComponent("secret.txt")
+        try FileManager.default.createDirectory(at: root.appendingPathComponent("sub"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: base) }
+        try "secret".write(to: outside, atomically: true, encoding: .utf8)
+        try "<h1>hi</h1>".write(to: root.appendingPathComponent("index.html"), atomically: true, encoding: .utf8)
+        try "x".write(to: root.appendingPathComponent("sub/file.js"), atomically: true, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: root.appendingPathComponent("out.txt").path, withDestinationPath: outside.path)
+        try FileManager.default.createSymbolicLink(atPath: root.appendingPathComponent("outdir").path, withDestinationPath: base.path)
+        try FileManager.default.createSymbolicLink(atPath: root.appendingPathComponent("in.js").path, withDestinationPath: "sub/file.js")
+
+        let files = try StaticFiles(root: root.path)
+        XCTAssertEqual(files.resolve("/out.txt"), .notFound)
+        XCTAssertEqual(files.resolve("/outdir/secret.txt"), .notFound)
+        XCTAssertEqual(files.resolve("/sub"), .redirect("/sub/"))
+        XCTAssertEqual(files.resolve("/sub/"), .notFound, "no index.html and no listing")
+        XCTAssertEqual(files.resolve("/missing.html"), .notFound)
+        guard case .file(let path, let size, _) = files.resolve("/in.js") else { return XCTFail("symlink inside") }
+        XCTAssertTrue(path.hasSuffix("/sub/file.js"))
+        XCTAssertEqual(size, 1)
+        guard case .file(let index, _, _) = files.resolve("/?x=1") else { return XCTFail("index") }
+        XCTAssertTrue(index.hasSuffix("/index.html"))
+        for uri in Self.traversalCorpus {
+            if case .file(let path, _, _) = files.resolve(uri) {
+                XCTAssertTrue(path.hasPrefix(files.root + "/"), "\(uri) escaped to \(path)")
+            }
+        }
+        let listing = try StaticFiles(root: root.path, listDirectories: true)
+        XCTAssertEqual(listing.resolve("/sub/"), .listing(path: "/sub/", names: ["file.js"]))
+    }
+
+    func testContentTypesAndDates() {
+        XCTAssertEqual(StaticFiles.contentType(for: "/x/vnc.html"), "text/html; charset=utf-8")
+        XCTAssertEqual(StaticFiles.contentType(for: "/x/app.JS"), "text/javascript; charset=utf-8")
+        XCTAssertEqual(StaticFiles.contentType(for: "/x/a.wasm"), "application/wasm")
+        XCTAssertEqual(StaticFiles.contentType(for: "/x/blob"), "application/octet-stream")
+        let date = Date(timeIntervalSince1970: 784_111_777)
+        XCTAssertEqual(StaticFiles.httpDate(date), "Sun, 06 Nov 1994 08:49:37 GMT")
+        XCTAssertEqual(StaticFiles.parseHTTPDate("Sun, 06 Nov 1994 08:49:37 GMT"), date)
+    }
+}
