@@ -89,6 +89,12 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Flag(name: .customLong("file-only"), help: "websockify compatibility: directory listings are already off unless --web-listing.")
     var fileOnly = false
 
+    @Option(name: .customLong("record"), help: ArgumentHelp("Record each session to PREFIX.N in websockify's format (noVNC playback). Recordings hold everything typed, passwords too: files are created mode 0600.", valueName: "PREFIX"))
+    var record: String?
+
+    @Option(name: .customLong("record-limit"), help: ArgumentHelp("Bytes of payload recorded per session at most; later traffic is left out.", valueName: "BYTES"))
+    var recordLimit: Int = 64 << 20
+
     @Option(name: .customLong("metrics-listen"), help: ArgumentHelp("Where /metrics, /healthz and /readyz are served: ADDR:PORT, or 'off'. The default port is skipped with a warning when taken.", valueName: "ADDR:PORT"))
     var metricsListen: String = "127.0.0.1:9680"
 
@@ -137,6 +143,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         ] where value < 0 {
             throw ValidationError("\(name) must be 0 (no limit) or a positive number")
         }
+        guard self.recordLimit > 0 else { throw ValidationError("--record-limit must be positive") }
         guard self.handshakeRate >= 0 else { throw ValidationError("--handshake-rate must be 0 (off) or positive") }
         guard self.handshakeBurst >= 1 else { throw ValidationError("--handshake-burst must be at least 1") }
         guard self.maxFrameSize > 0 else { throw ValidationError("--max-frame-size must be positive") }
@@ -238,6 +245,10 @@ struct WSBridgeCommand: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("wsbridge: \(error)\n".utf8))
                 throw ExitCode.failure
             }
+        }
+        if let record = self.record {
+            configuration.recording = RecordingPolicy(prefix: record, limit: self.recordLimit)
+            logger.warning("recording every session to \(record).N: recordings contain everything typed")
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let metrics = BridgeMetrics()

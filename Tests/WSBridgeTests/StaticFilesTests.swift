@@ -69,3 +69,11 @@ final class StaticFilesTests: XCTestCase {
         XCTAssertEqual(StaticFiles.parseHTTPDate("Sun, 06 Nov 1994 08:49:37 GMT"), date)
     }
 }
+
+final class SessionRecorderTests: XCTestCase {
+    func testEscapingMatchesWebsockify() {
+        // Python: bytes(range(256)).decode('latin1').encode('unicode_escape').decode('ascii').replace("'", "\\'")
+        XCTAssertEqual(SessionRecorder.escape(Array("RFB 003.008\n".utf8)), "RFB 003.008\\n")
+        XCTAssertEqual(SessionRecorder.escape([0x00, 0x09, 0x0D, 0x27, 0x5C, 0x7F, 0x80, 0xFF]), "\\x00\\t\\r\\'\\\\\\x7f\\x80\\xff")
+    }
+}

@@ -34,6 +34,7 @@ final class SessionHandler: ChannelDuplexHandler {
     private var logger: Logger
     private let metrics: BridgeMetrics
     private let targetMetrics: BridgeMetrics.TargetMetrics
+    private var recorder: SessionRecorder?
     private var startedAt = NIODeadline.now()
 
     private var context: ChannelHandlerContext?
@@ -101,6 +102,14 @@ final class SessionHandler: ChannelDuplexHandler {
         self.lastData = self.startedAt
         self.targetMetrics.opened.increment()
         self.targetMetrics.active.increment()
+        if let recording = self.configuration.recording {
+            do {
+                self.recorder = try recording.makeRecorder()
+                self.logger.info("recording session", metadata: ["file": "\(self.recorder!.path)"])
+            } catch {
+                self.logger.error("cannot record session: \(error)")
+            }
+        }
         if let backend = self.backend {
             if let backendChannel = backend.channel {
                 precondition(
@@ -163,6 +172,7 @@ final class SessionHandler: ChannelDuplexHandler {
         case .data(let buffer):
             self.bytesUp += UInt64(buffer.readableBytes)
             self.targetMetrics.bytesUp.increment(by: buffer.readableBytes)
+            self.recorder?.fromClient(buffer)
             self.lastData = self.lastReceived
             if let backend = self.backend, !self.backendClosed, !self.backendOutputShut {
                 backend.write(buffer)
@@ -266,6 +276,7 @@ final class SessionHandler: ChannelDuplexHandler {
         guard self.clientPhase == .open, let context = self.context else { return }
         self.bytesDown += UInt64(buffer.readableBytes)
         self.targetMetrics.bytesDown.increment(by: buffer.readableBytes)
+        self.recorder?.toClient(buffer)
         self.lastData = self.now
         context.write(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, data: buffer)), promise: nil)
         self.clientNeedsFlush = true
@@ -387,6 +398,8 @@ final class SessionHandler: ChannelDuplexHandler {
         let duration = Double(elapsed.nanoseconds) / 1e9
         let code = self.closeCode ?? CloseCode.abnormal.rawValue
         self.targetMetrics.active.decrement()
+        self.recorder?.finish()
+        self.recorder = nil
         self.targetMetrics.duration.recordNanoseconds(elapsed.nanoseconds)
         self.metrics.sessionClosed(target: self.target.name, code: code)
         var metadata: Logger.Metadata = [

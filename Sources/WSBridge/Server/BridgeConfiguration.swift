@@ -34,6 +34,8 @@ public struct BridgeConfiguration: Sendable {
     public var limits: AdmissionLimiter.Limits
     /// Files served for plain GET/HEAD requests (`--web DIR`); nil serves none.
     public var staticFiles: StaticFiles?
+    /// Record every session in websockify's format (`--record PREFIX`); nil records nothing.
+    public var recording: RecordingPolicy?
     /// Serve `/metrics` on the main port too (it is always served on the metrics listener, when there is one).
     public var metricsOnMainPort: Bool
 
@@ -54,6 +56,7 @@ public struct BridgeConfiguration: Sendable {
         backlog: Int32 = 1024,
         limits: AdmissionLimiter.Limits = .init(),
         staticFiles: StaticFiles? = nil,
+        recording: RecordingPolicy? = nil,
         metricsOnMainPort: Bool = false
     ) {
         self.host = host
@@ -72,6 +75,7 @@ public struct BridgeConfiguration: Sendable {
         self.backlog = backlog
         self.limits = limits
         self.staticFiles = staticFiles
+        self.recording = recording
         self.metricsOnMainPort = metricsOnMainPort
     }
 }
