@@ -19,6 +19,10 @@ struct WSBridgeCommand: AsyncParsableCommand {
             ?token=NAME or a 'token' cookie) picks the backend. The targets file is re-read when it \
             changes and on SIGHUP.
 
+            Every option can also come from the environment: --connect-timeout 3 as WSBRIDGE_CONNECT_TIMEOUT=3, \
+            flags as WSBRIDGE_REQUIRE_ORIGIN=1, repeatable options comma-separated (WSBRIDGE_ORIGIN=a,b), the \
+            positional arguments as WSBRIDGE_LISTEN and WSBRIDGE_TARGET. The command line wins.
+
             Handshake statuses and close codes: docs/behaviour.md.
             """
     )
@@ -101,6 +105,18 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Flag(name: .customLong("metrics-on-main-port"), help: "Also serve /metrics on the WebSocket port (/healthz and /readyz always are).")
     var metricsOnMainPort = false
 
+    @Option(name: .customLong("unix-listen"), help: ArgumentHelp("Listen on this Unix-domain socket instead of TCP (no SOURCE_PORT then).", valueName: "PATH"))
+    var unixListen: String?
+
+    @Option(name: .customLong("unix-listen-mode"), help: ArgumentHelp("Octal file mode of the --unix-listen socket.", valueName: "MODE"))
+    var unixListenMode: String = "0600"
+
+    @Flag(name: .customLong("inetd"), help: "Serve on an already-listening socket passed as standard input (websockify compatibility). systemd socket activation (LISTEN_FDS) is detected by itself.")
+    var inetd = false
+
+    @Option(name: .customLong("log-format"), help: ArgumentHelp("text, or json (one object per line).", valueName: "FORMAT"))
+    var logFormat: String = "text"
+
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "LEVEL"))
     var logLevel: String = "info"
 
@@ -121,7 +137,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         } else if self.tokenSource != nil {
             throw ValidationError("--token-source needs --token-plugin TokenFile")
         }
-        let modes = [self.positional.count == 2, self.targetsPath != nil, self.unixTarget != nil].filter { $0 }.count
+        let modes = [self.positionalTarget != nil, self.targetsPath != nil, self.unixTarget != nil].filter { $0 }.count
         guard modes <= 1 else {
             throw ValidationError("choose one of: a positional TARGET_HOST:TARGET_PORT, --targets FILE, --unix-target PATH")
         }
@@ -147,16 +163,24 @@ struct WSBridgeCommand: AsyncParsableCommand {
         guard self.handshakeRate >= 0 else { throw ValidationError("--handshake-rate must be 0 (off) or positive") }
         guard self.handshakeBurst >= 1 else { throw ValidationError("--handshake-burst must be at least 1") }
         guard self.maxFrameSize > 0 else { throw ValidationError("--max-frame-size must be positive") }
+        guard ["text", "json"].contains(self.logFormat) else { throw ValidationError("--log-format must be text or json") }
+        guard let mode = UInt32(self.unixListenMode, radix: 8), mode <= 0o777 else {
+            throw ValidationError("--unix-listen-mode must be an octal mode such as 0660")
+        }
+        _ = mode
+        if self.unixListen != nil && self.inetd {
+            throw ValidationError("give --unix-listen or --inetd, not both")
+        }
         guard Logger.Level(rawValue: self.logLevel.lowercased()) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
         if self.metricsListen != "off", case .failure(let error) = ListenAddress.parse(self.metricsListen) {
             throw ValidationError("--metrics-listen: \(error.message)")
         }
-        if let listen = self.positional.first, case .failure(let error) = ListenAddress.parse(listen) {
+        if let listen = self.positionalListen, case .failure(let error) = ListenAddress.parse(listen) {
             throw ValidationError(error.message)
         }
-        if self.positional.count == 2, case .failure(let error) = BackendAddress.parseHostPort(self.positional[1]) {
+        if let target = self.positionalTarget, case .failure(let error) = BackendAddress.parseHostPort(target) {
             throw ValidationError(error.message)
         }
         do {
@@ -168,11 +192,54 @@ struct WSBridgeCommand: AsyncParsableCommand {
 
     private var targetsPath: String? { self.targets ?? self.tokenSource }
 
-    /// Like ArgumentParser's `main`, but a bad command line is reported on one line (help still prints in full).
+    /// The listening socket is not given by SOURCE_PORT (Unix socket, inetd, systemd): a single positional
+    /// argument is then the target.
+    private var listensWithoutPort: Bool {
+        self.unixListen != nil || self.inetd || Self.systemdListener() != nil
+    }
+
+    private var positionalListen: String? {
+        self.listensWithoutPort && self.positional.count == 1 ? nil : self.positional.first
+    }
+
+    private var positionalTarget: String? {
+        if self.positional.count == 2 { return self.positional[1] }
+        return self.listensWithoutPort && self.positional.count == 1 ? self.positional[0] : nil
+    }
+
+    /// systemd socket activation: the first passed descriptor (3), when LISTEN_PID names this process.
+    static func systemdListener() -> CInt? {
+        let environment = ProcessInfo.processInfo.environment
+        guard let pid = environment["LISTEN_PID"].flatMap(Int32.init), pid == getpid(),
+            let count = environment["LISTEN_FDS"].flatMap(Int.init), count >= 1
+        else { return nil }
+        return 3
+    }
+
+    /// Every option and whether it takes a value, for `WSBRIDGE_…` environment variables.
+    static let environmentOptions: [(String, EnvironmentArguments.Kind)] = [
+        ("targets", .option), ("token-plugin", .option), ("token-source", .option), ("unix-target", .option),
+        ("origin", .repeatable), ("require-origin", .flag), ("handshake-timeout", .option),
+        ("connect-timeout", .option), ("idle-timeout", .option), ("ping-interval", .option),
+        ("pong-timeout", .option), ("max-frame-size", .option), ("close-timeout", .option),
+        ("shutdown-timeout", .option), ("max-connections", .option), ("max-connections-per-client", .option),
+        ("handshake-rate", .option), ("handshake-burst", .option), ("web", .option), ("web-listing", .flag),
+        ("file-only", .flag), ("record", .option), ("record-limit", .option), ("metrics-listen", .option),
+        ("metrics-on-main-port", .flag), ("unix-listen", .option), ("unix-listen-mode", .option), ("inetd", .flag),
+        ("log-format", .option), ("log-level", .option), ("verbose", .flag),
+    ]
+
+    /// Like ArgumentParser's `main`, but options may come from `WSBRIDGE_…` variables and a bad command line is
+    /// reported on one line (help still prints in full).
     static func main() async {
         let command: WSBridgeCommand
         do {
-            command = try Self.parse()
+            let arguments = try EnvironmentArguments.merge(
+                arguments: Array(CommandLine.arguments.dropFirst()),
+                environment: ProcessInfo.processInfo.environment,
+                options: Self.environmentOptions
+            )
+            command = try Self.parse(arguments)
         } catch {
             if Self.exitCode(for: error) == .success { Self.exit(withError: error) }
             let message = Self.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
@@ -188,14 +255,16 @@ struct WSBridgeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let level = self.verbose ? Logger.Level.debug : Logger.Level(rawValue: self.logLevel.lowercased()) ?? .info
+        let json = self.logFormat == "json"
         LoggingSystem.bootstrap { label in
+            if json { return JSONLogHandler(label: label, level: level) }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }
         let logger = Logger(label: "wsbridge")
 
-        let listen = try self.positional.first.map { try ListenAddress.parse($0).get() } ?? ListenAddress(host: nil, port: 6080)
+        let listen = try self.positionalListen.map { try ListenAddress.parse($0).get() } ?? ListenAddress(host: nil, port: 6080)
         let store: TargetsStore
         let origins = self.origins.isEmpty ? nil : try OriginAllowList(self.origins)
         if let path = self.targetsPath {
@@ -210,7 +279,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
             if let unix = self.unixTarget {
                 backend = .unix(path: unix)
             } else {
-                backend = try BackendAddress.parseHostPort(self.positional[1]).get()
+                backend = try BackendAddress.parseHostPort(self.positionalTarget!).get()
             }
             store = TargetsStore(fixed: TargetTable(mode: .single(Target(name: "default", backend: backend)), origins: origins))
         }
@@ -238,6 +307,16 @@ struct WSBridgeCommand: AsyncParsableCommand {
             ),
             metricsOnMainPort: self.metricsOnMainPort
         )
+        if let path = self.unixListen {
+            configuration.unixListenPath = path
+            configuration.unixListenMode = mode_t(UInt32(self.unixListenMode, radix: 8)!)
+        }
+        if self.inetd {
+            configuration.inheritedListener = 0
+        } else if let descriptor = Self.systemdListener() {
+            logger.info("using the socket passed by systemd (LISTEN_FDS)")
+            configuration.inheritedListener = descriptor
+        }
         if let web = self.web {
             do {
                 configuration.staticFiles = try StaticFiles(root: web, listDirectories: self.webListing && !self.fileOnly)

@@ -403,10 +403,10 @@ final class SessionHandler: ChannelDuplexHandler {
         self.targetMetrics.duration.recordNanoseconds(elapsed.nanoseconds)
         self.metrics.sessionClosed(target: self.target.name, code: code)
         var metadata: Logger.Metadata = [
-            "up": "\(self.bytesUp)",
-            "down": "\(self.bytesDown)",
-            "duration": "\(String(format: "%.3f", duration))",
-            "code": "\(code)",
+            "up": .stringConvertible(self.bytesUp),
+            "down": .stringConvertible(self.bytesDown),
+            "duration": .stringConvertible((duration * 1000).rounded() / 1000),
+            "code": .stringConvertible(code),
             "closed_by": "\(self.closedBy ?? "client")",
         ]
         if let reason = self.closeReason, !reason.isEmpty { metadata["reason"] = "\(reason)" }

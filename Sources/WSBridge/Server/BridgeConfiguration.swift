@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import NIOCore
 
 /// Everything that shapes how the bridge listens, admits and relays. Defaults are the documented ones.
@@ -6,6 +11,12 @@ public struct BridgeConfiguration: Sendable {
     public var host: String?
     /// Port to listen on; 0 picks a free one (reported through `onServerRunning`).
     public var port: Int
+    /// Listen on this Unix-domain socket instead of TCP (`--unix-listen`).
+    public var unixListenPath: String?
+    /// File mode of that socket.
+    public var unixListenMode: mode_t = 0o600
+    /// Serve on an already-listening socket handed over by the parent (systemd socket activation, `--inetd`).
+    public var inheritedListener: CInt?
     /// Refuse requests without an `Origin` header.
     public var requireOrigin: Bool
     /// Time from accept to a complete request head.

@@ -131,6 +131,17 @@ public final class BridgeServer: Service, Sendable {
                     try self.initializeConnection(channel)
                 }
             }
+        if let descriptor = self.configuration.inheritedListener {
+            return try await bootstrap.withBoundSocket(descriptor: descriptor).get()
+        }
+        if let path = self.configuration.unixListenPath {
+            let channel = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+            guard chmod(path, self.configuration.unixListenMode) == 0 else {
+                channel.close(promise: nil)
+                throw IOError(errnoCode: errno, reason: "chmod \(path)")
+            }
+            return channel
+        }
         if let host = self.configuration.host {
             return try await bootstrap.bind(host: host, port: self.configuration.port).get()
         }
@@ -304,7 +315,10 @@ public final class BridgeServer: Service, Sendable {
     /// `ip:port`, `[v6]:port` (IPv4-mapped IPv6 shown as IPv4), or a Unix path.
     static func describe(_ address: SocketAddress?) -> String {
         guard let address else { return "unknown" }
-        guard let ip = address.ipAddress, let port = address.port else { return address.pathname ?? "\(address)" }
+        guard let ip = address.ipAddress, let port = address.port else {
+            let path = address.pathname ?? ""
+            return path.isEmpty ? "unix" : "unix:\(path)"
+        }
         if ip.hasPrefix("::ffff:"), ip.contains(".") { return "\(ip.dropFirst(7)):\(port)" }
         return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
     }
