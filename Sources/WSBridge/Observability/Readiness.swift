@@ -41,7 +41,13 @@ public final class Readiness: Sendable {
         // A wildcard listener is checked through loopback.
         if address.ipAddress == "::" { address = try! SocketAddress(ipAddress: "::1", port: address.port!) }
         if address.ipAddress == "0.0.0.0" { address = try! SocketAddress(ipAddress: "127.0.0.1", port: address.port!) }
-        return Self.probe(address: address, secret: self.secret, timeout: self.timeout, on: eventLoop)
+        return Self.probe(address: address, secret: self.secret, timeout: self.timeout, on: eventLoop).map { result in
+            // A shutdown that began while the probe ran explains its failure better than the probe does.
+            if case .failure = result, self.state.withLockedValue({ $0.draining }) {
+                return .failure(.init("draining: shutting down"))
+            }
+            return result
+        }
     }
 
     public struct ReadinessError: Error, Sendable, Equatable, CustomStringConvertible {

@@ -197,8 +197,17 @@ public final class BridgeServer: Service, Sendable {
             metrics: self.configuration.metricsOnMainPort ? self.metrics : nil,
             staticFiles: self.configuration.staticFiles
         )
+        let limiter = self.limiter
         let fallback = HTTPFallbackHandler(connection: connection, endpoints: endpoints, metrics: metrics) { head in
-            policy.decide(head, targets: targets.current)
+            // An upgrade request that NIO refused before `shouldUpgrade` (bad version or key) still counts
+            // against the client's handshake rate.
+            if !connection.rateCharged, !head.headers["upgrade"].isEmpty {
+                connection.rateCharged = true
+                if let rejection = limiter.takeHandshake(client: Self.clientKey(channel.remoteAddress)) {
+                    return .reject(rejection)
+                }
+            }
+            return policy.decide(head, targets: targets.current)
         }
         connection.fallbackHandler = fallback
         try sync.addHandler(fallback)
@@ -225,6 +234,7 @@ public final class BridgeServer: Service, Sendable {
             return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
         }
         let client = Self.clientKey(channel.remoteAddress)
+        connection.rateCharged = true
         if let rejection = self.limiter.takeHandshake(client: client) {
             connection.rejection = rejection
             return channel.eventLoop.makeSucceededFuture(nil)

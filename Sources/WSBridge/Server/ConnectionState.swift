@@ -9,6 +9,9 @@ final class ConnectionState: @unchecked Sendable {
     var admission: UpgradePolicy.Admission?
     var backend: Result<BackendHandler, BackendConnectError>?
     var sessionInstalled = false
+    /// The handshake rate was charged for this request (in `shouldUpgrade`, which NIO skips for some malformed
+    /// upgrades: those are charged when they are answered).
+    var rateCharged = false
     /// This connection is the readiness self-check.
     var selfCheck = false
     /// Answers requests that are not upgraded; removed when the session is installed.
