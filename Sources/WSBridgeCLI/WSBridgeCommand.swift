@@ -90,6 +90,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Flag(name: .customLong("web-listing"), help: "List directories that have no index.html (off by default).")
     var webListing = false
 
+    @Flag(name: .customLong("web-auth"), help: "Apply the Origin rules (--origin, --require-origin) to static files too.")
+    var webAuth = false
+
     @Flag(name: .customLong("file-only"), help: "websockify compatibility: directory listings are already off unless --web-listing.")
     var fileOnly = false
 
@@ -223,7 +226,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         ("connect-timeout", .option), ("idle-timeout", .option), ("ping-interval", .option),
         ("pong-timeout", .option), ("max-frame-size", .option), ("close-timeout", .option),
         ("shutdown-timeout", .option), ("max-connections", .option), ("max-connections-per-client", .option),
-        ("handshake-rate", .option), ("handshake-burst", .option), ("web", .option), ("web-listing", .flag),
+        ("handshake-rate", .option), ("handshake-burst", .option), ("web", .option), ("web-listing", .flag), ("web-auth", .flag),
         ("file-only", .flag), ("record", .option), ("record-limit", .option), ("metrics-listen", .option),
         ("metrics-on-main-port", .flag), ("unix-listen", .option), ("unix-listen-mode", .option), ("inetd", .flag),
         ("log-format", .option), ("log-level", .option), ("verbose", .flag),
@@ -320,6 +323,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         if let web = self.web {
             do {
                 configuration.staticFiles = try StaticFiles(root: web, listDirectories: self.webListing && !self.fileOnly)
+                configuration.staticFilesUseAccessRules = self.webAuth
             } catch {
                 FileHandle.standardError.write(Data("wsbridge: \(error)\n".utf8))
                 throw ExitCode.failure

@@ -424,3 +424,15 @@ def test_systemd_socket_activation_and_inetd(wsbridge_bin, backends):
     finally:
         inetd.stop()
         listener.close()
+
+
+def test_web_auth_applies_the_origin_rules_to_files(bridge_factory, backends, web_root):
+    echo = backends.echo()
+    b = bridge_factory("--web", str(web_root), "--web-auth", "--origin", "https://app.example.com", target=echo.addr)
+    h, p = b.connect_host, b.port
+    assert get(h, p, "/app.js").status == 200, "navigations carry no Origin"
+    assert get(h, p, "/app.js", headers="Origin: https://app.example.com\r\n").status == 200
+    refused = get(h, p, "/app.js", headers="Origin: https://evil.example.com\r\n")
+    assert (refused.status, refused.body) == (403, b"origin not allowed\n"), str(refused)
+    open_files = bridge_factory("--web", str(web_root), "--origin", "https://app.example.com", target=echo.addr)
+    assert get(open_files.connect_host, open_files.port, "/app.js", headers="Origin: https://evil.example.com\r\n").status == 200

@@ -97,6 +97,16 @@ public struct UpgradePolicy: Sendable {
         return .accept(Admission(target: target, subprotocol: offered.contains("binary") ? "binary" : nil))
     }
 
+    /// The origin rule alone (for static files under `--web-auth`): refuses a disallowed `Origin`, or a missing one
+    /// when origins are required.
+    public func checkOrigin(_ head: HTTPRequestHead, allowed: OriginAllowList?) -> HTTPRejection? {
+        guard let origin = head.headers.first(name: "origin") else {
+            return self.requireOrigin ? HTTPRejection(.origin, .forbidden, "Origin header required") : nil
+        }
+        if let allowed, !allowed.allows(origin) { return HTTPRejection(.origin, .forbidden, "origin not allowed") }
+        return nil
+    }
+
     /// The token from the `token` query parameter, else from a `token` cookie.
     public static func token(in head: HTTPRequestHead) -> String? {
         if let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first {

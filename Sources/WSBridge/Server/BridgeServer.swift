@@ -195,7 +195,8 @@ public final class BridgeServer: Service, Sendable {
         let endpoints = HTTPEndpoints(
             readiness: self.readiness,
             metrics: self.configuration.metricsOnMainPort ? self.metrics : nil,
-            staticFiles: self.configuration.staticFiles
+            staticFiles: self.configuration.staticFiles,
+            staticFilesAccess: self.staticFilesAccess(policy: policy)
         )
         let limiter = self.limiter
         let fallback = HTTPFallbackHandler(connection: connection, endpoints: endpoints, metrics: metrics) { head in
@@ -218,6 +219,13 @@ public final class BridgeServer: Service, Sendable {
                 backend.channel?.close(promise: nil)
             }
         }
+    }
+
+    /// The `--web-auth` rules for static files, or nil when files are served to everyone.
+    private func staticFilesAccess(policy: UpgradePolicy) -> (@Sendable (HTTPRequestHead) -> HTTPRejection?)? {
+        guard self.configuration.staticFilesUseAccessRules else { return nil }
+        let targets = self.targets
+        return { head in policy.checkOrigin(head, allowed: targets.current.origins) }
     }
 
     private func shouldUpgrade(

@@ -55,6 +55,8 @@ struct HTTPEndpoints: Sendable {
     var metrics: BridgeMetrics?
     /// Serve files for every other GET/HEAD path.
     var staticFiles: StaticFiles?
+    /// Access rules for static files (`--web-auth`): a refusal, or nil to serve.
+    var staticFilesAccess: (@Sendable (HTTPRequestHead) -> HTTPRejection?)?
 
     /// The answer for `head`, or nil when no endpoint has this path.
     func answer(_ head: HTTPRequestHead, on eventLoop: EventLoop) -> EventLoopFuture<HTTPAnswer>? {
@@ -78,7 +80,11 @@ struct HTTPEndpoints: Sendable {
             answer.body = ByteBuffer(bytes: metrics.render())
             return eventLoop.makeSucceededFuture(answer)
         default:
-            return self.staticFiles?.answer(head, on: eventLoop)
+            guard let staticFiles = self.staticFiles else { return nil }
+            if let refusal = self.staticFilesAccess?(head) {
+                return eventLoop.makeSucceededFuture(HTTPAnswer(refusal))
+            }
+            return staticFiles.answer(head, on: eventLoop)
         }
     }
 }
