@@ -17,6 +17,9 @@ let package = Package(
         // Metrics: the swift-metrics API in the library, exposed in Prometheus text format.
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
+        // TLS (wss:// termination, mutual TLS, TLS to backends): BoringSSL through SwiftNIO's own TLS handlers,
+        // so no crypto is written here and TLS sits in the same pipelines as everything else.
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         .target(
@@ -33,8 +36,14 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                "CCrypt",
             ]
         ),
+        // crypt(3) from the system's libcrypt (libxcrypt): bcrypt, SHA-256/512-crypt and yescrypt password hashes
+        // for the credentials file, without a crypto library of our own.
+        .systemLibrary(name: "CCrypt", path: "Sources/CCrypt"),
         .executableTarget(
             name: "WSBridgeCLI",
             dependencies: [
@@ -55,6 +64,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
     ],

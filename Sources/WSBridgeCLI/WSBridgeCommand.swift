@@ -117,6 +117,51 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Flag(name: .customLong("inetd"), help: "Serve on an already-listening socket passed as standard input (websockify compatibility). systemd socket activation (LISTEN_FDS) is detected by itself.")
     var inetd = false
 
+    @Option(name: .customLong("cert"), help: ArgumentHelp("TLS certificate (PEM, chain allowed; the key may follow in the same file). Enables wss:// and https:// on the same port as ws://. Repeatable: later certificates answer the server names (SNI) they are issued for.", valueName: "FILE"))
+    var certificates: [String] = []
+
+    @Option(name: .customLong("key"), help: ArgumentHelp("Private key (PEM) of the --cert given in the same position.", valueName: "FILE"))
+    var keys: [String] = []
+
+    @Option(name: .customLong("key-password-file"), help: ArgumentHelp("File whose first line is the passphrase of encrypted keys (or set WSBRIDGE_KEY_PASSWORD). Never on the command line.", valueName: "FILE"))
+    var keyPasswordFile: String?
+
+    @Option(name: .customLong("key-password"), help: .hidden)
+    var keyPasswordOnCommandLine: String?
+
+    @Flag(name: .customLong("ssl-only"), help: "Refuse plain connections (a plain-text 400 'this port requires TLS').")
+    var sslOnly = false
+
+    @Option(name: .customLong("ssl-version"), help: ArgumentHelp("Oldest TLS version accepted: tlsv1_2 (default), tlsv1_3; tlsv1_1 and tlsv1 are accepted but weak.", valueName: "VERSION"))
+    var sslVersion: String = "tlsv1_2"
+
+    @Option(name: .customLong("ssl-ciphers"), help: ArgumentHelp("OpenSSL cipher string for TLS 1.2 (TLS 1.3 suites are fixed).", valueName: "LIST"))
+    var sslCiphers: String?
+
+    @Flag(name: .customLong("verify-client"), help: "Require a client certificate signed by --cafile (mutual TLS); plain connections are refused.")
+    var verifyClient = false
+
+    @Option(name: .customLong("cafile"), help: ArgumentHelp("CA bundle (PEM) for --verify-client; default: the system's CAs.", valueName: "FILE"))
+    var cafile: String?
+
+    @Flag(name: .customLong("ssl-target"), help: "Connect to backends over TLS (system CAs, certificate and name verified), websockify's option. YAML targets can set 'tls:' each.")
+    var sslTarget = false
+
+    @Option(name: .customLong("auth-plugin"), help: ArgumentHelp("websockify compatibility: 'BasicHTTPAuth' with --auth-source user:password.", valueName: "NAME"))
+    var authPlugin: String?
+
+    @Option(name: .customLong("auth-source"), help: ArgumentHelp("For --auth-plugin BasicHTTPAuth: user:password.", valueName: "ARG"))
+    var authSource: String?
+
+    @Option(name: .customLong("auth-file"), help: ArgumentHelp("HTTP Basic credentials: lines user:HASH (bcrypt as made by htpasswd -B, $5$/$6$ crypt, yescrypt). Upgrades without valid credentials get 401.", valueName: "FILE"))
+    var authFile: String?
+
+    @Option(name: .customLong("trusted-proxy"), help: ArgumentHelp("A proxy (CIDR or address) whose X-Forwarded-For/Forwarded headers give the client's address; repeatable.", valueName: "CIDR"))
+    var trustedProxies: [String] = []
+
+    @Flag(name: .customLong("proxy-protocol"), help: "Every connection starts with a PROXY protocol v1/v2 header from a load balancer (from a --trusted-proxy peer when that list is given).")
+    var proxyProtocol = false
+
     @Option(name: .customLong("log-format"), help: ArgumentHelp("text, or json (one object per line).", valueName: "FORMAT"))
     var logFormat: String = "text"
 
@@ -171,6 +216,43 @@ struct WSBridgeCommand: AsyncParsableCommand {
             throw ValidationError("--unix-listen-mode must be an octal mode such as 0660")
         }
         _ = mode
+        if self.keyPasswordOnCommandLine != nil {
+            throw ValidationError("--key-password is not accepted on the command line (visible to every user): use --key-password-file FILE or WSBRIDGE_KEY_PASSWORD")
+        }
+        if self.certificates.isEmpty {
+            for (name, given) in [
+                ("--key", !self.keys.isEmpty), ("--ssl-only", self.sslOnly), ("--verify-client", self.verifyClient),
+                ("--cafile", self.cafile != nil), ("--key-password-file", self.keyPasswordFile != nil),
+                ("--ssl-ciphers", self.sslCiphers != nil),
+            ] where given {
+                throw ValidationError("\(name) needs --cert FILE")
+            }
+        }
+        guard self.keys.isEmpty || self.keys.count == self.certificates.count else {
+            throw ValidationError("give one --key per --cert (or none: keys inside the certificate files)")
+        }
+        guard ServerTLSSettings.parseVersion(self.sslVersion) != nil else {
+            throw ValidationError("--ssl-version must be tlsv1_2 (default), tlsv1_3, tlsv1_1 or tlsv1")
+        }
+        if self.cafile != nil && !self.verifyClient {
+            throw ValidationError("--cafile is for --verify-client")
+        }
+        if let plugin = self.authPlugin {
+            let name = plugin.split(separator: ".").last.map(String.init) ?? plugin
+            guard name == "BasicHTTPAuth" else {
+                throw ValidationError("--auth-plugin \(plugin) is not supported: use BasicHTTPAuth (or --auth-file; client certificate names go in the targets file as allowed_clients)")
+            }
+            guard let source = self.authSource else { throw ValidationError("--auth-plugin BasicHTTPAuth needs --auth-source user:password") }
+            do { _ = try BasicAuthenticator.parseSource(source) } catch { throw ValidationError("--auth-source must be user:password") }
+            guard self.authFile == nil else { throw ValidationError("give --auth-plugin BasicHTTPAuth or --auth-file, not both") }
+        } else if self.authSource != nil {
+            throw ValidationError("--auth-source needs --auth-plugin BasicHTTPAuth")
+        }
+        do {
+            _ = try TrustedProxies(self.trustedProxies)
+        } catch {
+            throw ValidationError("--trusted-proxy: \(error)")
+        }
         if self.unixListen != nil && self.inetd {
             throw ValidationError("give --unix-listen or --inetd, not both")
         }
@@ -230,6 +312,10 @@ struct WSBridgeCommand: AsyncParsableCommand {
         ("file-only", .flag), ("record", .option), ("record-limit", .option), ("metrics-listen", .option),
         ("metrics-on-main-port", .flag), ("unix-listen", .option), ("unix-listen-mode", .option), ("inetd", .flag),
         ("log-format", .option), ("log-level", .option), ("verbose", .flag),
+        ("cert", .repeatable), ("key", .repeatable), ("key-password-file", .option), ("ssl-only", .flag),
+        ("ssl-version", .option), ("ssl-ciphers", .option), ("verify-client", .flag), ("cafile", .option),
+        ("ssl-target", .flag), ("auth-plugin", .option), ("auth-source", .option), ("auth-file", .option),
+        ("trusted-proxy", .repeatable), ("proxy-protocol", .flag),
     ]
 
     /// Like ArgumentParser's `main`, but options may come from `WSBRIDGE_…` variables and a bad command line is
@@ -270,9 +356,12 @@ struct WSBridgeCommand: AsyncParsableCommand {
         let listen = try self.positionalListen.map { try ListenAddress.parse($0).get() } ?? ListenAddress(host: nil, port: 6080)
         let store: TargetsStore
         let origins = self.origins.isEmpty ? nil : try OriginAllowList(self.origins)
+        let defaultTLS: BackendTLS? = self.sslTarget ? BackendTLS() : nil
         if let path = self.targetsPath {
             do {
-                store = try TargetsStore(loader: TargetsLoader(path: path, extraOrigins: self.origins))
+                var loader = TargetsLoader(path: path, extraOrigins: self.origins)
+                loader.defaultTLS = defaultTLS
+                store = try TargetsStore(loader: loader)
             } catch let error as TargetsFileError {
                 FileHandle.standardError.write(Data("wsbridge: \(error)\n".utf8))
                 throw ExitCode.failure
@@ -284,10 +373,11 @@ struct WSBridgeCommand: AsyncParsableCommand {
             } else {
                 backend = try BackendAddress.parseHostPort(self.positionalTarget!).get()
             }
-            store = TargetsStore(fixed: TargetTable(mode: .single(Target(name: "default", backend: backend)), origins: origins))
-        }
-        if store.current.origins == nil {
-            logger.warning("no --origin allow-list: WebSocket connections from any web page are accepted")
+            var target = Target(name: "default", backend: backend)
+            if let defaultTLS, case .tcp = backend {
+                target.tls = try Self.orExit { try defaultTLS.load() }
+            }
+            store = TargetsStore(fixed: TargetTable(mode: .single(target), origins: origins))
         }
 
         var configuration = BridgeConfiguration(
@@ -333,6 +423,38 @@ struct WSBridgeCommand: AsyncParsableCommand {
             configuration.recording = RecordingPolicy(prefix: record, limit: self.recordLimit)
             logger.warning("recording every session to \(record).N: recordings contain everything typed")
         }
+        var tlsStore: ServerTLSStore?
+        if !self.certificates.isEmpty {
+            let pairs = self.certificates.enumerated().map { index, certificate in
+                ServerTLSSettings.CertificatePair(certificate: certificate, key: self.keys.isEmpty ? nil : self.keys[index])
+            }
+            let environmentPassword = ProcessInfo.processInfo.environment["WSBRIDGE_KEY_PASSWORD"].map { Array($0.utf8) }
+            let settings = ServerTLSSettings(
+                certificates: pairs,
+                keyPassword: environmentPassword,
+                keyPasswordFile: self.keyPasswordFile,
+                minimumVersion: ServerTLSSettings.parseVersion(self.sslVersion)!,
+                ciphers: self.sslCiphers,
+                sslOnly: self.sslOnly,
+                verifyClient: self.verifyClient,
+                clientCA: self.cafile,
+                shutdownTimeout: Self.seconds(self.closeTimeout)
+            )
+            let store = try Self.orExit { try ServerTLSStore(settings: settings) }
+            configuration.tls = store
+            tlsStore = store
+        }
+        if let source = self.authSource {
+            configuration.authenticator = BasicAuthenticator(users: try Self.orExit { try BasicAuthenticator.parseSource(source) })
+        } else if let file = self.authFile {
+            configuration.authenticator = BasicAuthenticator(users: try Self.orExit { try BasicAuthenticator.loadFile(file) })
+        }
+        configuration.trustedProxies = try TrustedProxies(self.trustedProxies)
+        configuration.proxyProtocol = self.proxyProtocol
+        if store.current.origins == nil {
+            logger.warning("no --origin allow-list: WebSocket connections from any web page are accepted")
+        }
+        tlsStore?.logCurrent(logger: logger)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let metrics = BridgeMetrics()
         let server = BridgeServer(configuration: configuration, targets: store, group: group, logger: logger, metrics: metrics)
@@ -356,6 +478,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
         if store.loader != nil {
             services.append(TargetsWatcher(store: store, logger: logger, metrics: metrics))
         }
+        if let tlsStore {
+            services.append(ServerTLSWatcher(store: tlsStore, logger: logger))
+        }
         let serviceGroup = ServiceGroup(
             configuration: .init(
                 services: services.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
@@ -371,6 +496,16 @@ struct WSBridgeCommand: AsyncParsableCommand {
             throw ExitCode.failure
         }
         try await group.shutdownGracefully()
+    }
+
+    /// Runs `body`; a file error ends the process with one line on stderr and exit code 1.
+    private static func orExit<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch {
+            FileHandle.standardError.write(Data("wsbridge: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
     }
 
     private static func seconds(_ value: Double) -> TimeAmount {

@@ -16,6 +16,14 @@ public struct HTTPRejection: Error, Equatable, Sendable, CustomStringConvertible
         case limit
         /// Over the per-client handshake rate.
         case rate
+        /// No or wrong credentials (401).
+        case auth
+        /// A client certificate the target does not allow, or none (403).
+        case clientCertificate = "client_certificate"
+        /// A plain connection on a TLS-only listener.
+        case tlsRequired = "tls_required"
+        /// A connection without a valid PROXY protocol header under `--proxy-protocol`.
+        case proxyProtocol = "proxy_protocol"
     }
 
     public var kind: Kind

@@ -23,7 +23,35 @@ public struct UpgradePolicy: Sendable {
         case reject(HTTPRejection)
     }
 
-    public func decide(_ head: HTTPRequestHead, targets: TargetTable) -> Decision {
+    /// What the connection proved about the client before the request was decided.
+    public struct ClientIdentity: Sendable, Equatable {
+        /// The outcome of Basic authentication; nil when no authentication is configured.
+        public var authentication: BasicAuthenticator.Result?
+        /// The names (common name, subject alternative names) of a verified client certificate; nil without one.
+        public var certificateNames: [String]?
+
+        public init(authentication: BasicAuthenticator.Result? = nil, certificateNames: [String]? = nil) {
+            self.authentication = authentication
+            self.certificateNames = certificateNames
+        }
+    }
+
+    /// The 401 for missing or wrong credentials.
+    public static func unauthorized(_ reason: String) -> HTTPRejection {
+        HTTPRejection(
+            .auth, .unauthorized, reason,
+            headers: [("WWW-Authenticate", "Basic realm=\"\(BasicAuthenticator.realm)\", charset=\"UTF-8\"")]
+        )
+    }
+
+    /// Whether the certificate names include one the target allows (names compare case-insensitively).
+    public static func allows(_ allowed: [String], names: [String]?) -> Bool {
+        guard let names else { return false }
+        let lowered = Set(names.map { $0.lowercased() })
+        return allowed.contains { lowered.contains($0.lowercased()) }
+    }
+
+    public func decide(_ head: HTTPRequestHead, targets: TargetTable, identity: ClientIdentity = .init()) -> Decision {
         let headers = head.headers
         let upgrade = headers["upgrade"]
         guard !upgrade.isEmpty else {
@@ -71,6 +99,12 @@ public struct UpgradePolicy: Sendable {
             return .reject(.init(.origin, .forbidden, "Origin header required"))
         }
 
+        switch identity.authentication {
+        case .missing?: return .reject(Self.unauthorized("authentication required"))
+        case .invalid?: return .reject(Self.unauthorized("invalid credentials"))
+        case .authenticated?, nil: break
+        }
+
         let target: Target
         switch targets.mode {
         case .single(let only):
@@ -91,6 +125,10 @@ public struct UpgradePolicy: Sendable {
         }
         if let origin, let allowed = target.origins ?? targets.origins, !allowed.allows(origin) {
             return .reject(.init(.origin, .forbidden, "origin not allowed"))
+        }
+        if let allowed = target.allowedClients, !Self.allows(allowed, names: identity.certificateNames) {
+            let reason = identity.certificateNames == nil ? "client certificate required" : "client certificate not allowed for this target"
+            return .reject(.init(.clientCertificate, .forbidden, reason))
         }
 
         let offered = headers[canonicalForm: "sec-websocket-protocol"].map { $0.trimmingWhitespace() }

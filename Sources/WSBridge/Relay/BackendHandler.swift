@@ -13,6 +13,10 @@ final class BackendHandler: ChannelDuplexHandler {
     private var session: SessionHandler?
     private var context: ChannelHandlerContext?
     private var pendingRead = false
+    /// Bytes (and an EOF) that arrived before the session attached: a TLS backend's first data can come with the
+    /// end of its handshake, before reads are held. Bounded by one read.
+    private var early: [ByteBuffer] = []
+    private var earlyInputClosed = false
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -26,6 +30,19 @@ final class BackendHandler: ChannelDuplexHandler {
     /// Connects this backend to its session; both live on the same event loop.
     func attach(_ session: SessionHandler) {
         self.session = session
+    }
+
+    /// Hands the session what arrived before it attached.
+    func deliverEarly() {
+        guard let session = self.session else { return }
+        let early = self.early
+        self.early = []
+        for buffer in early { session.backendRead(buffer) }
+        if !early.isEmpty { session.backendReadComplete() }
+        if self.earlyInputClosed {
+            self.earlyInputClosed = false
+            session.backendInputClosed()
+        }
     }
 
     func detach() {
@@ -53,7 +70,11 @@ final class BackendHandler: ChannelDuplexHandler {
     // MARK: events
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.session?.backendRead(self.unwrapInboundIn(data))
+        if let session = self.session {
+            session.backendRead(self.unwrapInboundIn(data))
+        } else {
+            self.early.append(self.unwrapInboundIn(data))
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -62,7 +83,7 @@ final class BackendHandler: ChannelDuplexHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, event == .inputClosed {
-            self.session?.backendInputClosed()
+            if let session = self.session { session.backendInputClosed() } else { self.earlyInputClosed = true }
         } else {
             context.fireUserInboundEventTriggered(event)
         }

@@ -119,7 +119,11 @@ final class SessionHandler: ChannelDuplexHandler {
             }
             backend.attach(self)
             self.logger.info("session open", metadata: ["backend": "\(self.target.backend)"])
+            if self.target.tls?.insecure == true {
+                self.logger.warning("backend TLS certificate not verified (tls.insecure)", metadata: ["backend": "\(self.target.backend)"])
+            }
             self.startTimers(context: context)
+            backend.deliverEarly()
             if backend.channel?.isActive != true {
                 self.backendInactive()
             } else {

@@ -51,6 +51,14 @@ public struct BridgeConfiguration: Sendable {
     public var recording: RecordingPolicy?
     /// Serve `/metrics` on the main port too (it is always served on the metrics listener, when there is one).
     public var metricsOnMainPort: Bool
+    /// Terminate TLS (`--cert`): TLS and plain connections are told apart by their first byte.
+    public var tls: ServerTLSStore?
+    /// HTTP Basic authentication for upgrades (and static files with `--web-auth`); nil requires none.
+    public var authenticator: BasicAuthenticator?
+    /// Proxies whose `X-Forwarded-For`/`Forwarded` headers (and PROXY headers) are believed.
+    public var trustedProxies = try! TrustedProxies([])
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from a load balancer.
+    public var proxyProtocol = false
 
     public init(
         host: String? = nil,

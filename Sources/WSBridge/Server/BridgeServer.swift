@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 import ServiceLifecycle
 
@@ -123,7 +124,7 @@ public final class BridgeServer: Service, Sendable {
         let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: self.configuration.backlog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: self.configuration.writeBufferWaterMark)
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { [self] channel in
@@ -163,6 +164,11 @@ public final class BridgeServer: Service, Sendable {
             metrics.rejected(.timeout)
         }
         let connection = ConnectionState(guardHandler: guardHandler, logger: logger)
+        connection.clientIP = channel.remoteAddress.flatMap { $0.ipAddress.map(Self.unmapped) }
+        connection.clientPort = channel.remoteAddress?.port ?? 0
+        connection.destinationIP = channel.localAddress.flatMap { $0.ipAddress.map(Self.unmapped) }
+        connection.destinationPort = channel.localAddress?.port ?? 0
+        connection.clientKey = Self.clientKey(channel.remoteAddress)
         let policy = UpgradePolicy(requireOrigin: self.configuration.requireOrigin)
         let targets = self.targets
 
@@ -183,6 +189,49 @@ public final class BridgeServer: Service, Sendable {
         limits.maxHeaderFieldCount = 256
 
         let sync = channel.pipeline.syncOperations
+        if self.configuration.proxyProtocol {
+            let trusted = self.configuration.trustedProxies
+            let peerIP = connection.clientIP
+            if !trusted.isEmpty, !(peerIP.map(trusted.contains) ?? false) {
+                // PROXY headers are only believed from the load balancers in --trusted-proxy.
+                connection.logger.info("connection refused: PROXY protocol peer is not a trusted proxy")
+                metrics.rejected(.proxyProtocol)
+                channel.close(promise: nil)
+                return
+            }
+            try sync.addHandler(
+                ProxyProtocolDecoder(
+                    onHeader: { header in
+                        switch header.addresses {
+                        case .tcp4(let source, let sourcePort, let destination, let destinationPort),
+                            .tcp6(let source, let sourcePort, let destination, let destinationPort):
+                            connection.setProxied(
+                                source: source, sourcePort: Int(sourcePort), destination: destination,
+                                destinationPort: Int(destinationPort)
+                            )
+                        case .unknown:
+                            break  // LOCAL or UNKNOWN: the peer's own address stands
+                        }
+                    },
+                    onInvalid: { reason in
+                        connection.logger.info("connection refused: invalid PROXY protocol header", metadata: ["reason": "\(reason)"])
+                        metrics.rejected(.proxyProtocol)
+                    }
+                )
+            )
+        }
+        if let tls = self.configuration.tls {
+            try sync.addHandler(
+                TLSDetector(
+                    store: tls,
+                    onDecision: { isTLS in connection.tls = isTLS },
+                    onRefused: {
+                        connection.logger.debug("plain connection refused: TLS only")
+                        metrics.rejected(.tlsRequired)
+                    }
+                )
+            )
+        }
         try sync.addHandler(guardHandler)
         try sync.configureHTTPServerPipeline(
             withPipeliningAssistance: false,
@@ -204,11 +253,11 @@ public final class BridgeServer: Service, Sendable {
             // against the client's handshake rate.
             if !connection.rateCharged, !head.headers["upgrade"].isEmpty {
                 connection.rateCharged = true
-                if let rejection = limiter.takeHandshake(client: Self.clientKey(channel.remoteAddress)) {
+                if let rejection = limiter.takeHandshake(client: connection.clientKey) {
                     return .reject(rejection)
                 }
             }
-            return policy.decide(head, targets: targets.current)
+            return policy.decide(head, targets: targets.current, identity: connection.identity)
         }
         connection.fallbackHandler = fallback
         try sync.addHandler(fallback)
@@ -222,10 +271,25 @@ public final class BridgeServer: Service, Sendable {
     }
 
     /// The `--web-auth` rules for static files, or nil when files are served to everyone.
-    private func staticFilesAccess(policy: UpgradePolicy) -> (@Sendable (HTTPRequestHead) -> HTTPRejection?)? {
+    private func staticFilesAccess(
+        policy: UpgradePolicy
+    ) -> (@Sendable (HTTPRequestHead, EventLoop) -> EventLoopFuture<HTTPRejection?>)? {
         guard self.configuration.staticFilesUseAccessRules else { return nil }
         let targets = self.targets
-        return { head in policy.checkOrigin(head, allowed: targets.current.origins) }
+        let authenticator = self.configuration.authenticator
+        return { head, eventLoop in
+            if let refusal = policy.checkOrigin(head, allowed: targets.current.origins) {
+                return eventLoop.makeSucceededFuture(refusal)
+            }
+            guard let authenticator else { return eventLoop.makeSucceededFuture(nil) }
+            return authenticator.check(head.headers, on: eventLoop).map { result in
+                switch result {
+                case .authenticated: return nil
+                case .missing: return UpgradePolicy.unauthorized("authentication required")
+                case .invalid: return UpgradePolicy.unauthorized("invalid credentials")
+                }
+            }
+        }
     }
 
     private func shouldUpgrade(
@@ -241,18 +305,54 @@ public final class BridgeServer: Service, Sendable {
             connection.selfCheck = true
             return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
         }
-        let client = Self.clientKey(channel.remoteAddress)
+        self.identifyClient(head: head, connection: connection)
         connection.rateCharged = true
-        if let rejection = self.limiter.takeHandshake(client: client) {
+        if let rejection = self.limiter.takeHandshake(client: connection.clientKey) {
             connection.rejection = rejection
             return channel.eventLoop.makeSucceededFuture(nil)
         }
-        switch policy.decide(head, targets: self.targets.current) {
+        if connection.tls, let handler = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
+            let certificate = handler.peerCertificate
+        {
+            connection.identity.certificateNames = CertificateNames.identities(of: certificate)
+            connection.logger[metadataKey: "client_cert"] = "\(CertificateNames.commonName(of: certificate) ?? connection.identity.certificateNames?.first ?? "?")"
+        }
+        guard let authenticator = self.configuration.authenticator else {
+            return self.admit(channel: channel, head: head, connection: connection, policy: policy)
+        }
+        return authenticator.check(head.headers, on: channel.eventLoop).flatMap { result in
+            connection.identity.authentication = result
+            if case .authenticated(let user) = result { connection.logger[metadataKey: "user"] = "\(user)" }
+            return self.admit(channel: channel, head: head, connection: connection, policy: policy)
+        }
+    }
+
+    /// The client's address for logs, limits and PROXY headers: a trusted proxy's `Forwarded`/`X-Forwarded-For`
+    /// replaces the peer's.
+    private func identifyClient(head: HTTPRequestHead, connection: ConnectionState) {
+        let trusted = self.configuration.trustedProxies
+        guard !trusted.isEmpty, let peer = connection.clientIP else { return }
+        let client = trusted.clientAddress(peer: peer, headers: head.headers)
+        guard client != peer else { return }
+        connection.logger[metadataKey: "peer"] = connection.logger[metadataKey: "client"]
+        connection.logger[metadataKey: "client"] = "\(client)"
+        connection.clientIP = client
+        connection.clientPort = 0
+        connection.clientKey = client
+    }
+
+    private func admit(
+        channel: Channel,
+        head: HTTPRequestHead,
+        connection: ConnectionState,
+        policy: UpgradePolicy
+    ) -> EventLoopFuture<HTTPHeaders?> {
+        switch policy.decide(head, targets: self.targets.current, identity: connection.identity) {
         case .reject(let rejection):
             connection.rejection = rejection
             return channel.eventLoop.makeSucceededFuture(nil)
         case .accept(let admission):
-            switch self.limiter.acquire(client: client, target: admission.target) {
+            switch self.limiter.acquire(client: connection.clientKey, target: admission.target) {
             case .failure(let rejection):
                 connection.rejection = rejection
                 return channel.eventLoop.makeSucceededFuture(nil)
@@ -270,7 +370,19 @@ public final class BridgeServer: Service, Sendable {
             let started = NIODeadline.now()
             let targetMetrics = self.metrics.target(admission.target.name)
             let metrics = self.metrics
-            return self.connector.connect(admission.target.backend, channel.eventLoop)
+            let target = admission.target
+            let request = BackendRequest(
+                address: target.backend,
+                tls: target.tls,
+                proxyHeader: target.proxyProtocol.map { version in
+                    ProxyHeader.forConnection(
+                        version: version,
+                        source: connection.clientIP.map { ($0, connection.clientPort) },
+                        destination: connection.destinationIP.map { ($0, connection.destinationPort) }
+                    ).encoded()
+                }
+            )
+            return self.connector.connect(request, channel.eventLoop)
                 .map { handler -> Result<BackendHandler, BackendConnectError> in
                     if let backendChannel = handler.channel { backends.add(backendChannel) }
                     targetMetrics.connectLatency.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
@@ -321,6 +433,12 @@ public final class BridgeServer: Service, Sendable {
             )
             connection.sessionInstalled = true
         }
+    }
+
+    /// An IP address as logged: IPv4-mapped IPv6 as IPv4.
+    static func unmapped(_ ip: String) -> String {
+        if ip.hasPrefix("::ffff:"), ip.contains(".") { return String(ip.dropFirst(7)) }
+        return ip
     }
 
     /// The client's address without its port, the key of per-client limits (IPv4-mapped IPv6 as IPv4).

@@ -1,5 +1,7 @@
 import NIOCore
 import NIOHTTP1
+import NIOPosix
+import NIOSSL
 
 /// A complete plain-HTTP answer.
 struct HTTPAnswer: Sendable {
@@ -26,7 +28,7 @@ struct HTTPAnswer: Sendable {
     func write(
         to context: ChannelHandlerContext,
         method: HTTPMethod,
-        wrap: (HTTPServerResponsePart) -> NIOAny
+        wrap: @escaping (HTTPServerResponsePart) -> NIOAny
     ) {
         var headers = HTTPHeaders(self.headers)
         headers.add(name: "Content-Type", value: self.contentType)
@@ -35,6 +37,28 @@ struct HTTPAnswer: Sendable {
         }
         headers.add(name: "Connection", value: "close")
         context.write(wrap(.head(HTTPResponseHead(version: .http1_1, status: self.status, headers: headers))), promise: nil)
+        if let file = self.file, method != .HEAD,
+            (try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)) != nil
+        {
+            // TLS cannot encrypt a FileRegion (sendfile): read the file in chunks and write each as a buffer, the
+            // next read waiting for the previous write.
+            file.fileIO.readChunked(
+                fileRegion: file.region,
+                chunkSize: 64 << 10,
+                allocator: context.channel.allocator,
+                eventLoop: context.eventLoop
+            ) { chunk in
+                context.writeAndFlush(wrap(.body(.byteBuffer(chunk))))
+            }.whenComplete { result in
+                try? file.handle.close()
+                if case .failure = result {
+                    context.close(promise: nil)
+                    return
+                }
+                context.writeAndFlush(wrap(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+            }
+            return
+        }
         if let file = self.file {
             if method != .HEAD { context.write(wrap(.body(.fileRegion(file.region))), promise: nil) }
         } else if method != .HEAD && self.body.readableBytes > 0 {
@@ -56,7 +80,7 @@ struct HTTPEndpoints: Sendable {
     /// Serve files for every other GET/HEAD path.
     var staticFiles: StaticFiles?
     /// Access rules for static files (`--web-auth`): a refusal, or nil to serve.
-    var staticFilesAccess: (@Sendable (HTTPRequestHead) -> HTTPRejection?)?
+    var staticFilesAccess: (@Sendable (HTTPRequestHead, EventLoop) -> EventLoopFuture<HTTPRejection?>)?
 
     /// The answer for `head`, or nil when no endpoint has this path.
     func answer(_ head: HTTPRequestHead, on eventLoop: EventLoop) -> EventLoopFuture<HTTPAnswer>? {
@@ -81,10 +105,11 @@ struct HTTPEndpoints: Sendable {
             return eventLoop.makeSucceededFuture(answer)
         default:
             guard let staticFiles = self.staticFiles else { return nil }
-            if let refusal = self.staticFilesAccess?(head) {
-                return eventLoop.makeSucceededFuture(HTTPAnswer(refusal))
+            guard let access = self.staticFilesAccess else { return staticFiles.answer(head, on: eventLoop) }
+            return access(head, eventLoop).flatMap { refusal in
+                if let refusal { return eventLoop.makeSucceededFuture(HTTPAnswer(refusal)) }
+                return staticFiles.answer(head, on: eventLoop)
             }
-            return staticFiles.answer(head, on: eventLoop)
         }
     }
 }

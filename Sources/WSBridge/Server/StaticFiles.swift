@@ -119,7 +119,7 @@ public struct StaticFiles: Sendable {
                     answer.contentLength = Int(size)
                     guard head.method != .HEAD else { return eventLoop.makeSucceededFuture(answer) }
                     return self.fileIO.openFile(path: path, eventLoop: eventLoop).map { handle, region in
-                        answer.file = FileBody(handle: handle, region: region)
+                        answer.file = FileBody(handle: handle, region: region, fileIO: self.fileIO)
                         return answer
                     }.recover { _ in HTTPAnswer(.notFound, "not found") }
                 }
@@ -204,4 +204,6 @@ public struct StaticFiles: Sendable {
 struct FileBody: @unchecked Sendable {
     let handle: NIOFileHandle
     let region: FileRegion
+    /// Reads the file in chunks where a FileRegion cannot be sent (TLS).
+    let fileIO: NonBlockingFileIO
 }

@@ -9,19 +9,32 @@ public struct Target: Hashable, Sendable {
     public var maxSessions: Int?
     /// Where the target was defined (`FILE:LINE`), for messages.
     public var definedAt: String?
+    /// Speak TLS to the backend; nil is plain TCP.
+    public var tls: BackendTLS?
+    /// Send a PROXY protocol header with the client's address first.
+    public var proxyProtocol: ProxyProtocolVersion?
+    /// Client certificate names (common name or subject alternative name) allowed to reach this target; nil
+    /// allows every client.
+    public var allowedClients: [String]?
 
     public init(
         name: String,
         backend: BackendAddress,
         origins: OriginAllowList? = nil,
         maxSessions: Int? = nil,
-        definedAt: String? = nil
+        definedAt: String? = nil,
+        tls: BackendTLS? = nil,
+        proxyProtocol: ProxyProtocolVersion? = nil,
+        allowedClients: [String]? = nil
     ) {
         self.name = name
         self.backend = backend
         self.origins = origins
         self.maxSessions = maxSessions
         self.definedAt = definedAt
+        self.tls = tls
+        self.proxyProtocol = proxyProtocol
+        self.allowedClients = allowedClients
     }
 
     /// A short, non-secret label for a token: a prefix of at most a quarter of it (and at most 4 characters),

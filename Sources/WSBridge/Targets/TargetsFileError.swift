@@ -22,6 +22,8 @@ public struct TargetsFileContents: Sendable, Equatable {
         public var token: String
         public var target: Target
         public var line: Int
+        /// The line of the target's `tls:` setting, for errors in its files.
+        public var tlsLine: Int? = nil
     }
     public var entries: [Entry] = []
     public var origins: [String] = []

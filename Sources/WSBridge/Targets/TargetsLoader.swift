@@ -5,6 +5,8 @@ public struct TargetsLoader: Sendable {
     public var path: String
     /// Origins given on the command line; merged with a YAML file's top-level `origins`.
     public var extraOrigins: [String]
+    /// TLS for every TCP target that does not say (`--ssl-target`).
+    public var defaultTLS: BackendTLS?
 
     public init(path: String, extraOrigins: [String] = []) {
         self.path = path
@@ -62,7 +64,17 @@ public struct TargetsLoader: Sendable {
             }
             let contents = try Self.parse(text, file: file)
             origins += contents.origins
-            for entry in contents.entries {
+            for var entry in contents.entries {
+                if entry.target.tls == nil, let tls = self.defaultTLS, case .tcp = entry.target.backend {
+                    entry.target.tls = tls
+                }
+                if let tls = entry.target.tls {
+                    do {
+                        entry.target.tls = try tls.load()
+                    } catch let error as TLSFileError {
+                        throw TargetsFileError(file: file, line: entry.tlsLine ?? entry.line, message: "tls: \(error)")
+                    }
+                }
                 if let existing = map[entry.token] {
                     throw TargetsFileError(
                         file: file,

@@ -73,6 +73,10 @@ public enum YAMLTargetsParser {
             var backend: BackendAddress?
             var origins: OriginAllowList?
             var maxSessions: Int?
+            var tls: BackendTLS?
+            var tlsLine: Int?
+            var proxyProtocol: ProxyProtocolVersion?
+            var allowedClients: [String]?
             for (keyNode, value) in mapping {
                 let valueLine = value.mark?.line ?? line
                 switch keyNode.string ?? "" {
@@ -97,6 +101,20 @@ public enum YAMLTargetsParser {
                         throw TargetsFileError(file: file, line: valueLine, message: "'max_sessions' must be a positive integer")
                     }
                     maxSessions = limit
+                case "tls":
+                    tls = try Self.backendTLS(value, file: file, line: valueLine)
+                    tlsLine = keyNode.mark?.line ?? valueLine
+                case "proxy_protocol":
+                    guard let text = value.string, let version = ProxyProtocolVersion(rawValue: text.lowercased()) else {
+                        throw TargetsFileError(file: file, line: valueLine, message: "'proxy_protocol' must be v1 or v2")
+                    }
+                    proxyProtocol = version
+                case "allowed_clients":
+                    let list = try Self.stringList(value, file: file, what: "allowed_clients")
+                    guard !list.isEmpty, !list.contains(where: \.isEmpty) else {
+                        throw TargetsFileError(file: file, line: valueLine, message: "'allowed_clients' must list certificate names")
+                    }
+                    allowedClients = list
                 case "token":
                     guard let value = value.string, !value.isEmpty else {
                         throw TargetsFileError(file: file, line: valueLine, message: "'token' must be a non-empty string")
@@ -106,7 +124,7 @@ public enum YAMLTargetsParser {
                     throw TargetsFileError(
                         file: file,
                         line: keyNode.mark?.line ?? line,
-                        message: "unknown key '\(keyNode.string ?? "")' in target '\(token == nil ? Target.redact(name) : name)' (expected backend, unix, origins, token, max_sessions)"
+                        message: "unknown key '\(keyNode.string ?? "")' in target '\(token == nil ? Target.redact(name) : name)' (expected backend, unix, origins, token, max_sessions, tls, proxy_protocol, allowed_clients)"
                     )
                 }
             }
@@ -119,9 +137,15 @@ public enum YAMLTargetsParser {
                 backend: backend,
                 origins: origins,
                 maxSessions: maxSessions,
-                definedAt: definedAt
+                definedAt: definedAt,
+                tls: tls,
+                proxyProtocol: proxyProtocol,
+                allowedClients: allowedClients
             )
-            return .init(token: token ?? name, target: target, line: line)
+            if tls != nil, case .unix = backend {
+                throw TargetsFileError(file: file, line: line, message: "'tls' needs a TCP 'backend', not 'unix'")
+            }
+            return .init(token: token ?? name, target: target, line: line, tlsLine: tlsLine)
         default:
             throw TargetsFileError(
                 file: file,
@@ -129,6 +153,52 @@ public enum YAMLTargetsParser {
                 message: "a target is 'host:port' or a mapping with 'backend:' or 'unix:'"
             )
         }
+    }
+
+    /// `tls: true`, `tls: false`, or `tls: { ca, server_name, insecure, client_cert, client_key }`. Relative paths
+    /// are taken from the file's directory.
+    private static func backendTLS(_ node: Node, file: String, line: Int) throws -> BackendTLS? {
+        if let flag = node.bool { return flag ? BackendTLS() : nil }
+        guard case .mapping(let mapping) = node else {
+            throw TargetsFileError(file: file, line: line, message: "'tls' must be true, false or a mapping (ca, server_name, insecure, client_cert, client_key)")
+        }
+        var tls = BackendTLS()
+        for (keyNode, value) in mapping {
+            let valueLine = value.mark?.line ?? line
+            let key = keyNode.string ?? ""
+            func string() throws -> String {
+                guard let text = value.string, !text.isEmpty, value.scalar != nil else {
+                    throw TargetsFileError(file: file, line: valueLine, message: "'tls.\(key)' must be a non-empty string")
+                }
+                return text
+            }
+            switch key {
+            case "ca": tls.ca = Self.path(try string(), relativeTo: file)
+            case "server_name": tls.serverName = try string()
+            case "insecure":
+                guard let flag = value.bool else {
+                    throw TargetsFileError(file: file, line: valueLine, message: "'tls.insecure' must be true or false")
+                }
+                tls.insecure = flag
+            case "client_cert": tls.clientCertificate = Self.path(try string(), relativeTo: file)
+            case "client_key": tls.clientKey = Self.path(try string(), relativeTo: file)
+            default:
+                throw TargetsFileError(
+                    file: file,
+                    line: keyNode.mark?.line ?? line,
+                    message: "unknown key '\(key)' in 'tls' (expected ca, server_name, insecure, client_cert, client_key)"
+                )
+            }
+        }
+        if tls.clientKey != nil && tls.clientCertificate == nil {
+            throw TargetsFileError(file: file, line: line, message: "'tls.client_key' needs 'tls.client_cert'")
+        }
+        return tls
+    }
+
+    static func path(_ path: String, relativeTo file: String) -> String {
+        guard !path.hasPrefix("/"), let slash = file.lastIndex(of: "/") else { return path }
+        return String(file[...slash]) + path
     }
 
     private static func hostPort(_ text: String, file: String, line: Int) throws -> BackendAddress {

@@ -1,0 +1,118 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import NIOHTTP1
+
+/// The networks of proxies whose `X-Forwarded-For` and `Forwarded` headers are believed (`--trusted-proxy CIDR`).
+///
+/// The client is found walking the forwarding chain from the nearest hop backwards: the first address that is not
+/// a trusted proxy is the client. Headers from a peer outside the list are ignored.
+public struct TrustedProxies: Sendable, Equatable {
+    struct Network: Sendable, Equatable {
+        var bytes: [UInt8]
+        var prefix: Int
+
+        func contains(_ address: [UInt8]) -> Bool {
+            guard address.count == self.bytes.count else { return false }
+            var left = self.prefix
+            for index in 0..<address.count where left > 0 {
+                let bits = min(8, left)
+                let mask = UInt8(truncatingIfNeeded: 0xFF << (8 - bits))
+                if address[index] & mask != self.bytes[index] & mask { return false }
+                left -= bits
+            }
+            return true
+        }
+    }
+
+    private var networks: [Network]
+
+    public struct CIDRError: Error, CustomStringConvertible, Sendable {
+        public var description: String
+    }
+
+    /// `10.0.0.0/8`, `192.0.2.7` (one address), `2001:db8::/32`.
+    public init(_ cidrs: [String]) throws {
+        self.networks = try cidrs.map { text in
+            let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let bytes = Self.bytes(of: String(parts[0])) else {
+                throw CIDRError(description: "'\(text)' is not an IP address or CIDR network")
+            }
+            var prefix = bytes.count * 8
+            if parts.count == 2 {
+                guard let value = Int(parts[1]), value >= 0, value <= bytes.count * 8, parts[1].allSatisfy(\.isNumber) else {
+                    throw CIDRError(description: "'\(text)': the prefix length must be 0-\(bytes.count * 8)")
+                }
+                prefix = value
+            }
+            return Network(bytes: bytes, prefix: prefix)
+        }
+    }
+
+    public var isEmpty: Bool { self.networks.isEmpty }
+
+    /// Whether `ip` (IPv4, IPv6, IPv4-mapped IPv6) is a trusted proxy.
+    public func contains(_ ip: String) -> Bool {
+        guard let bytes = Self.bytes(of: ip) else { return false }
+        return self.networks.contains { $0.contains(bytes) }
+    }
+
+    /// The client's address for a request from `peer`: from `Forwarded` (or else `X-Forwarded-For`) when the peer
+    /// is trusted, else the peer itself. A malformed entry stops the walk at the hop before it.
+    public func clientAddress(peer: String, headers: HTTPHeaders) -> String {
+        guard self.contains(peer) else { return peer }
+        var chain = Self.forwardedFor(headers)
+        if chain.isEmpty {
+            chain = headers["x-forwarded-for"].flatMap { $0.split(separator: ",") }.map { $0.trimmingWhitespace() }
+        }
+        var client = peer
+        for entry in chain.reversed() {
+            guard let ip = Self.normalized(entry) else { return client }
+            client = ip
+            if !self.contains(ip) { return ip }
+        }
+        return client
+    }
+
+    /// The `for=` values of `Forwarded` headers (RFC 7239), in order, brackets, quotes and ports removed.
+    static func forwardedFor(_ headers: HTTPHeaders) -> [String] {
+        var result: [String] = []
+        for value in headers["forwarded"] {
+            for element in value.split(separator: ",") {
+                for pair in element.split(separator: ";") {
+                    let parts = pair.split(separator: "=", maxSplits: 1)
+                    guard parts.count == 2, parts[0].trimmingWhitespace().lowercased() == "for" else { continue }
+                    var node = parts[1].trimmingWhitespace()
+                    if node.count >= 2, node.hasPrefix("\""), node.hasSuffix("\"") { node = String(node.dropFirst().dropLast()) }
+                    if node.hasPrefix("["), let close = node.firstIndex(of: "]") {
+                        node = String(node[node.index(after: node.startIndex)..<close])
+                    } else if node.filter({ $0 == ":" }).count == 1, let colon = node.firstIndex(of: ":") {
+                        node = String(node[..<colon])
+                    }
+                    result.append(node)
+                }
+            }
+        }
+        return result
+    }
+
+    /// The address in the form used for logs and limits (IPv4-mapped IPv6 as IPv4), or nil if it is not one.
+    static func normalized(_ text: String) -> String? {
+        guard let bytes = Self.bytes(of: text) else { return nil }
+        if bytes.count == 4 { return ProxyHeader.format(bytes, v6: false) }
+        return ProxyHeader.format(bytes, v6: true)
+    }
+
+    /// 4 bytes for IPv4 (IPv4-mapped IPv6 included), 16 for IPv6.
+    static func bytes(of text: String) -> [UInt8]? {
+        var v4 = in_addr()
+        if inet_pton(AF_INET, text, &v4) == 1 { return withUnsafeBytes(of: &v4) { Array($0) } }
+        var v6 = in6_addr()
+        guard inet_pton(AF_INET6, text, &v6) == 1 else { return nil }
+        let bytes = withUnsafeBytes(of: &v6) { Array($0) }
+        if bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF { return Array(bytes[12...]) }
+        return bytes
+    }
+}
