@@ -211,12 +211,14 @@ def test_proxy_protocol_from_a_load_balancer(bridge_factory, backends, tmp_path)
         assert got == b"", (bad, got)
     # A LOCAL v2 header (a health check): the peer's own address stands.
     s = socket.create_connection(("127.0.0.1", b.port), timeout=10)
-    s.sendall(b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert read_http_response(s, 10).status == 200
+    s.sendall(b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+    resp = read_http_response(s, 10)
+    assert resp.status == 200 and resp.body == b"ready\n", str(resp)  # the self-check sends a LOCAL header too
     s.close()
 
 
 def test_proxy_protocol_only_from_trusted_peers(bridge_factory, backends):
+    """A peer outside --trusted-proxy cannot claim an address; a LOCAL header (its own address) is accepted."""
     echo = backends.echo()
     b = bridge_factory("--proxy-protocol", "--trusted-proxy", "192.0.2.0/24", target=echo.addr)
     s = socket.create_connection(("127.0.0.1", b.port), timeout=10)
@@ -227,3 +229,8 @@ def test_proxy_protocol_only_from_trusted_peers(bridge_factory, backends):
         got = b""
     s.close()
     assert got == b""
+    s = socket.create_connection(("127.0.0.1", b.port), timeout=10)
+    s.sendall(b"PROXY UNKNOWN\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+    resp = read_http_response(s, 10)
+    assert resp.status == 200 and resp.body == b"ready\n", str(resp)
+    s.close()

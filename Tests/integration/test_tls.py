@@ -90,6 +90,12 @@ def test_ssl_only_refuses_plain_with_a_400(bridge_factory, backends, pki):
     assert resp.closed
     with wss(b, ctx=client_context(pki.ca)) as ws:
         echo_once(ws, b"over tls")
+    # The readiness self-check (a plain upgrade with the process's secret) still gets through.
+    s = tls_socket(b.port, client_context(pki.ca))
+    s.sendall(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    resp = read_http_response(s)
+    s.close()
+    assert resp.status == 200 and resp.body == b"ready\n", str(resp)
 
 
 def test_tls_below_the_minimum_version_is_refused(bridge_factory, backends, pki):

@@ -13,6 +13,8 @@ public final class Readiness: Sendable {
     private struct State {
         var address: SocketAddress?
         var draining = false
+        /// Bytes the probe sends before its request (a PROXY protocol LOCAL header under `--proxy-protocol`).
+        var probePrefix: [UInt8] = []
     }
 
     private let state = NIOLockedValueBox(State())
@@ -33,6 +35,18 @@ public final class Readiness: Sendable {
         self.state.withLockedValue { $0.draining = true }
     }
 
+    /// The listener expects a PROXY protocol header first: the probe sends a LOCAL one.
+    func expectProxyHeader() {
+        self.state.withLockedValue { $0.probePrefix = ProxyHeader(version: .v2, addresses: .unknown).encoded() }
+    }
+
+    /// Whether `buffer` (the first bytes of a plain connection) is this process's self-check request: the only
+    /// plain request a TLS-only listener lets through.
+    func isSelfCheck(_ buffer: ByteBuffer) -> Bool {
+        let text = String(decoding: buffer.readableBytesView, as: UTF8.self)
+        return text.hasPrefix("GET \(Self.selfCheckPath) ") && text.contains("\r\n\(Self.selfCheckHeader): \(self.secret)\r\n")
+    }
+
     /// Runs the checks; succeeds with "ready" or fails with the reason.
     public func check(on eventLoop: EventLoop) -> EventLoopFuture<Result<String, ReadinessError>> {
         let state = self.state.withLockedValue { $0 }
@@ -41,7 +55,7 @@ public final class Readiness: Sendable {
         // A wildcard listener is checked through loopback.
         if address.ipAddress == "::" { address = try! SocketAddress(ipAddress: "::1", port: address.port!) }
         if address.ipAddress == "0.0.0.0" { address = try! SocketAddress(ipAddress: "127.0.0.1", port: address.port!) }
-        return Self.probe(address: address, secret: self.secret, timeout: self.timeout, on: eventLoop).map { result in
+        return Self.probe(address: address, secret: self.secret, prefix: state.probePrefix, timeout: self.timeout, on: eventLoop).map { result in
             // A shutdown that began while the probe ran explains its failure better than the probe does.
             if case .failure = result, self.state.withLockedValue({ $0.draining }) {
                 return .failure(.init("draining: shutting down"))
@@ -60,6 +74,7 @@ public final class Readiness: Sendable {
     static func probe(
         address: SocketAddress,
         secret: String,
+        prefix: [UInt8] = [],
         timeout: TimeAmount,
         on eventLoop: EventLoop
     ) -> EventLoopFuture<Result<String, ReadinessError>> {
@@ -84,7 +99,9 @@ public final class Readiness: Sendable {
             .whenComplete { result in
                 switch result {
                 case .success(let channel):
-                    channel.writeAndFlush(channel.allocator.buffer(string: request), promise: nil)
+                    var bytes = channel.allocator.buffer(bytes: prefix)
+                    bytes.writeString(request)
+                    channel.writeAndFlush(bytes, promise: nil)
                     answer.futureResult.whenComplete { _ in channel.close(promise: nil) }
                 case .failure(let error):
                     answer.succeed(.failure(.init("self-check: cannot connect: \(error)")))

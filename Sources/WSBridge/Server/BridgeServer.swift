@@ -69,6 +69,7 @@ public final class BridgeServer: Service, Sendable {
         self.readiness = readiness
         self.limiter = AdmissionLimiter(limits: configuration.limits)
         self.connector = connector
+        if configuration.proxyProtocol { readiness.expectProxyHeader() }
         self.onServerRunning = onServerRunning
     }
 
@@ -190,18 +191,18 @@ public final class BridgeServer: Service, Sendable {
 
         let sync = channel.pipeline.syncOperations
         if self.configuration.proxyProtocol {
+            // Addresses in PROXY headers are only believed from the load balancers in --trusted-proxy; other peers
+            // may only send LOCAL headers (the readiness probe does), which keep their own address.
             let trusted = self.configuration.trustedProxies
-            let peerIP = connection.clientIP
-            if !trusted.isEmpty, !(peerIP.map(trusted.contains) ?? false) {
-                // PROXY headers are only believed from the load balancers in --trusted-proxy.
-                connection.logger.info("connection refused: PROXY protocol peer is not a trusted proxy")
-                metrics.rejected(.proxyProtocol)
-                channel.close(promise: nil)
-                return
-            }
+            let peerTrusted = trusted.isEmpty || (connection.clientIP.map(trusted.contains) ?? false)
             try sync.addHandler(
                 ProxyProtocolDecoder(
                     onHeader: { header in
+                        if !peerTrusted, header.addresses != .unknown {
+                            connection.logger.info("connection refused: PROXY protocol peer is not a trusted proxy")
+                            metrics.rejected(.proxyProtocol)
+                            return false
+                        }
                         switch header.addresses {
                         case .tcp4(let source, let sourcePort, let destination, let destinationPort),
                             .tcp6(let source, let sourcePort, let destination, let destinationPort):
@@ -212,6 +213,7 @@ public final class BridgeServer: Service, Sendable {
                         case .unknown:
                             break  // LOCAL or UNKNOWN: the peer's own address stands
                         }
+                        return true
                     },
                     onInvalid: { reason in
                         connection.logger.info("connection refused: invalid PROXY protocol header", metadata: ["reason": "\(reason)"])
@@ -228,7 +230,8 @@ public final class BridgeServer: Service, Sendable {
                     onRefused: {
                         connection.logger.debug("plain connection refused: TLS only")
                         metrics.rejected(.tlsRequired)
-                    }
+                    },
+                    allowPlain: { [readiness = self.readiness] buffer in readiness.isSelfCheck(buffer) }
                 )
             )
         }

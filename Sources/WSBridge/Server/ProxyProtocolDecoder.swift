@@ -8,11 +8,12 @@ final class ProxyProtocolDecoder: ChannelInboundHandler, RemovableChannelHandler
     typealias InboundOut = ByteBuffer
 
     private var buffer: ByteBuffer?
-    private let onHeader: (ProxyHeader) -> Void
+    private let onHeader: (ProxyHeader) -> Bool
     private let onInvalid: (String) -> Void
     private var done = false
 
-    init(onHeader: @escaping (ProxyHeader) -> Void, onInvalid: @escaping (String) -> Void) {
+    /// - Parameter onHeader: takes the header; false refuses the connection (closed without a byte).
+    init(onHeader: @escaping (ProxyHeader) -> Bool, onInvalid: @escaping (String) -> Void) {
         self.onHeader = onHeader
         self.onInvalid = onInvalid
     }
@@ -39,7 +40,10 @@ final class ProxyProtocolDecoder: ChannelInboundHandler, RemovableChannelHandler
             var rest = self.buffer!
             self.buffer = nil
             rest.moveReaderIndex(forwardBy: length)
-            self.onHeader(header)
+            guard self.onHeader(header) else {
+                context.close(promise: nil)
+                return
+            }
             if rest.readableBytes > 0 {
                 context.fireChannelRead(self.wrapInboundOut(rest))
             }

@@ -12,15 +12,23 @@ final class TLSDetector: ChannelInboundHandler, RemovableChannelHandler {
     private let store: ServerTLSStore
     private let onDecision: (Bool) -> Void
     private let onRefused: () -> Void
+    private let allowPlain: (ByteBuffer) -> Bool
     private var decided = false
 
     /// - Parameters:
     ///   - onDecision: called with `true` for TLS, `false` for a plain connection that is let through.
     ///   - onRefused: called when a plain connection is refused (`--ssl-only`).
-    init(store: ServerTLSStore, onDecision: @escaping (Bool) -> Void, onRefused: @escaping () -> Void) {
+    ///   - allowPlain: a plain connection a TLS-only listener still lets through (the readiness self-check).
+    init(
+        store: ServerTLSStore,
+        onDecision: @escaping (Bool) -> Void,
+        onRefused: @escaping () -> Void,
+        allowPlain: @escaping (ByteBuffer) -> Bool = { _ in false }
+    ) {
         self.store = store
         self.onDecision = onDecision
         self.onRefused = onRefused
+        self.allowPlain = allowPlain
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -40,7 +48,7 @@ final class TLSDetector: ChannelInboundHandler, RemovableChannelHandler {
             }
             return
         }
-        if self.store.settings.refusesPlain {
+        if self.store.settings.refusesPlain, !self.allowPlain(buffer) {
             self.onRefused()
             let body = "this port requires TLS: use wss:// or https://\n"
             let response =
