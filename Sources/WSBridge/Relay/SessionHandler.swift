@@ -7,6 +7,11 @@ public struct BridgeShutdownEvent: Sendable {
     public init() {}
 }
 
+/// Sent down a session's pipeline when its token was removed or now leads elsewhere: Close 1008.
+public struct BridgeRevocationEvent: Sendable {
+    public var reason: String
+}
+
 /// One WebSocket session: relays payload bytes between the client channel (where this handler lives, behind the
 /// frame decoder) and the backend channel (through its `BackendHandler`), answers control frames, applies
 /// backpressure both ways and runs the closing handshake on both legs.
@@ -92,6 +97,12 @@ final class SessionHandler: ChannelDuplexHandler {
 
     // MARK: lifecycle
 
+    /// The target's own idle timeout, else the server's.
+    private var idleTimeout: TimeAmount? {
+        if let seconds = self.target.idleTimeout { return .nanoseconds(Int64((seconds * 1e9).rounded())) }
+        return self.configuration.idleTimeout
+    }
+
     /// The event loop's clock (virtual in tests).
     private var now: NIODeadline { self.context?.eventLoop.now ?? .now() }
 
@@ -148,7 +159,7 @@ final class SessionHandler: ChannelDuplexHandler {
                 self?.sendPing()
             }
         }
-        if let idle = self.configuration.idleTimeout, idle > .zero {
+        if let idle = self.idleTimeout, idle > .zero {
             self.scheduleIdleCheck(at: self.lastData + idle)
         }
     }
@@ -189,7 +200,8 @@ final class SessionHandler: ChannelDuplexHandler {
             switch self.clientPhase {
             case .open:
                 self.noteClose(code?.rawValue ?? CloseCode.noStatus.rawValue, by: "client", reason: nil)
-                self.sendClose(code?.rawValue, reason: "", closeAfterWrite: true)
+                // The client's code is echoed; a Close without one is answered with 1000.
+                self.sendClose(code?.rawValue ?? CloseCode.normal.rawValue, reason: "", closeAfterWrite: true)
             case .closeSent:
                 self.clientCloseTimer?.cancel()
                 self.flushClientIfNeeded(context: context)
@@ -250,6 +262,12 @@ final class SessionHandler: ChannelDuplexHandler {
             if self.clientPhase == .open {
                 self.noteClose(CloseCode.goingAway.rawValue, by: "server", reason: "server shutting down")
                 self.sendClose(CloseCode.goingAway.rawValue, reason: "server shutting down", closeAfterWrite: false)
+            }
+        } else if let revocation = event as? BridgeRevocationEvent {
+            if self.clientPhase == .open {
+                self.noteClose(CloseCode.policyViolation.rawValue, by: "server", reason: revocation.reason)
+                self.sendClose(CloseCode.policyViolation.rawValue, reason: revocation.reason, closeAfterWrite: false)
+                self.finishBackend()
             }
         } else {
             context.fireUserInboundEventTriggered(event)
@@ -435,7 +453,7 @@ final class SessionHandler: ChannelDuplexHandler {
     }
 
     private func scheduleIdleCheck(at deadline: NIODeadline) {
-        guard let context = self.context, let idle = self.configuration.idleTimeout else { return }
+        guard let context = self.context, let idle = self.idleTimeout else { return }
         self.idleCheck = context.eventLoop.scheduleTask(deadline: deadline) { [weak self] in
             guard let self, self.clientPhase == .open else { return }
             let due = self.lastData + idle

@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -22,6 +23,8 @@ public final class BridgeServer: Service, Sendable {
     /// Session limits and handshake rate, shared by every event loop.
     public let limiter: AdmissionLimiter
     private let clients = ChannelRegistry()
+    /// Live sessions with the token and target they were admitted with, for revocation on reload.
+    private let sessions = NIOLockedValueBox<[ObjectIdentifier: (token: String, target: Target, channel: Channel)]>([:])
     private let backends = ChannelRegistry()
 
     /// - Parameter onServerRunning: called with the bound address once the server listens (the real port when
@@ -69,6 +72,29 @@ public final class BridgeServer: Service, Sendable {
         self.limiter = AdmissionLimiter(limits: configuration.limits)
         self.connector = connector
         self.onServerRunning = onServerRunning
+        targets.onReload { [weak self] table in self?.revokeSessions(against: table) }
+    }
+
+    /// Closes (1008) the live sessions whose token is gone or now leads to another backend, unless their target
+    /// says `on_revoke: keep`.
+    func revokeSessions(against table: TargetTable) {
+        guard case .tokens(let map) = table.mode else { return }
+        let live = self.sessions.withLockedValue { Array($0.values) }
+        var revoked = 0
+        for session in live where !session.target.keepOnRevoke {
+            let reason: String
+            if let now = map[session.token] {
+                guard now.backend != session.target.backend else { continue }
+                reason = "target changed"
+            } else {
+                reason = "token revoked"
+            }
+            revoked += 1
+            session.channel.pipeline.fireUserInboundEventTriggered(BridgeRevocationEvent(reason: reason))
+        }
+        if revoked > 0 {
+            self.logger.info("closing sessions whose target was removed or changed", metadata: ["sessions": "\(revoked)"])
+        }
     }
 
     /// Number of open client connections (handshaking or in session).
@@ -163,7 +189,10 @@ public final class BridgeServer: Service, Sendable {
             metrics.rejected(.timeout)
         }
         let connection = ConnectionState(guardHandler: guardHandler, logger: logger)
-        let policy = UpgradePolicy(requireOrigin: self.configuration.requireOrigin)
+        let policy = UpgradePolicy(
+            requireOrigin: self.configuration.requireOrigin,
+            tokenSources: self.configuration.tokenSources
+        )
         let targets = self.targets
 
         let upgrader = NIOWebSocketServerUpgrader(
@@ -208,7 +237,7 @@ public final class BridgeServer: Service, Sendable {
                     return .reject(rejection)
                 }
             }
-            return policy.decide(head, targets: targets.current)
+            return policy.decide(head, targets: targets.current, client: Self.clientKey(channel.remoteAddress))
         }
         connection.fallbackHandler = fallback
         try sync.addHandler(fallback)
@@ -247,7 +276,7 @@ public final class BridgeServer: Service, Sendable {
             connection.rejection = rejection
             return channel.eventLoop.makeSucceededFuture(nil)
         }
-        switch policy.decide(head, targets: self.targets.current) {
+        switch policy.decide(head, targets: self.targets.current, client: client) {
         case .reject(let rejection):
             connection.rejection = rejection
             return channel.eventLoop.makeSucceededFuture(nil)
@@ -308,6 +337,12 @@ public final class BridgeServer: Service, Sendable {
             }
             guard let admission = connection.admission, let backend = connection.backend else {
                 throw ChannelError.inappropriateOperationForState
+            }
+            if let token = admission.token {
+                let id = ObjectIdentifier(channel)
+                let sessions = self.sessions
+                sessions.withLockedValue { $0[id] = (token, admission.target, channel) }
+                channel.closeFuture.whenComplete { _ in sessions.withLockedValue { _ = $0.removeValue(forKey: id) } }
             }
             try sync.addHandler(FrameDecoderHandler(maxFrameSize: self.configuration.maxFrameSize))
             try sync.addHandler(

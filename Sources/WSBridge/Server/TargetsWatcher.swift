@@ -8,11 +8,26 @@ public struct TargetsWatcher: Service {
     public let logger: Logger
     public let interval: Duration
     public let metrics: BridgeMetrics?
+    /// SIGHUP, trapped by the caller before anything listens (so that a SIGHUP right after start reloads
+    /// instead of killing the process).
+    public let hangups: UnixSignalsSequence?
+    /// Re-read on SIGHUP only, never by polling (websockify's `ReadOnlyTokenFile` reads once: it passes
+    /// `reloads: false` and no hangups).
+    public let polls: Bool
 
-    public init(store: TargetsStore, logger: Logger, metrics: BridgeMetrics? = nil, interval: Duration = .seconds(1)) {
+    public init(
+        store: TargetsStore,
+        logger: Logger,
+        metrics: BridgeMetrics? = nil,
+        hangups: UnixSignalsSequence? = nil,
+        polls: Bool = true,
+        interval: Duration = .seconds(1)
+    ) {
         self.store = store
         self.logger = logger
         self.metrics = metrics
+        self.hangups = hangups
+        self.polls = polls
         self.interval = interval
     }
 
@@ -20,11 +35,17 @@ public struct TargetsWatcher: Service {
         guard let loader = self.store.loader else { return }
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    for await _ in await UnixSignalsSequence(trapping: .sighup) {
-                        self.logger.info("SIGHUP: reloading targets")
-                        self.store.reload(logger: self.logger, metrics: self.metrics)
+                if let hangups = self.hangups {
+                    group.addTask {
+                        for await _ in hangups {
+                            self.logger.info("SIGHUP: reloading targets")
+                            self.store.reload(logger: self.logger, metrics: self.metrics)
+                        }
                     }
+                }
+                guard self.polls else {
+                    await group.waitForAll()
+                    return
                 }
                 group.addTask {
                     var last = loader.fingerprint()

@@ -16,6 +16,15 @@ import Yams
 /// Unknown keys are errors, every error names `FILE:LINE`.
 public enum YAMLTargetsParser {
     public static func parse(_ text: String, file: String) throws -> TargetsFileContents {
+        var errors: [TargetsFileError] = []
+        let contents = try Self.parse(text, file: file, errors: &errors)
+        if let first = errors.first { throw first }
+        return contents
+    }
+
+    /// Parses the file, collecting the errors of every bad target (for `wsbridge check`); a file that is not
+    /// YAML at all, or whose top level is wrong, still throws.
+    public static func parse(_ text: String, file: String, errors: inout [TargetsFileError]) throws -> TargetsFileContents {
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
@@ -44,7 +53,11 @@ public enum YAMLTargetsParser {
                     )
                 }
                 for (nameNode, spec) in targets {
-                    contents.entries.append(try Self.target(nameNode, spec, file: file))
+                    do {
+                        contents.entries.append(try Self.target(nameNode, spec, file: file))
+                    } catch let error as TargetsFileError {
+                        errors.append(error)
+                    }
                 }
             default:
                 throw TargetsFileError(
@@ -73,6 +86,9 @@ public enum YAMLTargetsParser {
             var backend: BackendAddress?
             var origins: OriginAllowList?
             var maxSessions: Int?
+            var idleTimeout: Double?
+            var allowClients: [CIDR]?
+            var keepOnRevoke = false
             for (keyNode, value) in mapping {
                 let valueLine = value.mark?.line ?? line
                 switch keyNode.string ?? "" {
@@ -97,6 +113,25 @@ public enum YAMLTargetsParser {
                         throw TargetsFileError(file: file, line: valueLine, message: "'max_sessions' must be a positive integer")
                     }
                     maxSessions = limit
+                case "idle_timeout":
+                    guard let seconds = value.float, seconds > 0 else {
+                        throw TargetsFileError(file: file, line: valueLine, message: "'idle_timeout' must be a positive number of seconds")
+                    }
+                    idleTimeout = seconds
+                case "allow_clients":
+                    allowClients = try Self.stringList(value, file: file, what: "allow_clients").map { text in
+                        guard let cidr = CIDR(text) else {
+                            throw TargetsFileError(file: file, line: valueLine, message: "invalid network '\(text)' in 'allow_clients' (expected an address or CIDR such as 10.0.0.0/8)")
+                        }
+                        return cidr
+                    }
+                case "on_revoke":
+                    switch value.string {
+                    case "close": keepOnRevoke = false
+                    case "keep": keepOnRevoke = true
+                    default:
+                        throw TargetsFileError(file: file, line: valueLine, message: "'on_revoke' must be 'close' or 'keep'")
+                    }
                 case "token":
                     guard let value = value.string, !value.isEmpty else {
                         throw TargetsFileError(file: file, line: valueLine, message: "'token' must be a non-empty string")
@@ -106,7 +141,7 @@ public enum YAMLTargetsParser {
                     throw TargetsFileError(
                         file: file,
                         line: keyNode.mark?.line ?? line,
-                        message: "unknown key '\(keyNode.string ?? "")' in target '\(token == nil ? Target.redact(name) : name)' (expected backend, unix, origins, token, max_sessions)"
+                        message: "unknown key '\(keyNode.string ?? "")' in target '\(token == nil ? Target.redact(name) : name)' (expected backend, unix, token, origins, max_sessions, idle_timeout, allow_clients, on_revoke)"
                     )
                 }
             }
@@ -119,6 +154,9 @@ public enum YAMLTargetsParser {
                 backend: backend,
                 origins: origins,
                 maxSessions: maxSessions,
+                idleTimeout: idleTimeout,
+                allowClients: allowClients,
+                keepOnRevoke: keepOnRevoke,
                 definedAt: definedAt
             )
             return .init(token: token ?? name, target: target, line: line)
