@@ -388,17 +388,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
             )
         }
         services.append(server)
-        if store.loader != nil {
-            let reloads = self.tokenPlugin.flatMap(Self.plugin(named:))?.reloads ?? true
-            services.append(
-                TargetsWatcher(
-                    store: store,
-                    logger: logger,
-                    metrics: metrics,
-                    hangups: reloads ? hangups : nil,
-                    polls: reloads
-                )
-            )
+        // ReadOnlyTokenFile reads once: no watcher (SIGHUP stays trapped, and does nothing).
+        if store.loader != nil, self.tokenPlugin.flatMap(Self.plugin(named:))?.reloads ?? true {
+            services.append(TargetsWatcher(store: store, logger: logger, metrics: metrics, hangups: hangups))
         }
         let serviceGroup = ServiceGroup(
             configuration: .init(
@@ -409,6 +401,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         )
         do {
             try await serviceGroup.run()
+            withExtendedLifetime(hangups) {}
         } catch {
             logger.error("\(error)")
             try? await group.shutdownGracefully()

@@ -11,8 +11,7 @@ public struct TargetsWatcher: Service {
     /// SIGHUP, trapped by the caller before anything listens (so that a SIGHUP right after start reloads
     /// instead of killing the process).
     public let hangups: UnixSignalsSequence?
-    /// Re-read on SIGHUP only, never by polling (websockify's `ReadOnlyTokenFile` reads once: it passes
-    /// `reloads: false` and no hangups).
+    /// Also poll the files for changes (not only SIGHUP).
     public let polls: Bool
 
     public init(
@@ -43,11 +42,8 @@ public struct TargetsWatcher: Service {
                         }
                     }
                 }
-                guard self.polls else {
-                    await group.waitForAll()
-                    return
-                }
-                group.addTask {
+                if self.polls {
+                    group.addTask {
                     var last = loader.fingerprint()
                     while !Task.isCancelled {
                         try? await Task.sleep(for: self.interval)
@@ -56,6 +52,7 @@ public struct TargetsWatcher: Service {
                             last = now
                             self.store.reload(logger: self.logger, metrics: self.metrics)
                         }
+                    }
                     }
                 }
                 await group.waitForAll()
