@@ -7,22 +7,38 @@ public enum BackendAddress: Hashable, Sendable, CustomStringConvertible {
     /// as websockify does).
     public static func parseHostPort(_ text: String) -> Result<BackendAddress, AddressError> {
         let text = text.trimmingWhitespace()
-        guard let colon = text.lastIndex(of: ":") else { return .failure(.init("expected host:port, got '\(text)'")) }
-        var host = String(text[..<colon])
-        let portText = text[text.index(after: colon)...]
-        guard let port = Int(portText), (1...65535).contains(port) else {
-            return .failure(.init("invalid port '\(portText)' in '\(text)'"))
+        let parts: (host: String, bracketed: Bool, port: Int)
+        switch Self.splitHostPort(text, ports: 1...65535, expected: "host:port") {
+        case .success(let split): parts = split
+        case .failure(let error): return .failure(error)
         }
-        if host.hasPrefix("[") && host.hasSuffix("]") {
-            host = String(host.dropFirst().dropLast())
-        } else if host.hasPrefix("[") || host.hasSuffix("]") {
-            return .failure(.init("unbalanced brackets in '\(text)'"))
-        }
+        let host = parts.host
         guard !host.isEmpty else { return .failure(.init("missing host in '\(text)'")) }
         guard !host.contains(where: { $0 == " " || $0 == "\t" || $0 == "/" }) else {
             return .failure(.init("invalid host '\(host)'"))
         }
         return .success(.tcp(host: host, port: port))
+    }
+
+    /// Splits `host:port` on the last colon; a host in brackets loses them (`bracketed` says so).
+    static func splitHostPort(
+        _ text: String,
+        ports: ClosedRange<Int>,
+        expected: String
+    ) -> Result<(host: String, bracketed: Bool, port: Int), AddressError> {
+        guard let colon = text.lastIndex(of: ":") else { return .failure(.init("expected \(expected), got '\(text)'")) }
+        let host = String(text[..<colon])
+        let portText = text[text.index(after: colon)...]
+        guard let port = Int(portText), ports.contains(port) else {
+            return .failure(.init("invalid port '\(portText)' in '\(text)'"))
+        }
+        if host.hasPrefix("[") && host.hasSuffix("]") {
+            return .success((String(host.dropFirst().dropLast()), true, port))
+        }
+        if host.hasPrefix("[") || host.hasSuffix("]") {
+            return .failure(.init("unbalanced brackets in '\(text)'"))
+        }
+        return .success((host, false, port))
     }
 
     public var description: String {
