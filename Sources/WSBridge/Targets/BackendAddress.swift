@@ -17,7 +17,7 @@ public enum BackendAddress: Hashable, Sendable, CustomStringConvertible {
         guard !host.contains(where: { $0 == " " || $0 == "\t" || $0 == "/" }) else {
             return .failure(.init("invalid host '\(host)'"))
         }
-        return .success(.tcp(host: host, port: port))
+        return .success(.tcp(host: host, port: parts.port))
     }
 
     /// Splits `host:port` on the last colon; a host in brackets loses them (`bracketed` says so).
