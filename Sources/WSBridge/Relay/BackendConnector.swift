@@ -89,6 +89,9 @@ struct BackendConnector: Sendable {
                 connected = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1).connect(host: host, port: port)
             case .unix(let path):
                 connected = bootstrap.connect(unixDomainSocketPath: path)
+            case .echo:
+                // Echo sessions are made without a backend (BridgeServer.shouldUpgrade); never connected.
+                return eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
             }
             return connected.flatMapThrowing { channel in
                 try channel.pipeline.syncOperations.handler(type: BackendHandler.self)
