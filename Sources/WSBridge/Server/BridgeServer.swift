@@ -295,6 +295,10 @@ public final class BridgeServer: Service, Sendable {
             if let subprotocol = admission.subprotocol {
                 headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol)
             }
+            if admission.target.backend == .echo {
+                // An echo target has no backend to connect: the session mirrors the client (SessionHandler).
+                return channel.eventLoop.makeSucceededFuture(headers)
+            }
             let backends = self.backends
             let started = NIODeadline.now()
             let targetMetrics = self.metrics.target(admission.target.name)
@@ -335,25 +339,37 @@ public final class BridgeServer: Service, Sendable {
                 try sync.addHandler(SelfCheckHandler())
                 return
             }
-            guard let admission = connection.admission, let backend = connection.backend else {
-                throw ChannelError.inappropriateOperationForState
-            }
+            guard let admission = connection.admission else { throw ChannelError.inappropriateOperationForState }
             if let token = admission.token {
                 let id = ObjectIdentifier(channel)
                 let sessions = self.sessions
                 sessions.withLockedValue { $0[id] = (token, admission.target, channel) }
                 channel.closeFuture.whenComplete { _ in sessions.withLockedValue { _ = $0.removeValue(forKey: id) } }
             }
-            try sync.addHandler(FrameDecoderHandler(maxFrameSize: self.configuration.maxFrameSize))
-            try sync.addHandler(
-                SessionHandler(
+            let echoes = admission.target.backend == .echo
+            let session: SessionHandler
+            if echoes {
+                session = SessionHandler(
+                    echoing: admission.target,
+                    configuration: self.configuration,
+                    logger: connection.logger,
+                    metrics: self.metrics
+                )
+            } else {
+                guard let backend = connection.backend else { throw ChannelError.inappropriateOperationForState }
+                session = SessionHandler(
                     configuration: self.configuration,
                     target: admission.target,
                     backend: backend,
                     logger: connection.logger,
                     metrics: self.metrics
                 )
+            }
+            // An echo mirrors frames, so its decoder reports their headers; the relay's does not need them.
+            try sync.addHandler(
+                FrameDecoderHandler(maxFrameSize: self.configuration.maxFrameSize, reportsDataFrames: echoes)
             )
+            try sync.addHandler(session)
             connection.sessionInstalled = true
         }
     }

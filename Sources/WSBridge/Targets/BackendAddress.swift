@@ -1,7 +1,10 @@
-/// Where a target's bytes go: a TCP host and port, or a Unix-domain socket.
+/// Where a target's bytes go: a TCP host and port, a Unix-domain socket, or back to the client.
 public enum BackendAddress: Hashable, Sendable, CustomStringConvertible {
     case tcp(host: String, port: Int)
     case unix(path: String)
+    /// No backend: the bridge sends every message back to the client (client debugging, health probes and the
+    /// Autobahn conformance suite).
+    case echo
 
     /// Parses `host:port`, `[v6]:port` or a bare IPv6 address followed by `:port` (split on the last colon,
     /// as websockify does).
@@ -47,6 +50,8 @@ public enum BackendAddress: Hashable, Sendable, CustomStringConvertible {
             return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
         case .unix(let path):
             return "unix:\(path)"
+        case .echo:
+            return "echo"
         }
     }
 
