@@ -29,7 +29,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates tzdata \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --user-group --no-log-init --uid 10001 \
+    && groupadd --system --gid 10001 wsbridge \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 \
         --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin wsbridge \
     && mkdir -p /etc/wsbridge
 
