@@ -10,8 +10,8 @@ The READMEs use fixed ports (6080, 6379, 5901, 8000) and X display :1, as a user
 runs these tests in their own network and mount namespaces, so those never collide with anything else on the
 machine; run alone (`python3 -m pytest Tests/browser`), the tests need those ports free and say so if not.
 
-On failure a test saves a screenshot, the page's HTML, the browser console and the README commands' output
-in artifacts/browser/ (git-ignored).
+On failure (or always, with BROWSER_SCREENSHOTS=1) a test saves a screenshot, the page's HTML and the browser
+console in artifacts/browser/ (git-ignored), where the README commands' output also goes.
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, "rep_" + report.when, report)
-    if report.when == "call" and report.failed:
+    if report.when == "call" and (report.failed or os.environ.get("BROWSER_SCREENSHOTS")):
         driver = item.funcargs.get("browser")
         if driver is None:
             return
