@@ -5,6 +5,7 @@
 #
 # Arguments after the image name replace CMD, e.g. `docker run IMAGE 6080 vnc.internal:5900`.
 # Not built in this project's CI (it has no Docker engine); the build stage uses the Swift release CI tests with (6.3).
+# scripts/docker-proof replays it there: this build command, then the runtime stage in a debootstrap'd bookworm-slim.
 
 # ---- build: a release binary with the Swift runtime and Foundation linked in statically ----
 FROM swift:6.3-bookworm AS build
@@ -29,7 +30,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates tzdata \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --user-group --no-log-init --uid 10001 \
+    && groupadd --system --gid 10001 wsbridge \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 \
         --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin wsbridge \
     && mkdir -p /etc/wsbridge
 

@@ -94,7 +94,7 @@ struct BackendConnector: Sendable {
             let connected: EventLoopFuture<Channel>
             switch address {
             case .tcp(let host, let port):
-                connected = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1).connect(host: host, port: port)
+                connected = bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1).connect(host: host, port: port)
             case .unix(let path):
                 connected = bootstrap.connect(unixDomainSocketPath: path)
             case .echo:
