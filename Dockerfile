@@ -46,6 +46,8 @@ EXPOSE 6080
 
 # SIGTERM (docker stop) closes live sessions with 1001 within --shutdown-timeout (10 s, docker's own grace
 # period): use `docker stop -t 15` or a shorter --shutdown-timeout so the drain is never cut short.
-# HEALTHCHECK: none yet. A later version adds a /healthz endpoint; a HEALTHCHECK on it belongs here then.
+# Healthy when /readyz on the metrics listener (127.0.0.1:9680 inside the container) answers 200: a real
+# WebSocket upgrade through the main listener succeeded. No curl in the image: the binary probes itself.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=5s --retries=3 CMD ["wsbridge", "healthcheck"]
 ENTRYPOINT ["wsbridge"]
 CMD ["--targets", "/etc/wsbridge/targets.yaml", "6080"]
