@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import UnixSignals
 import WSBridge
 
 /// The `wsbridge` command: translates flags into a `BridgeConfiguration` and runs the services. No behaviour
@@ -23,6 +24,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
             flags as WSBRIDGE_REQUIRE_ORIGIN=1, repeatable options comma-separated (WSBRIDGE_ORIGIN=a,b), the \
             positional arguments as WSBRIDGE_LISTEN and WSBRIDGE_TARGET. The command line wins.
 
+            `wsbridge check FILE` validates a targets file without starting a server; `wsbridge healthcheck` \
+            exits 0 when the health endpoint answers 200 (for Docker's HEALTHCHECK).
+
             Handshake statuses and close codes: docs/behaviour.md.
             """
     )
@@ -33,11 +37,17 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: [.customLong("targets"), .customLong("target-config")], help: ArgumentHelp("Targets file or directory (YAML if .yaml/.yml, else websockify's 'token: host:port'). --target-config is websockify's deprecated alias.", valueName: "FILE"))
     var targets: String?
 
-    @Option(name: .customLong("token-plugin"), help: ArgumentHelp("websockify compatibility: 'TokenFile' (with --token-source FILE).", valueName: "NAME"))
+    @Option(name: .customLong("token-plugin"), help: ArgumentHelp("websockify's token plugins: TokenFile (reloaded on change), ReadOnlyTokenFile (read once), TokenFileName (a directory: file name = token, content = host:port), UnixDomainSocketDirectory (a directory: socket name = token). Use with --token-source.", valueName: "NAME"))
     var tokenPlugin: String?
 
-    @Option(name: .customLong("token-source"), help: ArgumentHelp("websockify compatibility: the token file or directory for --token-plugin TokenFile.", valueName: "FILE"))
+    @Option(name: .customLong("token-source"), help: ArgumentHelp("The file or directory of --token-plugin.", valueName: "PATH"))
     var tokenSource: String?
+
+    @Option(name: .customLong("token-path"), help: ArgumentHelp("Also take the token from a path segment, e.g. /t/{token}.", valueName: "TEMPLATE"))
+    var tokenPath: String?
+
+    @Flag(name: .customLong("host-token"), help: "websockify compatibility: the Host header (without port) is the token, and the only source.")
+    var hostToken = false
 
     @Option(name: .customLong("unix-target"), help: ArgumentHelp("Single-target mode to a Unix socket.", valueName: "PATH"))
     var unixTarget: String?
@@ -176,14 +186,20 @@ struct WSBridgeCommand: AsyncParsableCommand {
             throw ValidationError("at most two positional arguments: [SOURCE_ADDR:]SOURCE_PORT [TARGET_HOST:TARGET_PORT]")
         }
         if let plugin = self.tokenPlugin {
-            let name = plugin.split(separator: ".").last.map(String.init) ?? plugin
-            guard name == "TokenFile" else {
-                throw ValidationError("--token-plugin \(plugin) is not supported yet; use TokenFile (or --targets FILE)")
+            guard Self.plugin(named: plugin) != nil else {
+                throw ValidationError(
+                    "--token-plugin \(plugin) is not supported; use TokenFile, ReadOnlyTokenFile, TokenFileName or UnixDomainSocketDirectory"
+                )
             }
-            guard self.tokenSource != nil else { throw ValidationError("--token-plugin TokenFile needs --token-source FILE") }
+            guard self.tokenSource != nil else { throw ValidationError("--token-plugin \(plugin) needs --token-source PATH") }
             guard self.targets == nil else { throw ValidationError("give --targets or --token-plugin, not both") }
         } else if self.tokenSource != nil {
             throw ValidationError("--token-source needs --token-plugin TokenFile")
+        }
+        if let template = self.tokenPath {
+            guard template.hasPrefix("/"), template.components(separatedBy: "{token}").count == 2 else {
+                throw ValidationError("--token-path must be a path with one {token} segment, such as /t/{token}")
+            }
         }
         let modes = [self.positionalTarget != nil, self.targetsPath != nil, self.unixTarget != nil].filter { $0 }.count
         guard modes <= 1 else {
@@ -240,7 +256,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         if let plugin = self.authPlugin {
             let name = plugin.split(separator: ".").last.map(String.init) ?? plugin
             guard name == "BasicHTTPAuth" else {
-                throw ValidationError("--auth-plugin \(plugin) is not supported: use BasicHTTPAuth (or --auth-file; client certificate names go in the targets file as allowed_clients)")
+                throw ValidationError("--auth-plugin \(plugin) is not supported: use BasicHTTPAuth (or --auth-file; client certificate names go in the targets file as client_cert_names)")
             }
             guard let source = self.authSource else { throw ValidationError("--auth-plugin BasicHTTPAuth needs --auth-source user:password") }
             do { _ = try BasicAuthenticator.parseSource(source) } catch { throw ValidationError("--auth-source must be user:password") }
@@ -277,6 +293,18 @@ struct WSBridgeCommand: AsyncParsableCommand {
 
     private var targetsPath: String? { self.targets ?? self.tokenSource }
 
+    /// websockify's plugin names (also as dotted paths such as websockify.token_plugins.TokenFile): the format
+    /// and whether the source is reloaded.
+    static func plugin(named name: String) -> (format: TargetsLoader.Format, reloads: Bool)? {
+        switch name.split(separator: ".").last.map(String.init) ?? name {
+        case "TokenFile": return (.targetsFiles, true)
+        case "ReadOnlyTokenFile": return (.targetsFiles, false)
+        case "TokenFileName": return (.tokenFileNames, true)
+        case "UnixDomainSocketDirectory": return (.unixSocketDirectory, true)
+        default: return nil
+        }
+    }
+
     /// The listening socket is not given by SOURCE_PORT (Unix socket, inetd, systemd): a single positional
     /// argument is then the target.
     private var listensWithoutPort: Bool {
@@ -303,7 +331,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
 
     /// Every option and whether it takes a value, for `WSBRIDGE_…` environment variables.
     static let environmentOptions: [(String, EnvironmentArguments.Kind)] = [
-        ("targets", .option), ("token-plugin", .option), ("token-source", .option), ("unix-target", .option),
+        ("targets", .option), ("token-plugin", .option), ("token-source", .option), ("token-path", .option), ("host-token", .flag), ("unix-target", .option),
         ("origin", .repeatable), ("require-origin", .flag), ("handshake-timeout", .option),
         ("connect-timeout", .option), ("idle-timeout", .option), ("ping-interval", .option),
         ("pong-timeout", .option), ("max-frame-size", .option), ("close-timeout", .option),
@@ -321,6 +349,14 @@ struct WSBridgeCommand: AsyncParsableCommand {
     /// Like ArgumentParser's `main`, but options may come from `WSBRIDGE_…` variables and a bad command line is
     /// reported on one line (help still prints in full).
     static func main() async {
+        if CommandLine.arguments.dropFirst().first == "check" {
+            CheckCommand.main(Array(CommandLine.arguments.dropFirst(2)))
+            return
+        }
+        if CommandLine.arguments.dropFirst().first == "healthcheck" {
+            await HealthcheckCommand.main(Array(CommandLine.arguments.dropFirst(2)))
+            return
+        }
         let command: WSBridgeCommand
         do {
             let arguments = try EnvironmentArguments.merge(
@@ -359,7 +395,8 @@ struct WSBridgeCommand: AsyncParsableCommand {
         let defaultTLS: BackendTLS? = self.sslTarget ? BackendTLS() : nil
         if let path = self.targetsPath {
             do {
-                var loader = TargetsLoader(path: path, extraOrigins: self.origins)
+                let format = self.tokenPlugin.flatMap(Self.plugin(named:))?.format ?? .targetsFiles
+                var loader = TargetsLoader(path: path, format: format, extraOrigins: self.origins)
                 loader.defaultTLS = defaultTLS
                 store = try TargetsStore(loader: loader)
             } catch let error as TargetsFileError {
@@ -455,6 +492,11 @@ struct WSBridgeCommand: AsyncParsableCommand {
             logger.warning("no --origin allow-list: WebSocket connections from any web page are accepted")
         }
         tlsStore?.logCurrent(logger: logger)
+        configuration.tokenSources = .init(pathTemplate: self.tokenPath, hostToken: self.hostToken)
+        // SIGHUP is trapped before anything listens: a reload request right after start must not kill us.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        // The certificates' own SIGHUP subscription (each sequence gets every signal).
+        let tlsHangups: UnixSignalsSequence? = tlsStore == nil ? nil : await UnixSignalsSequence(trapping: .sighup)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let metrics = BridgeMetrics()
         let server = BridgeServer(configuration: configuration, targets: store, group: group, logger: logger, metrics: metrics)
@@ -475,11 +517,12 @@ struct WSBridgeCommand: AsyncParsableCommand {
             )
         }
         services.append(server)
-        if store.loader != nil {
-            services.append(TargetsWatcher(store: store, logger: logger, metrics: metrics))
+        // ReadOnlyTokenFile reads once: no watcher (SIGHUP stays trapped, and does nothing).
+        if store.loader != nil, self.tokenPlugin.flatMap(Self.plugin(named:))?.reloads ?? true {
+            services.append(TargetsWatcher(store: store, logger: logger, metrics: metrics, hangups: hangups))
         }
         if let tlsStore {
-            services.append(ServerTLSWatcher(store: tlsStore, logger: logger))
+            services.append(ServerTLSWatcher(store: tlsStore, logger: logger, hangups: tlsHangups))
         }
         let serviceGroup = ServiceGroup(
             configuration: .init(
@@ -490,6 +533,8 @@ struct WSBridgeCommand: AsyncParsableCommand {
         )
         do {
             try await serviceGroup.run()
+            withExtendedLifetime(hangups) {}
+            withExtendedLifetime(tlsHangups) {}
         } catch {
             logger.error("\(error)")
             try? await group.shutdownGracefully()

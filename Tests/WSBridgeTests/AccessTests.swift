@@ -105,7 +105,7 @@ final class AccessTests: XCTestCase {
 
     func testAuthenticationAndClientCertificatesInTheDecision() {
         var ops = Target(name: "ops", backend: .tcp(host: "127.0.0.1", port: 1))
-        ops.allowedClients = ["alice", "Carol@Example.test"]
+        ops.clientCertNames = ["alice", "Carol@Example.test"]
         let open = Target(name: "open", backend: .tcp(host: "127.0.0.1", port: 2))
         let table = TargetTable(mode: .tokens(["ops": ops, "open": open]))
         let policy = UpgradePolicy()
@@ -142,7 +142,7 @@ final class AccessTests: XCTestCase {
               b:
                 backend: 10.0.0.1:5900
                 tls: { ca: ca.pem, server_name: vnc.internal, insecure: false, client_cert: /c.pem, client_key: k.pem }
-                allowed_clients: [alice]
+                client_cert_names: [alice]
               c:
                 backend: 10.0.0.1:5901
                 tls: false
@@ -155,7 +155,7 @@ final class AccessTests: XCTestCase {
             byToken["b"]?.tls,
             BackendTLS(ca: "/etc/wsbridge/ca.pem", serverName: "vnc.internal", clientCertificate: "/c.pem", clientKey: "/etc/wsbridge/k.pem")
         )
-        XCTAssertEqual(byToken["b"]?.allowedClients, ["alice"])
+        XCTAssertEqual(byToken["b"]?.clientCertNames, ["alice"])
         XCTAssertNil(byToken["c"]?.tls)
         for (bad, line) in [
             ("targets:\n  a:\n    backend: h:1\n    tls: { sni: x }\n", 4),
@@ -163,7 +163,7 @@ final class AccessTests: XCTestCase {
             ("targets:\n  a:\n    backend: h:1\n    proxy_protocol: v3\n", 4),
             ("targets:\n  a:\n    unix: /x.sock\n    tls: true\n", 2),
             ("targets:\n  a:\n    backend: h:1\n    tls: { insecure: maybe }\n", 4),
-            ("targets:\n  a:\n    backend: h:1\n    allowed_clients: []\n", 4),
+            ("targets:\n  a:\n    backend: h:1\n    client_cert_names: []\n", 4),
         ] {
             XCTAssertThrowsError(try YAMLTargetsParser.parse(bad, file: "t.yaml")) { error in
                 XCTAssertEqual((error as? TargetsFileError)?.line, line, "\(bad): \(error)")

@@ -70,6 +70,24 @@ final class TargetsParserTests: XCTestCase {
         XCTAssertEqual(byToken["vnc-lab-1"]?.line, 3)
     }
 
+    func testYAMLEchoTargets() throws {
+        let text = """
+            targets:
+              selftest: { echo: true }
+              probe:
+                token: health-probe-token
+                echo: true
+                origins: ["https://status.example.com"]
+            """
+        let contents = try YAMLTargetsParser.parse(text, file: "t.yaml")
+        XCTAssertEqual(contents.entries.map(\.token), ["selftest", "health-probe-token"])
+        XCTAssertEqual(contents.entries.map(\.target.backend), [.echo, .echo])
+        XCTAssertEqual(contents.entries.map(\.target.name), ["se…", "probe"])
+        XCTAssertEqual(contents.entries[1].target.origins?.entries, ["https://status.example.com"])
+        XCTAssertEqual(contents.entries.map(\.line), [2, 3])
+        XCTAssertEqual(BackendAddress.echo.description, "echo")
+    }
+
     func testYAMLErrorsNameTheLine() {
         let cases: [(String, Int, String)] = [
             ("targets:\n  a: 1.2.3.4:5\nextra: 1\n", 3, "unknown key 'extra'"),
@@ -77,8 +95,14 @@ final class TargetsParserTests: XCTestCase {
             ("targets:\n  a:\n    origins: [x]\n", 3, "invalid origin"),
             ("targets:\n  a:\n    backend: nope\n", 3, "expected host:port"),
             ("targets:\n  a: [1, 2\n", 3, "invalid YAML"),
-            ("targets:\n  a:\n    backend: 1.2.3.4:5\n    unix: /x\n", 4, "not both"),
+            ("targets:\n  a:\n    backend: 1.2.3.4:5\n    unix: /x\n", 4, "not several"),
             ("targets:\n  a:\n    unix: relative.sock\n", 3, "absolute path"),
+            ("targets:\n  a:\n    echo: false\n", 3, "'echo' must be true"),
+            ("targets:\n  a:\n    echo: yes please\n", 3, "'echo' must be true"),
+            ("targets:\n  a:\n    echo: true\n    backend: 1.2.3.4:5\n", 4, "not several"),
+            ("targets:\n  a:\n    unix: /x\n    echo: true\n", 4, "not several"),
+            ("targets:\n  a:\n    echo: true\n    echoes: 2\n", 4, "unknown key 'echoes'"),
+            ("targets:\n  a:\n    token: t\n", 2, "'echo: true'"),
         ]
         for (text, line, fragment) in cases {
             XCTAssertThrowsError(try YAMLTargetsParser.parse(text, file: "t.yaml")) { error in
@@ -130,5 +154,85 @@ final class TargetsParserTests: XCTestCase {
         XCTAssertThrowsError(try ListenAddress.parse("::1:6080").get())
         XCTAssertThrowsError(try ListenAddress.parse("host:port").get())
         XCTAssertEqual(try BackendAddress.parseHostPort("[::1]:22").get().description, "[::1]:22")
+    }
+
+    func testYAMLPolicyKeys() throws {
+        let text = """
+            targets:
+              lab:
+                backend: 10.0.0.5:5900
+                max_sessions: 2
+                idle_timeout: 1.5
+                allow_clients: [10.0.0.0/8, "::1"]
+                on_revoke: keep
+            """
+        let entry = try XCTUnwrap(YAMLTargetsParser.parse(text, file: "t.yaml").entries.first)
+        XCTAssertEqual(entry.target.maxSessions, 2)
+        XCTAssertEqual(entry.target.idleTimeout, 1.5)
+        XCTAssertEqual(entry.target.allowClients?.map(\.description), ["10.0.0.0/8", "::1"])
+        XCTAssertTrue(entry.target.keepOnRevoke)
+        let bad: [(String, Int, String)] = [
+            ("targets:\n  a:\n    backend: 1.2.3.4:5\n    on_revoke: sometimes\n", 4, "'on_revoke' must be"),
+            ("targets:\n  a:\n    backend: 1.2.3.4:5\n    allow_clients: [10.0.0.0/40]\n", 4, "invalid network"),
+            ("targets:\n  a:\n    backend: 1.2.3.4:5\n    idle_timeout: -1\n", 4, "idle_timeout"),
+            ("targets:\n  a:\n    backend: 1.2.3.4:5\n    max_sessions: 0\n", 4, "max_sessions"),
+        ]
+        for (text, line, fragment) in bad {
+            XCTAssertThrowsError(try YAMLTargetsParser.parse(text, file: "t.yaml")) { error in
+                let error = error as! TargetsFileError
+                XCTAssertEqual(error.line, line, error.description)
+                XCTAssertTrue(error.description.contains(fragment), error.description)
+            }
+        }
+    }
+
+    func testCheckCollectsEveryError() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "a: 1.2.3.4:5\nbroken\nb: nohost\n".write(to: dir.appendingPathComponent("one.cfg"), atomically: true, encoding: .utf8)
+        try "targets:\n  a: 1.2.3.4:6\n  c:\n    colour: red\n".write(to: dir.appendingPathComponent("two.yaml"), atomically: true, encoding: .utf8)
+        let (table, errors) = TargetsLoader(path: dir.path).check()
+        XCTAssertNil(table)
+        XCTAssertEqual(errors.map { "\(($0.file as NSString).lastPathComponent):\($0.line ?? 0)" }, ["one.cfg:2", "one.cfg:3", "two.yaml:4", "two.yaml:2"])
+    }
+
+    func testTokenFileNamesAndSocketDirectories() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "10.0.0.5:5900\n".write(to: dir.appendingPathComponent("vnc-1"), atomically: true, encoding: .utf8)
+        try "[::1]:5901".write(to: dir.appendingPathComponent("vnc-2"), atomically: true, encoding: .utf8)
+        let table = try TargetsLoader(path: dir.path, format: .tokenFileNames).load()
+        guard case .tokens(let map) = table.mode else { return XCTFail() }
+        XCTAssertEqual(map["vnc-1"]?.backend, .tcp(host: "10.0.0.5", port: 5900))
+        XCTAssertEqual(map["vnc-2"]?.backend, .tcp(host: "::1", port: 5901))
+        XCTAssertNil(map["../vnc-1"])
+        try "nonsense".write(to: dir.appendingPathComponent("vnc-3"), atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try TargetsLoader(path: dir.path, format: .tokenFileNames).load()) { error in
+            XCTAssertTrue("\(error)".hasSuffix("vnc-3:1: expected host:port, got 'nonsense'"), "\(error)")
+        }
+
+        let sockets = FileManager.default.temporaryDirectory.appendingPathComponent("wsb-s-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: sockets, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: sockets) }
+        let socketPath = sockets.appendingPathComponent("console").path
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            _ = socketPath.utf8CString.withUnsafeBytes { raw.copyMemory(from: $0) }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        XCTAssertEqual(bound, 0)
+        defer { close(fd) }
+        try "not a socket".write(to: sockets.appendingPathComponent("plain"), atomically: true, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: sockets.appendingPathComponent("link").path, withDestinationPath: socketPath)
+        let socketTable = try TargetsLoader(path: sockets.path, format: .unixSocketDirectory).load()
+        guard case .tokens(let socketMap) = socketTable.mode else { return XCTFail() }
+        XCTAssertEqual(Array(socketMap.keys), ["console"], "plain files and symlinks are not targets")
+        XCTAssertEqual(socketMap["console"]?.backend, .unix(path: socketPath))
     }
 }

@@ -104,18 +104,82 @@ final class UpgradePolicyTests: XCTestCase {
             if let cookie { headers.add(name: "Cookie", value: cookie) }
             return HTTPRequestHead(version: .http1_1, method: .GET, uri: uri, headers: headers)
         }
-        XCTAssertEqual(UpgradePolicy.token(in: head("/?token=abc")), "abc")
-        XCTAssertEqual(UpgradePolicy.token(in: head("/websockify?x=1&token=a%2Fb+c")), "a/b c")
-        XCTAssertEqual(UpgradePolicy.token(in: head("/", cookie: "a=1; token=xyz; b=2")), "xyz")
-        XCTAssertEqual(UpgradePolicy.token(in: head("/?token=q", cookie: "token=c")), "q", "query wins over cookie")
-        XCTAssertNil(UpgradePolicy.token(in: head("/?tokenx=1")))
-        XCTAssertNil(UpgradePolicy.token(in: head("/?token=")))
-        XCTAssertNil(UpgradePolicy.token(in: head("/?token=%zz")))
+        XCTAssertEqual(UpgradePolicy().token(in: head("/?token=abc")), "abc")
+        XCTAssertEqual(UpgradePolicy().token(in: head("/websockify?x=1&token=a%2Fb+c")), "a/b c")
+        XCTAssertEqual(UpgradePolicy().token(in: head("/", cookie: "a=1; token=xyz; b=2")), "xyz")
+        XCTAssertEqual(UpgradePolicy().token(in: head("/?token=q", cookie: "token=c")), "q", "query wins over cookie")
+        XCTAssertNil(UpgradePolicy().token(in: head("/?tokenx=1")))
+        XCTAssertNil(UpgradePolicy().token(in: head("/?token=")))
+        XCTAssertNil(UpgradePolicy().token(in: head("/?token=%zz")))
     }
 
     func testSingleTargetModeIgnoresTokens() {
         let table = TargetTable(mode: .single(self.echo))
         XCTAssertEqual(self.status(self.request("/"), table), 101)
         XCTAssertEqual(self.status(self.request("/?token=whatever"), table), 101)
+    }
+
+    func testTokenSourcesInTheirDocumentedOrder() {
+        func head(_ uri: String, _ headers: [(String, String)] = []) -> HTTPRequestHead {
+            HTTPRequestHead(version: .http1_1, method: .GET, uri: uri, headers: HTTPHeaders(headers))
+        }
+        let policy = UpgradePolicy(tokenSources: .init(pathTemplate: "/t/{token}"))
+        let everything = [
+            ("Authorization", "Bearer bearer-tok"), ("Sec-WebSocket-Protocol", "binary, token.proto-tok"),
+            ("Cookie", "token=cookie-tok"),
+        ]
+        XCTAssertEqual(policy.token(in: head("/t/path-tok?token=query-tok", everything)), "query-tok")
+        XCTAssertEqual(policy.token(in: head("/t/path-tok", everything)), "path-tok")
+        XCTAssertEqual(policy.token(in: head("/t/a%20b")), "a b")
+        XCTAssertEqual(policy.token(in: head("/x/path-tok", everything)), "bearer-tok", "the path must match the template")
+        XCTAssertEqual(policy.token(in: head("/", Array(everything.dropFirst()))), "proto-tok")
+        XCTAssertEqual(policy.token(in: head("/", Array(everything.dropFirst(2)))), "cookie-tok")
+        XCTAssertNil(policy.token(in: head("/t/")))
+        XCTAssertNil(policy.token(in: head("/", [("Authorization", "Basic dTpw")])))
+
+        let host = UpgradePolicy(tokenSources: .init(hostToken: true))
+        XCTAssertEqual(host.token(in: head("/?token=ignored", [("Host", "vnc-7.example.com:6080")])), "vnc-7.example.com")
+        XCTAssertEqual(host.token(in: head("/", [("Host", "[::1]:6080")])), "::1")
+    }
+
+    func testSubprotocolTokenIsEchoedWhenBinaryIsNotOffered() throws {
+        let table = try self.table()
+        let onlyToken = self.request("/", extra: [("Sec-WebSocket-Protocol", "token.echo")])
+        guard case .accept(let admission) = UpgradePolicy().decide(onlyToken, targets: table) else { return XCTFail() }
+        XCTAssertEqual(admission.subprotocol, "token.echo")
+        XCTAssertEqual(admission.token, "echo")
+        let withBinary = self.request("/", extra: [("Sec-WebSocket-Protocol", "token.echo, binary")])
+        guard case .accept(let second) = UpgradePolicy().decide(withBinary, targets: table) else { return XCTFail() }
+        XCTAssertEqual(second.subprotocol, "binary")
+    }
+
+    func testAllowClients() throws {
+        var target = self.echo
+        target.allowClients = [CIDR("10.0.0.0/8")!, CIDR("2001:db8::/32")!]
+        let table = TargetTable(mode: .tokens(["echo": target]))
+        func status(_ client: String?) -> Int {
+            switch UpgradePolicy().decide(self.request(), targets: table, client: client) {
+            case .accept: return 101
+            case .reject(let rejection): return Int(rejection.status.code)
+            }
+        }
+        XCTAssertEqual(status("10.1.2.3"), 101)
+        XCTAssertEqual(status("::ffff:10.9.9.9"), 101)
+        XCTAssertEqual(status("2001:db8:1::5"), 101)
+        XCTAssertEqual(status("192.168.1.1"), 403)
+        XCTAssertEqual(status(nil), 403)
+    }
+
+    func testCIDRParsing() {
+        XCTAssertTrue(CIDR("127.0.0.1")!.contains("127.0.0.1"))
+        XCTAssertFalse(CIDR("127.0.0.1")!.contains("127.0.0.2"))
+        XCTAssertTrue(CIDR("0.0.0.0/0")!.contains("8.8.8.8"))
+        XCTAssertTrue(CIDR("::/0")!.contains("::1"))
+        XCTAssertTrue(CIDR("fe80::/10")!.contains("fe80::1%eth0"))
+        XCTAssertTrue(CIDR("::ffff:0:0/96")!.contains("::ffff:1.2.3.4"))
+        XCTAssertTrue(CIDR("1::")!.contains("1:0:0:0:0:0:0:0"))
+        for bad in ["10.0.0.0/33", "10.0.0", "1.2.3.256", "::1::2", "1:2:3:4:5:6:7:8:9", "x", "10.0.0.0/", "fe80::/129"] {
+            XCTAssertNil(CIDR(bad), bad)
+        }
     }
 }

@@ -116,10 +116,13 @@ def test_reload_of_a_renewed_certificate_keeps_the_open_session(bridge_factory, 
     cert, key = tmp_path / "server.pem", tmp_path / "server.key"
     cert.write_bytes(first.cert.read_bytes())
     key.write_bytes(first.key.read_bytes())
-    b = bridge_factory("--cert", cert, "--key", key, target=echo.addr)
+    tokens = tmp_path / "tokens.conf"
+    tokens.write_text(f"echo: {echo.addr}\n")
+    # With a targets file, SIGHUP reloads both the targets and the certificates.
+    b = bridge_factory("--cert", cert, "--key", key, "--targets", tokens)
     ctx = client_context(pki.ca)
     assert peer_serial(b.port, ctx) == first.serial()
-    with wss(b, ctx=ctx) as ws:
+    with wss(b, "/?token=echo", ctx=ctx) as ws:
         echo_once(ws, b"before")
         # Renewal: new files replace the old ones (key first, then the certificate, as tools do).
         renewed = pki.server()
@@ -145,6 +148,7 @@ def test_reload_of_a_renewed_certificate_keeps_the_open_session(bridge_factory, 
         mark = len(b.stderr.snapshot())
         b.signal(signal.SIGHUP)
         assert b.stderr.wait_for(r"TLS certificates reloaded", 10, start=mark), b.log()
+        assert b.stderr.wait_for(r"SIGHUP: reloading targets", 10, start=mark), b.log()
         assert peer_serial(b.port, ctx) == third.serial()
         echo_once(ws, b"and after SIGHUP")
 
@@ -248,7 +252,7 @@ def test_mutual_tls_accepts_rejects_and_checks_names_per_target(bridge_factory, 
         f"  open: {echo.addr}\n"
         "  ops:\n"
         f"    backend: {echo.addr}\n"
-        "    allowed_clients: [alice, carol@example.test]\n"
+        "    client_cert_names: [alice, carol@example.test]\n"
     )
     b = bridge_factory(*tls_args(pki.server()), "--verify-client", "--cafile", pki.ca, "--targets", targets)
     alice = pki.client("alice")

@@ -9,6 +9,8 @@ public struct HTTPRejection: Error, Equatable, Sendable, CustomStringConvertible
         case malformed
         case version
         case origin
+        /// The client's address is not in the target's `allow_clients`.
+        case clientAddress = "client_address"
         case missingToken = "missing_token"
         case unknownToken = "unknown_token"
         case timeout

@@ -10,24 +10,7 @@ import NIOHTTP1
 /// The client is found walking the forwarding chain from the nearest hop backwards: the first address that is not
 /// a trusted proxy is the client. Headers from a peer outside the list are ignored.
 public struct TrustedProxies: Sendable, Equatable {
-    struct Network: Sendable, Equatable {
-        var bytes: [UInt8]
-        var prefix: Int
-
-        func contains(_ address: [UInt8]) -> Bool {
-            guard address.count == self.bytes.count else { return false }
-            var left = self.prefix
-            for index in 0..<address.count where left > 0 {
-                let bits = min(8, left)
-                let mask = UInt8(truncatingIfNeeded: 0xFF << (8 - bits))
-                if address[index] & mask != self.bytes[index] & mask { return false }
-                left -= bits
-            }
-            return true
-        }
-    }
-
-    private var networks: [Network]
+    private var networks: [CIDR]
 
     public struct CIDRError: Error, CustomStringConvertible, Sendable {
         public var description: String
@@ -36,18 +19,10 @@ public struct TrustedProxies: Sendable, Equatable {
     /// `10.0.0.0/8`, `192.0.2.7` (one address), `2001:db8::/32`.
     public init(_ cidrs: [String]) throws {
         self.networks = try cidrs.map { text in
-            let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let bytes = Self.bytes(of: String(parts[0])) else {
-                throw CIDRError(description: "'\(text)' is not an IP address or CIDR network")
+            guard let network = CIDR(text) else {
+                throw CIDRError(description: "'\(text)' is not an IP address or CIDR network (such as 10.0.0.0/8)")
             }
-            var prefix = bytes.count * 8
-            if parts.count == 2 {
-                guard let value = Int(parts[1]), value >= 0, value <= bytes.count * 8, parts[1].allSatisfy(\.isNumber) else {
-                    throw CIDRError(description: "'\(text)': the prefix length must be 0-\(bytes.count * 8)")
-                }
-                prefix = value
-            }
-            return Network(bytes: bytes, prefix: prefix)
+            return network
         }
     }
 
@@ -55,8 +30,7 @@ public struct TrustedProxies: Sendable, Equatable {
 
     /// Whether `ip` (IPv4, IPv6, IPv4-mapped IPv6) is a trusted proxy.
     public func contains(_ ip: String) -> Bool {
-        guard let bytes = Self.bytes(of: ip) else { return false }
-        return self.networks.contains { $0.contains(bytes) }
+        self.networks.contains { $0.contains(ip) }
     }
 
     /// The client's address for a request from `peer`: from `Forwarded` (or else `X-Forwarded-For`) when the peer

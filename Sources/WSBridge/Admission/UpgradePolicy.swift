@@ -6,9 +6,31 @@ import NIOHTTP1
 public struct UpgradePolicy: Sendable {
     /// Refuse requests that carry no `Origin` header.
     public var requireOrigin: Bool
+    /// Where tokens are looked for.
+    public var tokenSources: TokenSources
 
-    public init(requireOrigin: Bool = false) {
+    public init(requireOrigin: Bool = false, tokenSources: TokenSources = .init()) {
         self.requireOrigin = requireOrigin
+        self.tokenSources = tokenSources
+    }
+
+    /// Where a request may carry its token, and in which order they are tried.
+    ///
+    /// Without `hostToken`: the `token` query parameter, the `pathTemplate` segment, `Authorization: Bearer`, a
+    /// `Sec-WebSocket-Protocol` entry `token.VALUE`, then a `token` cookie; the first present wins. With
+    /// `hostToken` (websockify's `--host-token`): only the `Host` header, without its port.
+    public struct TokenSources: Sendable, Equatable {
+        /// A path with one `{token}` segment, such as `/t/{token}`; nil disables path tokens.
+        public var pathTemplate: String?
+        public var hostToken: Bool
+
+        /// The prefix of a subprotocol entry that carries a token.
+        public static let subprotocolPrefix = "token."
+
+        public init(pathTemplate: String? = nil, hostToken: Bool = false) {
+            self.pathTemplate = pathTemplate
+            self.hostToken = hostToken
+        }
     }
 
     /// An accepted request: where it goes and what the 101 says.
@@ -16,6 +38,8 @@ public struct UpgradePolicy: Sendable {
         public var target: Target
         /// The subprotocol to select in the 101 (`binary` when offered), or nil.
         public var subprotocol: String?
+        /// The token that picked the target (nil in single-target mode).
+        public var token: String?
     }
 
     public enum Decision: Sendable, Equatable {
@@ -51,7 +75,15 @@ public struct UpgradePolicy: Sendable {
         return allowed.contains { lowered.contains($0.lowercased()) }
     }
 
-    public func decide(_ head: HTTPRequestHead, targets: TargetTable, identity: ClientIdentity = .init()) -> Decision {
+    /// - Parameters:
+    ///   - client: the client's IP address, for targets with `allow_clients`.
+    ///   - identity: what TLS and authentication proved about the client.
+    public func decide(
+        _ head: HTTPRequestHead,
+        targets: TargetTable,
+        client: String? = nil,
+        identity: ClientIdentity = .init()
+    ) -> Decision {
         let headers = head.headers
         let upgrade = headers["upgrade"]
         guard !upgrade.isEmpty else {
@@ -106,18 +138,20 @@ public struct UpgradePolicy: Sendable {
         }
 
         let target: Target
+        var usedToken: String?
         switch targets.mode {
         case .single(let only):
             target = only
         case .tokens(let map):
-            let token = Self.token(in: head)
+            let token = self.token(in: head)
+            usedToken = token
             guard let token, let found = map[token] else {
                 // The global list still applies, so that unknown origins learn nothing about tokens.
                 if let origin, let global = targets.origins, !global.allows(origin) {
                     return .reject(.init(.origin, .forbidden, "origin not allowed"))
                 }
                 if token == nil {
-                    return .reject(.init(.missingToken, .badRequest, "missing token: pass ?token=NAME or a 'token' cookie"))
+                    return .reject(.init(.missingToken, .badRequest, self.tokenSources.missingTokenHint))
                 }
                 return .reject(.init(.unknownToken, .notFound, "unknown token"))
             }
@@ -126,13 +160,25 @@ public struct UpgradePolicy: Sendable {
         if let origin, let allowed = target.origins ?? targets.origins, !allowed.allows(origin) {
             return .reject(.init(.origin, .forbidden, "origin not allowed"))
         }
-        if let allowed = target.allowedClients, !Self.allows(allowed, names: identity.certificateNames) {
+        if let allowed = target.clientCertNames, !Self.allows(allowed, names: identity.certificateNames) {
             let reason = identity.certificateNames == nil ? "client certificate required" : "client certificate not allowed for this target"
             return .reject(.init(.clientCertificate, .forbidden, reason))
         }
 
+        if let networks = target.allowClients, !networks.contains(where: { $0.contains(client ?? "") }) {
+            return .reject(.init(.clientAddress, .forbidden, "client address not allowed for this target"))
+        }
+
         let offered = headers[canonicalForm: "sec-websocket-protocol"].map { $0.trimmingWhitespace() }
-        return .accept(Admission(target: target, subprotocol: offered.contains("binary") ? "binary" : nil))
+        var subprotocol: String?
+        if offered.contains("binary") {
+            subprotocol = "binary"
+        } else if let tokenEntry = offered.first(where: { $0.hasPrefix(TokenSources.subprotocolPrefix) }) {
+            // A browser that offered only its token entry fails the connection unless one offer is selected;
+            // echoing the entry tells it nothing it did not send.
+            subprotocol = tokenEntry
+        }
+        return .accept(Admission(target: target, subprotocol: subprotocol, token: usedToken))
     }
 
     /// The origin rule alone (for static files under `--web-auth`): refuses a disallowed `Origin`, or a missing one
@@ -145,8 +191,56 @@ public struct UpgradePolicy: Sendable {
         return nil
     }
 
-    /// The token from the `token` query parameter, else from a `token` cookie.
-    public static func token(in head: HTTPRequestHead) -> String? {
+    /// The token of a request, from the first source that has one (see `TokenSources`).
+    public func token(in head: HTTPRequestHead) -> String? {
+        if self.tokenSources.hostToken {
+            guard let host = head.headers.first(name: "host")?.trimmingWhitespace(), !host.isEmpty else { return nil }
+            if host.hasPrefix("["), let close = host.firstIndex(of: "]") {
+                return String(host[host.index(after: host.startIndex)..<close])
+            }
+            return String(host.split(separator: ":", maxSplits: 1).first ?? "")
+        }
+        if let token = Self.queryToken(head) { return token }
+        if let template = self.tokenSources.pathTemplate, let token = Self.pathToken(head.uri, template: template) {
+            return token
+        }
+        for authorization in head.headers["authorization"] {
+            let parts = authorization.trimmingWhitespace().split(separator: " ", maxSplits: 1)
+            if parts.count == 2, parts[0].lowercased() == "bearer" {
+                let token = parts[1].trimmingWhitespace()
+                if !token.isEmpty { return token }
+            }
+        }
+        for entry in head.headers[canonicalForm: "sec-websocket-protocol"] {
+            let entry = entry.trimmingWhitespace()
+            if entry.hasPrefix(TokenSources.subprotocolPrefix), entry.count > TokenSources.subprotocolPrefix.count {
+                return String(entry.dropFirst(TokenSources.subprotocolPrefix.count))
+            }
+        }
+        return Self.cookieToken(head)
+    }
+
+    /// The `{token}` segment of `uri`'s path when it matches `template` segment by segment.
+    static func pathToken(_ uri: String, template: String) -> String? {
+        let path = uri.prefix { $0 != "?" && $0 != "#" }
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        let pattern = template.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == pattern.count else { return nil }
+        var token: String?
+        for (part, expected) in zip(parts, pattern) {
+            if expected == "{token}" {
+                guard let decoded = Self.percentDecode(String(part), plusIsSpace: false), !decoded.isEmpty else {
+                    return nil
+                }
+                token = decoded
+            } else if part != expected {
+                return nil
+            }
+        }
+        return token
+    }
+
+    static func queryToken(_ head: HTTPRequestHead) -> String? {
         if let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first {
             for pair in query.split(separator: "&") {
                 let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
@@ -156,6 +250,10 @@ public struct UpgradePolicy: Sendable {
                 }
             }
         }
+        return nil
+    }
+
+    static func cookieToken(_ head: HTTPRequestHead) -> String? {
         for cookieHeader in head.headers["cookie"] {
             for cookie in cookieHeader.split(separator: ";") {
                 let parts = cookie.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
@@ -220,5 +318,16 @@ public struct UpgradePolicy: Sendable {
         }
         // The 22nd character holds 2 payload bits and 4 padding bits, which must be zero: one of A, Q, g, w.
         return "AQgw".utf8.contains(bytes[21])
+    }
+}
+
+extension UpgradePolicy.TokenSources {
+    /// The body of the 400 for a request without a token: where this server looks for one.
+    var missingTokenHint: String {
+        if self.hostToken { return "missing token: the Host header names the target" }
+        var places = ["?token=NAME"]
+        if let template = self.pathTemplate { places.append("the path \(template)") }
+        places += ["Authorization: Bearer", "a 'token.NAME' subprotocol", "a 'token' cookie"]
+        return "missing token: pass " + places.joined(separator: ", ")
     }
 }

@@ -44,7 +44,10 @@ public struct BackendConnectError: Error, Sendable, Equatable {
             let kind: Kind = verification.contains(where: tlsError.detail.contains) ? .tlsVerification : .tlsHandshake
             return .init(kind: kind, detail: tlsError.detail)
         }
-        if let channelError = error as? ChannelError, channelError == .connectTimeout(.zero) || "\(channelError)".contains("connectTimeout") {
+        // ChannelError.connectTimeout carries the timeout, so it is matched by case: comparing it with
+        // `.connectTimeout(.zero)` or looking for "connectTimeout" in its description ("Connect timeout (1 s)")
+        // missed it, and a timeout was reported as `backend unreachable`.
+        if Self.isConnectTimeout(error) {
             return .init(kind: .timeout, detail: detail)
         }
         if let connectionError = error as? NIOConnectionError {
@@ -57,7 +60,7 @@ public struct BackendConnectError: Error, Sendable, Equatable {
             if inner.contains(where: { Self.errno(of: $0) == ECONNREFUSED }) {
                 return .init(kind: .refused, detail: detail)
             }
-            if inner.contains(where: { "\($0)".contains("connectTimeout") }) {
+            if inner.contains(where: Self.isConnectTimeout) {
                 return .init(kind: .timeout, detail: detail)
             }
             if inner.isEmpty { return .init(kind: .unresolvable, detail: detail) }
@@ -69,6 +72,11 @@ public struct BackendConnectError: Error, Sendable, Equatable {
         }
         if error is SocketAddressError { return .init(kind: .unresolvable, detail: detail) }
         return .init(kind: .unreachable, detail: detail)
+    }
+
+    private static func isConnectTimeout(_ error: Error) -> Bool {
+        if let channelError = error as? ChannelError, case .connectTimeout = channelError { return true }
+        return false
     }
 
     private static func errno(of error: Error) -> Int32? {
@@ -135,6 +143,9 @@ struct BackendConnector: Sendable {
                 connected = bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1).connect(host: host, port: port)
             case .unix(let path):
                 connected = bootstrap.connect(unixDomainSocketPath: path)
+            case .echo:
+                // Echo sessions are made without a backend (BridgeServer.shouldUpgrade); never connected.
+                return eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
             }
             guard let handshake else {
                 return connected.flatMapThrowing { channel in

@@ -41,6 +41,8 @@ public struct BridgeConfiguration: Sendable {
     public var writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark
     /// Listen backlog.
     public var backlog: Int32
+    /// Where requests carry their token.
+    public var tokenSources: UpgradePolicy.TokenSources = .init()
     /// Session limits and the per-client handshake rate.
     public var limits: AdmissionLimiter.Limits
     /// Files served for plain GET/HEAD requests (`--web DIR`); nil serves none.

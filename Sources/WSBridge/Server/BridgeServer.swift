@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -23,6 +24,8 @@ public final class BridgeServer: Service, Sendable {
     /// Session limits and handshake rate, shared by every event loop.
     public let limiter: AdmissionLimiter
     private let clients = ChannelRegistry()
+    /// Live sessions with the token and target they were admitted with, for revocation on reload.
+    private let sessions = NIOLockedValueBox<[ObjectIdentifier: (token: String, target: Target, channel: Channel)]>([:])
     private let backends = ChannelRegistry()
 
     /// - Parameter onServerRunning: called with the bound address once the server listens (the real port when
@@ -71,6 +74,29 @@ public final class BridgeServer: Service, Sendable {
         self.connector = connector
         if configuration.proxyProtocol { readiness.expectProxyHeader() }
         self.onServerRunning = onServerRunning
+        targets.onReload { [weak self] table in self?.revokeSessions(against: table) }
+    }
+
+    /// Closes (1008) the live sessions whose token is gone or now leads to another backend, unless their target
+    /// says `on_revoke: keep`.
+    func revokeSessions(against table: TargetTable) {
+        guard case .tokens(let map) = table.mode else { return }
+        let live = self.sessions.withLockedValue { Array($0.values) }
+        var revoked = 0
+        for session in live where !session.target.keepOnRevoke {
+            let reason: String
+            if let now = map[session.token] {
+                guard now.backend != session.target.backend else { continue }
+                reason = "target changed"
+            } else {
+                reason = "token revoked"
+            }
+            revoked += 1
+            session.channel.pipeline.fireUserInboundEventTriggered(BridgeRevocationEvent(reason: reason))
+        }
+        if revoked > 0 {
+            self.logger.info("closing sessions whose target was removed or changed", metadata: ["sessions": "\(revoked)"])
+        }
     }
 
     /// Number of open client connections (handshaking or in session).
@@ -170,7 +196,10 @@ public final class BridgeServer: Service, Sendable {
         connection.destinationIP = channel.localAddress.flatMap { $0.ipAddress.map(Self.unmapped) }
         connection.destinationPort = channel.localAddress?.port ?? 0
         connection.clientKey = Self.clientKey(channel.remoteAddress)
-        let policy = UpgradePolicy(requireOrigin: self.configuration.requireOrigin)
+        let policy = UpgradePolicy(
+            requireOrigin: self.configuration.requireOrigin,
+            tokenSources: self.configuration.tokenSources
+        )
         let targets = self.targets
 
         let upgrader = NIOWebSocketServerUpgrader(
@@ -260,7 +289,7 @@ public final class BridgeServer: Service, Sendable {
                     return .reject(rejection)
                 }
             }
-            return policy.decide(head, targets: targets.current, identity: connection.identity)
+            return policy.decide(head, targets: targets.current, client: connection.clientKey, identity: connection.identity)
         }
         connection.fallbackHandler = fallback
         try sync.addHandler(fallback)
@@ -350,7 +379,7 @@ public final class BridgeServer: Service, Sendable {
         connection: ConnectionState,
         policy: UpgradePolicy
     ) -> EventLoopFuture<HTTPHeaders?> {
-        switch policy.decide(head, targets: self.targets.current, identity: connection.identity) {
+        switch policy.decide(head, targets: self.targets.current, client: connection.clientKey, identity: connection.identity) {
         case .reject(let rejection):
             connection.rejection = rejection
             return channel.eventLoop.makeSucceededFuture(nil)
@@ -368,6 +397,10 @@ public final class BridgeServer: Service, Sendable {
             var headers = HTTPHeaders()
             if let subprotocol = admission.subprotocol {
                 headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol)
+            }
+            if admission.target.backend == .echo {
+                // An echo target has no backend to connect: the session mirrors the client (SessionHandler).
+                return channel.eventLoop.makeSucceededFuture(headers)
             }
             let backends = self.backends
             let started = NIODeadline.now()
@@ -421,19 +454,37 @@ public final class BridgeServer: Service, Sendable {
                 try sync.addHandler(SelfCheckHandler())
                 return
             }
-            guard let admission = connection.admission, let backend = connection.backend else {
-                throw ChannelError.inappropriateOperationForState
+            guard let admission = connection.admission else { throw ChannelError.inappropriateOperationForState }
+            if let token = admission.token {
+                let id = ObjectIdentifier(channel)
+                let sessions = self.sessions
+                sessions.withLockedValue { $0[id] = (token, admission.target, channel) }
+                channel.closeFuture.whenComplete { _ in sessions.withLockedValue { _ = $0.removeValue(forKey: id) } }
             }
-            try sync.addHandler(FrameDecoderHandler(maxFrameSize: self.configuration.maxFrameSize))
-            try sync.addHandler(
-                SessionHandler(
+            let echoes = admission.target.backend == .echo
+            let session: SessionHandler
+            if echoes {
+                session = SessionHandler(
+                    echoing: admission.target,
+                    configuration: self.configuration,
+                    logger: connection.logger,
+                    metrics: self.metrics
+                )
+            } else {
+                guard let backend = connection.backend else { throw ChannelError.inappropriateOperationForState }
+                session = SessionHandler(
                     configuration: self.configuration,
                     target: admission.target,
                     backend: backend,
                     logger: connection.logger,
                     metrics: self.metrics
                 )
+            }
+            // An echo mirrors frames, so its decoder reports their headers; the relay's does not need them.
+            try sync.addHandler(
+                FrameDecoderHandler(maxFrameSize: self.configuration.maxFrameSize, reportsDataFrames: echoes)
             )
+            try sync.addHandler(session)
             connection.sessionInstalled = true
         }
     }

@@ -8,11 +8,25 @@ public struct TargetsWatcher: Service {
     public let logger: Logger
     public let interval: Duration
     public let metrics: BridgeMetrics?
+    /// SIGHUP, trapped by the caller before anything listens (so that a SIGHUP right after start reloads
+    /// instead of killing the process).
+    public let hangups: UnixSignalsSequence?
+    /// Also poll the files for changes (not only SIGHUP).
+    public let polls: Bool
 
-    public init(store: TargetsStore, logger: Logger, metrics: BridgeMetrics? = nil, interval: Duration = .seconds(1)) {
+    public init(
+        store: TargetsStore,
+        logger: Logger,
+        metrics: BridgeMetrics? = nil,
+        hangups: UnixSignalsSequence? = nil,
+        polls: Bool = true,
+        interval: Duration = .seconds(1)
+    ) {
         self.store = store
         self.logger = logger
         self.metrics = metrics
+        self.hangups = hangups
+        self.polls = polls
         self.interval = interval
     }
 
@@ -20,13 +34,16 @@ public struct TargetsWatcher: Service {
         guard let loader = self.store.loader else { return }
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    for await _ in await UnixSignalsSequence(trapping: .sighup) {
-                        self.logger.info("SIGHUP: reloading targets")
-                        self.store.reload(logger: self.logger, metrics: self.metrics)
+                if let hangups = self.hangups {
+                    group.addTask {
+                        for await _ in hangups {
+                            self.logger.info("SIGHUP: reloading targets")
+                            self.store.reload(logger: self.logger, metrics: self.metrics)
+                        }
                     }
                 }
-                group.addTask {
+                if self.polls {
+                    group.addTask {
                     var last = loader.fingerprint()
                     while !Task.isCancelled {
                         try? await Task.sleep(for: self.interval)
@@ -35,6 +52,7 @@ public struct TargetsWatcher: Service {
                             last = now
                             self.store.reload(logger: self.logger, metrics: self.metrics)
                         }
+                    }
                     }
                 }
                 await group.waitForAll()

@@ -82,20 +82,25 @@ public struct ServerTLSWatcher: Service {
     public let store: ServerTLSStore
     public let logger: Logger
     public let interval: Duration
+    /// SIGHUP, trapped by the caller before anything listens (a SIGHUP right after start must reload, not kill).
+    public let hangups: UnixSignalsSequence?
 
-    public init(store: ServerTLSStore, logger: Logger, interval: Duration = .seconds(1)) {
+    public init(store: ServerTLSStore, logger: Logger, hangups: UnixSignalsSequence? = nil, interval: Duration = .seconds(1)) {
         self.store = store
         self.logger = logger
+        self.hangups = hangups
         self.interval = interval
     }
 
     public func run() async throws {
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    for await _ in await UnixSignalsSequence(trapping: .sighup) {
-                        self.logger.info("SIGHUP: reloading TLS certificates")
-                        self.store.reload(logger: self.logger, force: true)
+                if let hangups = self.hangups {
+                    group.addTask {
+                        for await _ in hangups {
+                            self.logger.info("SIGHUP: reloading TLS certificates")
+                            self.store.reload(logger: self.logger, force: true)
+                        }
                     }
                 }
                 group.addTask {

@@ -7,6 +7,12 @@ public struct Target: Hashable, Sendable {
     public var origins: OriginAllowList?
     /// Most sessions this target may have at once; nil is no limit of its own.
     public var maxSessions: Int?
+    /// Idle timeout in seconds for this target's sessions; nil uses the server's.
+    public var idleTimeout: Double?
+    /// Client networks allowed to reach this target; nil allows every client.
+    public var allowClients: [CIDR]?
+    /// Whether live sessions survive the removal or change of this target on reload.
+    public var keepOnRevoke: Bool
     /// Where the target was defined (`FILE:LINE`), for messages.
     public var definedAt: String?
     /// Speak TLS to the backend; nil is plain TCP.
@@ -15,27 +21,34 @@ public struct Target: Hashable, Sendable {
     public var proxyProtocol: ProxyProtocolVersion?
     /// Client certificate names (common name or subject alternative name) allowed to reach this target; nil
     /// allows every client.
-    public var allowedClients: [String]?
+    public var clientCertNames: [String]?
 
     public init(
         name: String,
         backend: BackendAddress,
         origins: OriginAllowList? = nil,
         maxSessions: Int? = nil,
+        idleTimeout: Double? = nil,
+        allowClients: [CIDR]? = nil,
+        keepOnRevoke: Bool = false,
         definedAt: String? = nil,
         tls: BackendTLS? = nil,
         proxyProtocol: ProxyProtocolVersion? = nil,
-        allowedClients: [String]? = nil
+        clientCertNames: [String]? = nil
     ) {
         self.name = name
         self.backend = backend
         self.origins = origins
         self.maxSessions = maxSessions
+        self.idleTimeout = idleTimeout
+        self.allowClients = allowClients
+        self.keepOnRevoke = keepOnRevoke
         self.definedAt = definedAt
         self.tls = tls
         self.proxyProtocol = proxyProtocol
-        self.allowedClients = allowedClients
+        self.clientCertNames = clientCertNames
     }
+
 
     /// A short, non-secret label for a token: a prefix of at most a quarter of it (and at most 4 characters),
     /// then `…`.

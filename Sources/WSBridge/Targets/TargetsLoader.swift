@@ -2,14 +2,29 @@ import Foundation
 
 /// Reads a targets file or a directory of them into a `TargetTable`, completely or not at all.
 public struct TargetsLoader: Sendable {
+    /// How the files at `path` name targets (websockify's token plugins).
+    public enum Format: String, Sendable, CaseIterable {
+        /// A targets file or a directory of them: YAML (`.yaml`/`.yml`) or `token: host:port` lines
+        /// (websockify's `TokenFile`).
+        case targetsFiles
+        /// A directory whose file names are tokens and whose contents are `host:port` (websockify's
+        /// `TokenFileName`).
+        case tokenFileNames
+        /// A directory of Unix sockets: the token is a socket's file name (websockify's
+        /// `UnixDomainSocketDirectory`). Symlinks and other files are not targets.
+        case unixSocketDirectory
+    }
+
     public var path: String
+    public var format: Format
     /// Origins given on the command line; merged with a YAML file's top-level `origins`.
     public var extraOrigins: [String]
     /// TLS for every TCP target that does not say (`--ssl-target`).
     public var defaultTLS: BackendTLS?
 
-    public init(path: String, extraOrigins: [String] = []) {
+    public init(path: String, format: Format = .targetsFiles, extraOrigins: [String] = []) {
         self.path = path
+        self.format = format
         self.extraOrigins = extraOrigins
     }
 
@@ -36,6 +51,10 @@ public struct TargetsLoader: Sendable {
 
     /// A fingerprint of the files' names, sizes and modification times, to notice changes cheaply.
     public func fingerprint() -> String {
+        if self.format == .unixSocketDirectory {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: self.path)) ?? []
+            return names.sorted().joined(separator: "\n")
+        }
         guard let files = try? self.files() else { return "missing" }
         return files.map { file -> String in
             let attributes = try? FileManager.default.attributesOfItem(atPath: file)
@@ -49,6 +68,16 @@ public struct TargetsLoader: Sendable {
     public func load() throws -> TargetTable {
         var map: [String: Target] = [:]
         var origins = self.extraOrigins
+        switch self.format {
+        case .targetsFiles:
+            break
+        case .tokenFileNames:
+            map = try self.loadTokenFileNames()
+            return TargetTable(mode: .tokens(map), origins: try self.allowList(origins))
+        case .unixSocketDirectory:
+            map = try self.loadSocketDirectory()
+            return TargetTable(mode: .tokens(map), origins: try self.allowList(origins))
+        }
         for file in try self.files() {
             let text: String
             do {
@@ -85,8 +114,104 @@ public struct TargetsLoader: Sendable {
                 map[entry.token] = entry.target
             }
         }
-        let allowList = origins.isEmpty ? nil : try YAMLTargetsParser.origins(origins, file: self.path, line: nil)
-        return TargetTable(mode: .tokens(map), origins: allowList)
+        return TargetTable(mode: .tokens(map), origins: try self.allowList(origins))
+    }
+
+    private func allowList(_ origins: [String]) throws -> OriginAllowList? {
+        origins.isEmpty ? nil : try YAMLTargetsParser.origins(origins, file: self.path, line: nil)
+    }
+
+    private func requireDirectory() throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: self.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw TargetsFileError(file: self.path, line: nil, message: "not a directory (\(self.format.pluginName) needs one)")
+        }
+    }
+
+    /// `TokenFileName`: each regular file's name is a token, its first line `host:port`.
+    private func loadTokenFileNames() throws -> [String: Target] {
+        try self.requireDirectory()
+        var map: [String: Target] = [:]
+        for file in try self.files() {
+            let token = (file as NSString).lastPathComponent
+            guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+                throw TargetsFileError(file: file, line: nil, message: "cannot read as UTF-8 text")
+            }
+            let line = text.split(separator: "\n", omittingEmptySubsequences: true).first.map(String.init) ?? ""
+            switch BackendAddress.parseHostPort(line) {
+            case .success(let backend):
+                map[token] = Target(name: Target.redact(token), backend: backend, definedAt: "\(file):1")
+            case .failure(let error):
+                throw TargetsFileError(file: file, line: 1, message: error.message)
+            }
+        }
+        return map
+    }
+
+    /// `UnixDomainSocketDirectory`: each socket (not a symlink) in the directory is a target named by its file name.
+    private func loadSocketDirectory() throws -> [String: Target] {
+        try self.requireDirectory()
+        var map: [String: Target] = [:]
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: self.path)) ?? []
+        for name in names where !name.hasPrefix(".") {
+            let full = (self.path as NSString).appendingPathComponent(name)
+            var info = stat()
+            guard lstat(full, &info) == 0, (info.st_mode & S_IFMT) == S_IFSOCK else { continue }
+            map[name] = Target(name: Target.redact(name), backend: .unix(path: full), definedAt: full)
+        }
+        return map
+    }
+
+    /// Everything `wsbridge check` reports: the table when the source is valid, else every error found (all bad
+    /// lines of token files, all bad targets of YAML files, duplicate tokens).
+    public func check() -> (table: TargetTable?, errors: [TargetsFileError]) {
+        guard self.format == .targetsFiles else {
+            do { return (try self.load(), []) } catch let error as TargetsFileError { return (nil, [error]) } catch {
+                return (nil, [TargetsFileError(file: self.path, line: nil, message: "\(error)")])
+            }
+        }
+        var errors: [TargetsFileError] = []
+        var seen: [String: Target] = [:]
+        let files: [String]
+        do { files = try self.files() } catch let error as TargetsFileError { return (nil, [error]) } catch {
+            return (nil, [TargetsFileError(file: self.path, line: nil, message: "\(error)")])
+        }
+        for file in files {
+            guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+                errors.append(TargetsFileError(file: file, line: nil, message: "cannot read as UTF-8 text"))
+                continue
+            }
+            let lower = file.lowercased()
+            var contents = TargetsFileContents()
+            if lower.hasSuffix(".yaml") || lower.hasSuffix(".yml") {
+                do {
+                    contents = try YAMLTargetsParser.parse(text, file: file, errors: &errors)
+                } catch let error as TargetsFileError {
+                    errors.append(error)
+                } catch {
+                    errors.append(TargetsFileError(file: file, line: nil, message: "\(error)"))
+                }
+            } else {
+                contents = TokenFileParser.parse(text, file: file, errors: &errors)
+            }
+            for entry in contents.entries {
+                if let existing = seen[entry.token] {
+                    errors.append(
+                        TargetsFileError(
+                            file: file,
+                            line: entry.line,
+                            message: "token \(Target.redact(entry.token)) is already defined at \(existing.definedAt ?? "?")"
+                        )
+                    )
+                } else {
+                    seen[entry.token] = entry.target
+                }
+            }
+        }
+        guard errors.isEmpty else { return (nil, errors) }
+        do { return (try self.load(), []) } catch let error as TargetsFileError { return (nil, [error]) } catch {
+            return (nil, [TargetsFileError(file: self.path, line: nil, message: "\(error)")])
+        }
     }
 
     /// Parses one file's text, choosing the format by its name: `.yaml`/`.yml` is YAML, anything else is
@@ -97,5 +222,16 @@ public struct TargetsLoader: Sendable {
             return try YAMLTargetsParser.parse(text, file: file)
         }
         return try TokenFileParser.parse(text, file: file)
+    }
+}
+
+extension TargetsLoader.Format {
+    /// websockify's name for this format (`--token-plugin NAME`).
+    public var pluginName: String {
+        switch self {
+        case .targetsFiles: return "TokenFile"
+        case .tokenFileNames: return "TokenFileName"
+        case .unixSocketDirectory: return "UnixDomainSocketDirectory"
+        }
     }
 }

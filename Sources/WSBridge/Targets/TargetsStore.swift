@@ -7,6 +7,7 @@ import NIOConcurrencyHelpers
 /// files on a background task and swap the snapshot only when the new one parsed completely.
 public final class TargetsStore: Sendable {
     private let snapshot: NIOLockedValueBox<TargetTable>
+    private let observers = NIOLockedValueBox<[@Sendable (TargetTable) -> Void]>([])
     public let loader: TargetsLoader?
 
     /// A fixed table (single-target mode, tests).
@@ -23,6 +24,11 @@ public final class TargetsStore: Sendable {
 
     public var current: TargetTable { self.snapshot.withLockedValue { $0 } }
 
+    /// Calls `observer` with every table that replaces the current one (after the swap).
+    public func onReload(_ observer: @escaping @Sendable (TargetTable) -> Void) {
+        self.observers.withLockedValue { $0.append(observer) }
+    }
+
     /// Re-reads the files. On success the new table replaces the old one; on failure the old one stays and the
     /// error is returned.
     @discardableResult
@@ -37,6 +43,7 @@ public final class TargetsStore: Sendable {
         do {
             let table = try loader.load()
             self.snapshot.withLockedValue { $0 = table }
+            for observer in self.observers.withLockedValue({ $0 }) { observer(table) }
             logger.info("targets reloaded", metadata: ["targets": "\(table.targetCount)", "source": "\(loader.path)"])
             return .success(table)
         } catch let error as TargetsFileError {

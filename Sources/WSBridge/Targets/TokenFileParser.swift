@@ -4,6 +4,14 @@
 /// split on its last colon, so IPv6 may be written bare (`::1:5900`) or bracketed (`[::1]:5900`).
 public enum TokenFileParser {
     public static func parse(_ text: String, file: String) throws -> TargetsFileContents {
+        var errors: [TargetsFileError] = []
+        let contents = Self.parse(text, file: file, errors: &errors)
+        if let first = errors.first { throw first }
+        return contents
+    }
+
+    /// Parses every line, collecting the errors of all bad lines (for `wsbridge check`).
+    public static func parse(_ text: String, file: String, errors: inout [TargetsFileError]) -> TargetsFileContents {
         var contents = TargetsFileContents()
         var lineNumber = 0
         for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
@@ -11,16 +19,20 @@ public enum TokenFileParser {
             let line = rawLine.trimmingWhitespace()
             if line.isEmpty || line.hasPrefix("#") { continue }
             guard let separator = Self.separator(in: line) else {
-                throw TargetsFileError(
-                    file: file,
-                    line: lineNumber,
-                    message: "expected 'token: host:port' (a colon and a space after the token)"
+                errors.append(
+                    TargetsFileError(
+                        file: file,
+                        line: lineNumber,
+                        message: "expected 'token: host:port' (a colon and a space after the token)"
+                    )
                 )
+                continue
             }
             let token = String(line[..<separator]).trimmingWhitespace()
             let rest = String(line[line.index(after: separator)...]).trimmingWhitespace()
             guard !token.isEmpty else {
-                throw TargetsFileError(file: file, line: lineNumber, message: "empty token")
+                errors.append(TargetsFileError(file: file, line: lineNumber, message: "empty token"))
+                continue
             }
             switch BackendAddress.parseHostPort(rest) {
             case .success(let backend):
@@ -31,7 +43,7 @@ public enum TokenFileParser {
                 )
                 contents.entries.append(.init(token: token, target: target, line: lineNumber))
             case .failure(let error):
-                throw TargetsFileError(file: file, line: lineNumber, message: error.message)
+                errors.append(TargetsFileError(file: file, line: lineNumber, message: error.message))
             }
         }
         return contents

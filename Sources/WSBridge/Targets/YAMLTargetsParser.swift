@@ -7,6 +7,7 @@ import Yams
 /// targets:
 ///   vnc-lab-1: 10.0.0.5:5900            # shorthand: the key is the token
 ///   console: { unix: /run/console.sock }
+///   selftest: { echo: true }              # no backend: every message comes back
 ///   db:
 ///     token: 6f1c2a...                    # the key is then only a name
 ///     backend: db.internal:5432
@@ -16,6 +17,15 @@ import Yams
 /// Unknown keys are errors, every error names `FILE:LINE`.
 public enum YAMLTargetsParser {
     public static func parse(_ text: String, file: String) throws -> TargetsFileContents {
+        var errors: [TargetsFileError] = []
+        let contents = try Self.parse(text, file: file, errors: &errors)
+        if let first = errors.first { throw first }
+        return contents
+    }
+
+    /// Parses the file, collecting the errors of every bad target (for `wsbridge check`); a file that is not
+    /// YAML at all, or whose top level is wrong, still throws.
+    public static func parse(_ text: String, file: String, errors: inout [TargetsFileError]) throws -> TargetsFileContents {
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
@@ -44,7 +54,11 @@ public enum YAMLTargetsParser {
                     )
                 }
                 for (nameNode, spec) in targets {
-                    contents.entries.append(try Self.target(nameNode, spec, file: file))
+                    do {
+                        contents.entries.append(try Self.target(nameNode, spec, file: file))
+                    } catch let error as TargetsFileError {
+                        errors.append(error)
+                    }
                 }
             default:
                 throw TargetsFileError(
@@ -76,23 +90,33 @@ public enum YAMLTargetsParser {
             var tls: BackendTLS?
             var tlsLine: Int?
             var proxyProtocol: ProxyProtocolVersion?
-            var allowedClients: [String]?
+            var clientCertNames: [String]?
+            var idleTimeout: Double?
+            var allowClients: [CIDR]?
+            var keepOnRevoke = false
             for (keyNode, value) in mapping {
                 let valueLine = value.mark?.line ?? line
                 switch keyNode.string ?? "" {
                 case "backend":
-                    guard backend == nil else {
-                        throw TargetsFileError(file: file, line: valueLine, message: "give 'backend' or 'unix', not both")
-                    }
+                    guard backend == nil else { throw Self.moreThanOneKind(file: file, line: valueLine) }
                     backend = try Self.hostPort(value.string ?? "", file: file, line: valueLine)
                 case "unix":
-                    guard backend == nil else {
-                        throw TargetsFileError(file: file, line: valueLine, message: "give 'backend' or 'unix', not both")
-                    }
+                    guard backend == nil else { throw Self.moreThanOneKind(file: file, line: valueLine) }
                     guard let path = value.string, path.hasPrefix("/") else {
                         throw TargetsFileError(file: file, line: valueLine, message: "'unix' must be an absolute path")
                     }
                     backend = .unix(path: path)
+                case "echo":
+                    guard backend == nil else { throw Self.moreThanOneKind(file: file, line: valueLine) }
+                    // Only `true`: `echo: false` would read as a target with no backend at all.
+                    guard value.bool == true else {
+                        throw TargetsFileError(
+                            file: file,
+                            line: valueLine,
+                            message: "'echo' must be true (for a relay target give 'backend' or 'unix' instead)"
+                        )
+                    }
+                    backend = .echo
                 case "origins":
                     let list = try Self.stringList(value, file: file, what: "origins")
                     origins = try Self.origins(list, file: file, line: valueLine)
@@ -109,12 +133,31 @@ public enum YAMLTargetsParser {
                         throw TargetsFileError(file: file, line: valueLine, message: "'proxy_protocol' must be v1 or v2")
                     }
                     proxyProtocol = version
-                case "allowed_clients":
-                    let list = try Self.stringList(value, file: file, what: "allowed_clients")
+                case "client_cert_names":
+                    let list = try Self.stringList(value, file: file, what: "client_cert_names")
                     guard !list.isEmpty, !list.contains(where: \.isEmpty) else {
-                        throw TargetsFileError(file: file, line: valueLine, message: "'allowed_clients' must list certificate names")
+                        throw TargetsFileError(file: file, line: valueLine, message: "'client_cert_names' must list certificate names")
                     }
-                    allowedClients = list
+                    clientCertNames = list
+                case "idle_timeout":
+                    guard let seconds = value.float, seconds > 0 else {
+                        throw TargetsFileError(file: file, line: valueLine, message: "'idle_timeout' must be a positive number of seconds")
+                    }
+                    idleTimeout = seconds
+                case "allow_clients":
+                    allowClients = try Self.stringList(value, file: file, what: "allow_clients").map { text in
+                        guard let cidr = CIDR(text) else {
+                            throw TargetsFileError(file: file, line: valueLine, message: "invalid network '\(text)' in 'allow_clients' (expected an address or CIDR such as 10.0.0.0/8)")
+                        }
+                        return cidr
+                    }
+                case "on_revoke":
+                    switch value.string {
+                    case "close": keepOnRevoke = false
+                    case "keep": keepOnRevoke = true
+                    default:
+                        throw TargetsFileError(file: file, line: valueLine, message: "'on_revoke' must be 'close' or 'keep'")
+                    }
                 case "token":
                     guard let value = value.string, !value.isEmpty else {
                         throw TargetsFileError(file: file, line: valueLine, message: "'token' must be a non-empty string")
@@ -124,12 +167,16 @@ public enum YAMLTargetsParser {
                     throw TargetsFileError(
                         file: file,
                         line: keyNode.mark?.line ?? line,
-                        message: "unknown key '\(keyNode.string ?? "")' in target '\(token == nil ? Target.redact(name) : name)' (expected backend, unix, origins, token, max_sessions, tls, proxy_protocol, allowed_clients)"
+                        message: "unknown key '\(keyNode.string ?? "")' in target '\(token == nil ? Target.redact(name) : name)' (expected backend, unix, echo, token, origins, max_sessions, idle_timeout, allow_clients, on_revoke, tls, proxy_protocol, client_cert_names)"
                     )
                 }
             }
             guard let backend else {
-                throw TargetsFileError(file: file, line: line, message: "target needs 'backend: host:port' or 'unix: PATH'")
+                throw TargetsFileError(
+                    file: file,
+                    line: line,
+                    message: "target needs 'backend: host:port', 'unix: PATH' or 'echo: true'"
+                )
             }
             // With an explicit token the key is a plain name and may be logged; otherwise the key is the secret.
             let target = Target(
@@ -137,10 +184,13 @@ public enum YAMLTargetsParser {
                 backend: backend,
                 origins: origins,
                 maxSessions: maxSessions,
+                idleTimeout: idleTimeout,
+                allowClients: allowClients,
+                keepOnRevoke: keepOnRevoke,
                 definedAt: definedAt,
                 tls: tls,
                 proxyProtocol: proxyProtocol,
-                allowedClients: allowedClients
+                clientCertNames: clientCertNames
             )
             if tls != nil, case .unix = backend {
                 throw TargetsFileError(file: file, line: line, message: "'tls' needs a TCP 'backend', not 'unix'")
@@ -150,7 +200,7 @@ public enum YAMLTargetsParser {
             throw TargetsFileError(
                 file: file,
                 line: line,
-                message: "a target is 'host:port' or a mapping with 'backend:' or 'unix:'"
+                message: "a target is 'host:port' or a mapping with 'backend:', 'unix:' or 'echo:'"
             )
         }
     }
@@ -199,6 +249,10 @@ public enum YAMLTargetsParser {
     static func path(_ path: String, relativeTo file: String) -> String {
         guard !path.hasPrefix("/"), let slash = file.lastIndex(of: "/") else { return path }
         return String(file[...slash]) + path
+    }
+
+    private static func moreThanOneKind(file: String, line: Int) -> TargetsFileError {
+        TargetsFileError(file: file, line: line, message: "give one of 'backend', 'unix' or 'echo', not several")
     }
 
     private static func hostPort(_ text: String, file: String, line: Int) throws -> BackendAddress {

@@ -1,0 +1,435 @@
+"""Command line, targets-file errors, listen addresses and reload (docs/behaviour.md,
+"Command line", "Targets files")."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from conftest import LISTENING_RE, free_port, run_bridge, write_atomic, write_token_file, ws_connect
+from wsraw import RawWS, http_exchange, upgrade_request
+
+HELP_OPTIONS = [
+    "--targets",
+    "--token-plugin",
+    "--token-source",
+    "--target-config",
+    "--unix-target",
+    "--origin",
+    "--require-origin",
+    "--handshake-timeout",
+    "--connect-timeout",
+    "--idle-timeout",
+    "--ping-interval",
+    "--heartbeat",
+    "--pong-timeout",
+    "--max-frame-size",
+    "--close-timeout",
+    "--shutdown-timeout",
+    "--log-level",
+    "--verbose",
+    "-v",
+    # operability options (docs/behaviour.md, options table)
+    "--max-connections",
+    "--max-connections-per-client",
+    "--handshake-rate",
+    "--handshake-burst",
+    "--web",
+    "--web-auth",
+    "--web-listing",
+    "--record",
+    "--record-limit",
+    "--metrics-listen",
+    "--metrics-on-main-port",
+    "--unix-listen",
+    "--unix-listen-mode",
+    "--inetd",
+    "--log-format",
+]
+
+
+@pytest.fixture(scope="module")
+def help_text(wsbridge_bin) -> str:
+    r = run_bridge(wsbridge_bin, "--help")
+    assert r.returncode == 0, f"--help exited {r.returncode}; stderr: {r.stderr!r}"
+    return (r.stdout + r.stderr).decode("utf-8", "replace")
+
+
+def test_help_exits_0(help_text):
+    assert help_text.strip()
+
+
+@pytest.mark.parametrize("option", HELP_OPTIONS)
+def test_help_mentions_option(help_text, option):
+    assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", help_text), f"--help does not mention {option}:\n{help_text}"
+
+
+def nonempty_lines(b: bytes) -> list[str]:
+    return [l for l in b.decode("utf-8", "replace").splitlines() if l.strip()]
+
+
+def assert_nothing_listens(port: int) -> None:
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--no-such-flag"],
+        ["--idle-timeout", "abc"],
+        ["--max-frame-size", "lots"],
+        ["--log-level", "loud"],
+        ["--origin"],
+    ],
+    ids=["unknown-flag", "bad-number", "bad-size", "bad-level", "missing-value"],
+)
+def test_bad_flag_usage_error(wsbridge_bin, args):
+    port = free_port()
+    r = run_bridge(wsbridge_bin, f"127.0.0.1:{port}", "127.0.0.1:5900", *args)
+    assert r.returncode == 64, f"exit {r.returncode}; stderr: {r.stderr!r}"
+    lines = nonempty_lines(r.stderr)
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {r.stderr!r}"
+    assert_nothing_listens(port)
+
+
+def test_positional_target_with_targets_file_is_error(wsbridge_bin, tmp_path):
+    f = write_token_file(tmp_path / "t", {"a": "127.0.0.1:1"})
+    port = free_port()
+    r = run_bridge(wsbridge_bin, "--targets", str(f), f"127.0.0.1:{port}", "127.0.0.1:5900")
+    assert r.returncode == 64, f"exit {r.returncode}; stderr: {r.stderr!r}"
+    assert len(nonempty_lines(r.stderr)) == 1, r.stderr
+    assert_nothing_listens(port)
+
+
+def test_broken_token_file(wsbridge_bin, tmp_path):
+    f = tmp_path / "tokens.conf"
+    f.write_text("# first line is a comment\ngood: 127.0.0.1:5900\ntok 1.2.3.4:5\n")
+    port = free_port()
+    r = run_bridge(wsbridge_bin, "--targets", str(f), f"127.0.0.1:{port}")
+    assert r.returncode == 1, f"exit {r.returncode}; stderr: {r.stderr!r}"
+    lines = nonempty_lines(r.stderr)
+    assert len(lines) == 1, f"expected one line on stderr: {r.stderr!r}"
+    assert f"{f}:3:" in lines[0], lines[0]
+    assert_nothing_listens(port)
+
+
+def test_broken_yaml_unknown_key(wsbridge_bin, tmp_path):
+    f = tmp_path / "targets.yaml"
+    f.write_text("targets:\n  a: 127.0.0.1:5900\n  b:\n    backend: 127.0.0.1:5901\n    colour: blue\n")
+    port = free_port()
+    r = run_bridge(wsbridge_bin, "--targets", str(f), f"127.0.0.1:{port}")
+    assert r.returncode == 1, f"exit {r.returncode}; stderr: {r.stderr!r}"
+    lines = nonempty_lines(r.stderr)
+    assert len(lines) == 1, f"expected one line on stderr: {r.stderr!r}"
+    assert f"{f}:5:" in lines[0], lines[0]
+    assert_nothing_listens(port)
+
+
+def test_broken_yaml_unknown_top_level_key(wsbridge_bin, tmp_path):
+    f = tmp_path / "targets.yml"
+    f.write_text("targets:\n  a: 127.0.0.1:5900\nlisten: 0.0.0.0\n")
+    r = run_bridge(wsbridge_bin, "--targets", str(f), f"127.0.0.1:{free_port()}")
+    assert r.returncode == 1, r.stderr
+    assert f"{f}:3:" in r.stderr.decode(), r.stderr
+
+
+def test_duplicate_token_in_directory(wsbridge_bin, tmp_path):
+    d = tmp_path / "targets.d"
+    d.mkdir()
+    (d / "a").write_text("dup: 127.0.0.1:5900\n")
+    (d / "b").write_text("# x\ndup: 127.0.0.1:5901\n")
+    r = run_bridge(wsbridge_bin, "--targets", str(d), f"127.0.0.1:{free_port()}")
+    assert r.returncode == 1, r.stderr
+    assert len(nonempty_lines(r.stderr)) == 1, r.stderr
+    assert re.search(rf"{re.escape(str(d))}/b:2:", r.stderr.decode()), r.stderr
+
+
+def test_missing_targets_file(wsbridge_bin, tmp_path):
+    port = free_port()
+    r = run_bridge(wsbridge_bin, "--targets", str(tmp_path / "nope"), f"127.0.0.1:{port}")
+    assert r.returncode == 1, f"exit {r.returncode}; stderr: {r.stderr!r}"
+    assert len(nonempty_lines(r.stderr)) == 1, r.stderr
+    assert_nothing_listens(port)
+
+
+# ---------------------------------------------------------------------------------------------
+# Accepted options and aliases
+
+
+def test_decimal_times_and_all_options(bridge_factory, backends):
+    echo = backends.echo()
+    b = bridge_factory(
+        "--handshake-timeout", "2.5",
+        "--connect-timeout", "1.5",
+        "--idle-timeout", "30.25",
+        "--ping-interval", "0.5",
+        "--pong-timeout", "10",
+        "--max-frame-size", "100000",
+        "--close-timeout", "0.5",
+        "--shutdown-timeout", "1.5",
+        "--log-level", "debug",
+        "--origin", "https://app.example.com",
+        target=echo.addr,
+    )
+    with ws_connect(b.url(), origin="https://app.example.com") as ws:
+        ws.send(b"ok")
+        assert ws.recv(timeout=10) == b"ok"
+
+
+def test_verbose_flag(bridge_factory, backends):
+    echo = backends.echo()
+    for flag in ("-v", "--verbose"):
+        b = bridge_factory(flag, target=echo.addr)
+        with ws_connect(b.url()) as ws:
+            ws.send(b"v")
+            assert ws.recv(timeout=10) == b"v"
+
+
+def test_heartbeat_alias_sends_pings(bridge_factory, backends):
+    echo = backends.echo()
+    b = bridge_factory("--heartbeat", "0.3", target=echo.addr)
+    with RawWS.connect(b.connect_host, b.port) as ws:
+        f = ws.recv_frame(timeout=5)
+        assert f is not None and f.opcode == 0x9, f"expected a ping within 5s, got {f!r}"
+        ws.send_frame(0xA, f.payload)
+
+
+def test_ping_interval_sends_pings_and_pong_timeout_kills(bridge_factory, backends):
+    col = backends.collect()
+    b = bridge_factory("--ping-interval", "0.3", "--pong-timeout", "1", target=col.addr)
+    with RawWS.connect(b.connect_host, b.port) as ws:
+        f = ws.recv_frame(timeout=5)
+        assert f is not None and f.opcode == 0x9, f
+        # never answer: both connections are closed
+        t0 = time.monotonic()
+        ws.read_until_close(timeout=10)  # Close frame or plain EOF
+        assert ws.wait_eof(10), "client connection not closed after the pong timeout"
+        assert time.monotonic() - t0 < 8
+    assert col.wait_conn().wait_end(10), "backend not closed after the pong timeout"
+
+
+def test_live_peer_survives_pings(bridge_factory, backends):
+    echo = backends.echo()
+    b = bridge_factory("--ping-interval", "0.2", "--pong-timeout", "0.6", target=echo.addr)
+    with ws_connect(b.url()) as ws:  # websockets answers pings itself
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2:
+            ws.send(b"alive")
+            assert ws.recv(timeout=5) == b"alive"
+            time.sleep(0.2)  # pacing
+
+
+def test_token_plugin_alias(bridge_factory, backends, tmp_path):
+    echo = backends.echo()
+    f = write_token_file(tmp_path / "tokens", {"tp": echo.addr})
+    b = bridge_factory("--token-plugin", "TokenFile", "--token-source", f)
+    with ws_connect(b.url("/?token=tp")) as ws:
+        ws.send(b"plugin")
+        assert ws.recv(timeout=10) == b"plugin"
+
+
+def test_target_config_alias(bridge_factory, backends, tmp_path):
+    echo = backends.echo()
+    f = write_token_file(tmp_path / "tokens", {"tc": echo.addr})
+    b = bridge_factory("--target-config", f)
+    with ws_connect(b.url("/?token=tc")) as ws:
+        ws.send(b"config")
+        assert ws.recv(timeout=10) == b"config"
+
+
+def test_origin_warning_when_no_list(bridge_factory, backends):
+    echo = backends.echo()
+    b = bridge_factory(target=echo.addr)
+    warn = re.compile(r"(?i)warning.*origin|origin.*warning")
+    assert b.stderr.wait_for(warn, 3), b.log()
+    b2 = bridge_factory("--origin", "https://app.example.com", target=echo.addr)
+    with ws_connect(b2.url(), origin="https://app.example.com") as ws:
+        ws.send(b"x")
+        assert ws.recv(timeout=10) == b"x"
+    assert not any("warning" in l.lower() and "origin" in l.lower() for l in b2.stderr.snapshot()), b2.log()
+
+
+# ---------------------------------------------------------------------------------------------
+# Listen addresses
+
+
+def _has_ipv6() -> bool:
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.bind(("::1", 0))
+        s.close()
+        return True
+    except OSError:
+        return False
+
+
+def test_listen_ipv4_log_line(bridge_factory, backends):
+    echo = backends.echo()
+    b = bridge_factory(target=echo.addr)
+    assert b.host == "127.0.0.1" and b.port > 0
+    with RawWS.connect("127.0.0.1", b.port):
+        pass
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback")
+def test_listen_ipv6_brackets(bridge_factory, backends):
+    echo = backends.echo()
+    b = bridge_factory(target=echo.addr, listen="[::1]:0")
+    assert any(re.search(rf"listening on \[::1\]:{b.port}\b", l) for l in b.stderr.snapshot()), b.log()
+    with RawWS.connect("::1", b.port) as ws:
+        ws.send_binary(b"six")
+        f = ws.recv_frame()
+        assert f is not None and f.payload == b"six"
+
+
+def test_listen_bare_port_all_addresses(bridge_factory, backends):
+    echo = backends.echo()
+    b = bridge_factory(target=echo.addr, listen="0")
+    line = next(l for l in b.stderr.snapshot() if LISTENING_RE.search(l))
+    if _has_ipv6():
+        assert f"listening on [::]:{b.port}" in line, line
+        with RawWS.connect("::1", b.port):
+            pass
+    else:
+        assert f"listening on 0.0.0.0:{b.port}" in line, line
+    with RawWS.connect("127.0.0.1", b.port):
+        pass
+
+
+def test_listen_explicit_port(bridge_factory, backends):
+    echo = backends.echo()
+    port = free_port()
+    b = bridge_factory(target=echo.addr, listen=f"127.0.0.1:{port}")
+    assert b.port == port
+
+
+# ---------------------------------------------------------------------------------------------
+# Reload
+
+
+def status_for(b, token: str) -> int:
+    try:
+        resp = http_exchange(b.connect_host, b.port, upgrade_request(b.connect_host, b.port, f"/?token={token}"))
+    except OSError as e:
+        rc = b.wait_exit(1)
+        if rc is not None:
+            pytest.fail(f"the bridge exited with {rc} (-1 = killed by SIGHUP); request failed with {e!r}")
+        raise
+    return resp.status
+
+
+def test_sighup_right_after_ready_does_not_kill(bridge_factory, backends, tmp_path):
+    """'listening on' is the readiness signal: SIGHUP sent at once must reload, not kill."""
+    echo = backends.echo()
+    f = write_token_file(tmp_path / "tokens.conf", {"a": echo.addr})
+    for attempt in range(20):  # the race, when present, shows in most attempts
+        b = bridge_factory("--targets", f)
+        b.signal(signal.SIGHUP)
+        rc = b.wait_exit(0.3)
+        assert rc is None, f"attempt {attempt}: SIGHUP right after 'listening on' ended the bridge with {rc}"
+        assert status_for(b, "a") == 101
+        b.stop()
+
+
+def wait_status(b, token: str, status: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = status_for(b, token)
+        if last == status:
+            return
+        time.sleep(0.1)  # polling the bridge's state
+    pytest.fail(f"token {token!r}: status {last}, expected {status} within {timeout}s; stderr:\n{b.log()}")
+
+
+def test_reload_on_sighup(bridge_factory, backends, tmp_path):
+    ea, eb = backends.echo(), backends.echo()
+    f = write_token_file(tmp_path / "tokens.conf", {"a": ea.addr, "k": ea.addr})
+    b = bridge_factory("--targets", f)
+    assert status_for(b, "b") == 404
+    with ws_connect(b.url("/?token=a")) as revoked, ws_connect(b.url("/?token=k")) as kept:
+        for ws, text in ((revoked, b"before reload"), (kept, b"kept before")):
+            ws.send(text)
+            assert ws.recv(timeout=10) == text
+
+        write_token_file(f, {"b": eb.addr, "k": ea.addr})
+        b.signal(signal.SIGHUP)
+        wait_status(b, "a", 404)
+        wait_status(b, "b", 101)
+        with ws_connect(b.url("/?token=b")) as new:
+            new.send(b"new target")
+            assert new.recv(timeout=10) == b"new target"
+
+        # the session whose token was removed is closed with 1008; the one whose target is unchanged is not touched
+        with pytest.raises(ConnectionClosed) as closed:
+            revoked.recv(timeout=10)
+        assert closed.value.rcvd is not None and (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "token revoked")
+        kept.send(b"after reload")
+        assert kept.recv(timeout=10) == b"after reload"
+
+        # a broken file keeps the previous targets and logs FILE:LINE:
+        mark = len(b.stderr.snapshot())
+        write_atomic(f, "# broken\nb: " + eb.addr + "\nbroken line without separator\n")
+        b.signal(signal.SIGHUP)
+        m = b.stderr.wait_for(re.escape(str(f)) + r":3:", 10, start=mark)
+        assert m, f"no '{f}:3:' error line after reloading a broken file; stderr:\n{b.log()}"
+        err_line = m.string
+        assert "error" in err_line.lower(), err_line
+        assert b.proc.poll() is None, "bridge exited on a broken reload"
+        assert status_for(b, "b") == 101
+        assert status_for(b, "a") == 404
+        with ws_connect(b.url("/?token=b")) as again:
+            again.send(b"still works")
+            assert again.recv(timeout=10) == b"still works"
+        kept.send(b"old still alive")
+        assert kept.recv(timeout=10) == b"old still alive"
+
+
+def test_reload_by_polling_without_signal(bridge_factory, backends, tmp_path):
+    ea, eb = backends.echo(), backends.echo()
+    f = write_token_file(tmp_path / "tokens.conf", {"a": ea.addr})
+    b = bridge_factory("--targets", f)
+    assert status_for(b, "a") == 101
+    write_token_file(f, {"a": ea.addr, "c": eb.addr})
+    wait_status(b, "c", 101, timeout=10)
+    assert status_for(b, "a") == 101
+
+
+def test_reload_yaml_on_sighup(bridge_factory, backends, tmp_path):
+    ea, eb = backends.echo(), backends.echo()
+    f = tmp_path / "targets.yaml"
+    write_atomic(f, f"targets:\n  a: {ea.addr}\n")
+    b = bridge_factory("--targets", f)
+    write_atomic(f, f"targets:\n  b: {eb.addr}\n")
+    b.signal(signal.SIGHUP)
+    wait_status(b, "b", 101)
+    wait_status(b, "a", 404)
+    mark = len(b.stderr.snapshot())
+    write_atomic(f, f"targets:\n  b: {eb.addr}\n  c:\n    backend: {ea.addr}\n    bogus: 1\n")
+    b.signal(signal.SIGHUP)
+    assert b.stderr.wait_for(re.escape(str(f)) + r":5:", 10, start=mark), b.log()
+    assert status_for(b, "b") == 101
+    assert status_for(b, "c") == 404
+
+
+def test_reload_directory(bridge_factory, backends, tmp_path):
+    ea, eb = backends.echo(), backends.echo()
+    d = tmp_path / "targets.d"
+    d.mkdir()
+    write_token_file(d / "one", {"a": ea.addr})
+    b = bridge_factory("--targets", d)
+    assert status_for(b, "a") == 101
+    write_token_file(d / "two", {"b": eb.addr})
+    b.signal(signal.SIGHUP)
+    wait_status(b, "b", 101)
+    assert status_for(b, "a") == 101
+    os.remove(d / "one")
+    b.signal(signal.SIGHUP)
+    wait_status(b, "a", 404)

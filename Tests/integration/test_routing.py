@@ -1,0 +1,208 @@
+"""Routing (issue 3): websockify's token plugins with their data unchanged, every token source and its
+precedence, per-target policy, revocation on reload, and `wsbridge check` (docs/behaviour.md, "Routing")."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from conftest import run_bridge, write_atomic, write_token_file, ws_connect
+from test_cli import status_for, wait_status
+from wsraw import http_exchange, upgrade_request
+
+
+def roundtrip(url: str, payload: bytes = b"ping", **kw) -> None:
+    with ws_connect(url, **kw) as ws:
+        ws.send(payload)
+        assert ws.recv(timeout=10) == payload
+
+
+def status(b, path: str = "/", extra=None) -> int:
+    return http_exchange(b.connect_host, b.port, upgrade_request(b.connect_host, b.port, path, extra=extra)).status
+
+
+# ---------------------------------------------------------------------------------------------
+# websockify's command lines and data, unchanged
+
+
+def test_websockify_token_file_with_comments_tabs_and_ipv6(bridge_factory, backends, tmp_path):
+    echo = backends.echo()
+    port = echo.addr.rsplit(":", 1)[1]
+    f = tmp_path / "websockify.cfg"
+    # The examples of websockify's documentation: comments, a tab after the colon, IPv6 bare and bracketed.
+    f.write_text(f"# comment\nvnc1: 127.0.0.1:{port}\nvnc2:\t127.0.0.1:{port}\nv6: ::1:1\nv6b: [::1]:1\n")
+    b = bridge_factory("--token-plugin", "TokenFile", "--token-source", str(f))
+    roundtrip(b.url("/?token=vnc1"))
+    roundtrip(b.url("/websockify?token=vnc2"))
+    b2 = bridge_factory("--token-plugin", "websockify.token_plugins.TokenFile", "--token-source", str(f))
+    roundtrip(b2.url("/?token=vnc1"))
+    b3 = bridge_factory("--target-config", str(f))
+    roundtrip(b3.url("/?token=vnc1"))
+
+
+def test_read_only_token_file_is_read_once(bridge_factory, backends, tmp_path):
+    echo = backends.echo()
+    f = write_token_file(tmp_path / "tokens", {"a": echo.addr})
+    b = bridge_factory("--token-plugin", "ReadOnlyTokenFile", "--token-source", str(f))
+    write_token_file(f, {"b": echo.addr})
+    b.signal(signal.SIGHUP)
+    # Proof that the change was not picked up: a TokenFile bridge over the same file sees b at once.
+    watcher = bridge_factory("--token-plugin", "TokenFile", "--token-source", str(f))
+    assert status_for(watcher, "b") == 101
+    assert status_for(b, "a") == 101
+    assert status_for(b, "b") == 404
+    assert b.proc.poll() is None, "SIGHUP must not kill a ReadOnlyTokenFile bridge"
+
+
+def test_token_file_name_directory(bridge_factory, backends, tmp_path):
+    echo = backends.echo()
+    d = tmp_path / "tokens.d"
+    d.mkdir()
+    (d / "vnc-1").write_text(echo.addr + "\n")
+    (tmp_path / "outside").write_text(echo.addr + "\n")
+    b = bridge_factory("--token-plugin", "TokenFileName", "--token-source", str(d))
+    roundtrip(b.url("/?token=vnc-1"))
+    for token in ("../outside", "..%2Foutside", "%2e%2e%2foutside", "vnc-1/", ".", "..", "/etc/passwd", "..%252foutside"):
+        assert status(b, f"/?token={token}") == 404, token
+    (d / "vnc-2").write_text(echo.addr)
+    wait_status(b, "vnc-2", 101)
+    os.symlink(tmp_path / "outside", d / "link")
+    wait_status(b, "link", 101)  # a symlinked token file is data, read like any other: it names a backend only
+
+
+def test_unix_domain_socket_directory(bridge_factory, backends, tmp_path):
+    echo = backends.unix_echo()
+    sockdir = os.path.dirname(echo.path)
+    other = tempfile.mkdtemp(prefix="wsbo", dir="/tmp")
+    os.symlink(echo.path, os.path.join(other, "escaped"))
+    os.symlink(echo.path, os.path.join(sockdir, "link"))
+    with open(os.path.join(sockdir, "plain"), "w") as fh:
+        fh.write("not a socket")
+    b = bridge_factory("--token-plugin", "UnixDomainSocketDirectory", "--token-source", sockdir)
+    roundtrip(b.url("/?token=echo.sock"))
+    for token in ("plain", "link", "../" + os.path.basename(other) + "/escaped", "..%2fescaped", "%2e%2e", "missing"):
+        assert status(b, f"/?token={token}") == 404, token
+
+
+def test_unix_target_single_mode(bridge_factory, backends):
+    echo = backends.unix_echo()
+    b = bridge_factory("--unix-target", echo.path)
+    roundtrip(b.url("/"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Token sources
+
+
+def test_every_token_source_and_its_precedence(bridge_factory, backends, tmp_path):
+    e1, e2, e3, e4, e5 = (backends.echo() for _ in range(5))
+    f = write_token_file(tmp_path / "t", {"q": e1.addr, "p": e2.addr, "bearer": e3.addr, "proto": e4.addr, "c": e5.addr})
+    b = bridge_factory("--targets", str(f), "--token-path", "/t/{token}")
+    everything = [("Authorization", "Bearer bearer"), ("Sec-WebSocket-Protocol", "binary, token.proto"), ("Cookie", "token=c")]
+
+    def connect(path: str, extra) -> None:
+        headers = [h for h in extra if h[0] != "Sec-WebSocket-Protocol"]
+        protocols = [p.strip() for h in extra if h[0] == "Sec-WebSocket-Protocol" for p in h[1].split(",")]
+        with ws_connect(b.url(path), additional_headers=headers, subprotocols=protocols or None) as ws:
+            ws.send(b"x")
+            ws.recv(timeout=10)
+
+    # Which backend got the connection tells which source won: each echo backend counts its connections.
+    cases = [
+        ("/t/p?token=q", everything, e1),
+        ("/t/p", everything, e2),
+        ("/", everything, e3),
+        ("/", everything[1:], e4),
+        ("/", everything[2:], e5),
+    ]
+    for path, extra, expected in cases:
+        before = [len(e.conns) for e in (e1, e2, e3, e4, e5)]
+        connect(path, extra)
+        after = [len(e.conns) for e in (e1, e2, e3, e4, e5)]
+        hit = [i for i in range(5) if after[i] > before[i]]
+        assert hit == [(e1, e2, e3, e4, e5).index(expected)], (path, extra, hit)
+
+
+def test_subprotocol_token_alone_is_selected_for_browsers(bridge_factory, backends, tmp_path):
+    echo = backends.echo()
+    f = write_token_file(tmp_path / "t", {"s3cr3t": echo.addr})
+    b = bridge_factory("--targets", str(f))
+    with ws_connect(b.url("/"), subprotocols=["token.s3cr3t"]) as ws:
+        assert ws.subprotocol == "token.s3cr3t"
+        ws.send(b"y")
+        assert ws.recv(timeout=10) == b"y"
+
+
+def test_host_token(bridge_factory, backends, tmp_path):
+    echo = backends.echo()
+    f = write_token_file(tmp_path / "t", {"vnc-7.example.com": echo.addr})
+    b = bridge_factory("--targets", str(f), "--host-token")
+    assert status(b, "/", extra=[("Host", "vnc-7.example.com:6080")]) == 101
+    assert status(b, "/?token=vnc-7.example.com", extra=[("Host", "other.example.com")]) == 404
+
+
+# ---------------------------------------------------------------------------------------------
+# Policy and revocation
+
+
+def test_allow_clients_and_target_idle_timeout(bridge_factory, backends, tmp_path):
+    echo = backends.echo()
+    f = tmp_path / "t.yaml"
+    write_atomic(
+        f,
+        f"targets:\n  local:\n    backend: {echo.addr}\n    allow_clients: [127.0.0.0/8]\n    idle_timeout: 0.5\n"
+        f"  remote:\n    backend: {echo.addr}\n    allow_clients: [10.0.0.0/8]\n",
+    )
+    b = bridge_factory("--targets", str(f))
+    resp = http_exchange(b.connect_host, b.port, upgrade_request(b.connect_host, b.port, "/?token=remote"))
+    assert (resp.status, resp.body) == (403, b"client address not allowed for this target\n"), str(resp)
+    with ws_connect(b.url("/?token=local")) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "idle timeout")
+
+
+def test_revocation_on_backend_change_and_on_revoke_keep(bridge_factory, backends, tmp_path):
+    e1, e2 = backends.echo(), backends.echo()
+    f = tmp_path / "t.yaml"
+    write_atomic(f, f"targets:\n  moved: {e1.addr}\n  pinned:\n    backend: {e1.addr}\n    on_revoke: keep\n  same: {e1.addr}\n")
+    b = bridge_factory("--targets", str(f))
+    with ws_connect(b.url("/?token=moved")) as moved, ws_connect(b.url("/?token=pinned")) as pinned, ws_connect(b.url("/?token=same")) as same:
+        write_atomic(f, f"targets:\n  moved: {e2.addr}\n  same: {e1.addr}\n")
+        b.signal(signal.SIGHUP)
+        with pytest.raises(ConnectionClosed) as closed:
+            moved.recv(timeout=10)
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "target changed")
+        for ws in (pinned, same):
+            ws.send(b"alive")
+            assert ws.recv(timeout=10) == b"alive"
+    roundtrip(b.url("/?token=moved"))  # new sessions follow the new file
+    assert len(e2.conns) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# wsbridge check
+
+
+def test_check_prints_targets_or_every_error(wsbridge_bin, tmp_path):
+    good = tmp_path / "good.yaml"
+    write_atomic(good, "targets:\n  vnc-lab-1: 10.0.0.5:5900\n  named:\n    token: s3cr3t-token-value\n    backend: db:5432\n    max_sessions: 3\n")
+    ok = run_bridge(wsbridge_bin, "check", str(good))
+    out = ok.stdout.decode()
+    assert ok.returncode == 0, ok.stderr
+    assert "named (token s3cr… ) -> db:5432" not in out and "named (token s3cr…) -> db:5432  max_sessions=3" in out, out
+    assert "vnc-lab-1" not in out and "vn… -> 10.0.0.5:5900" in out, "token-only names are redacted: " + out
+    assert "s3cr3t-token-value" not in out
+
+    bad = tmp_path / "bad.cfg"
+    bad.write_text("a: 1.2.3.4:5\nbroken\nb: nohost\n")
+    res = run_bridge(wsbridge_bin, "check", str(bad))
+    assert res.returncode == 1
+    lines = res.stderr.decode().splitlines()
+    assert lines[:2] == [f"{bad}:2: expected 'token: host:port' (a colon and a space after the token)", f"{bad}:3: expected host:port, got 'nohost'"], lines
