@@ -43,6 +43,16 @@ struct CheckCommand: ParsableCommand {
             if let idle = target.idleTimeout { policy.append("idle_timeout=\(idle)s") }
             if let clients = target.allowClients { policy.append("allow_clients=\(clients.map(\.description).joined(separator: ","))") }
             if target.keepOnRevoke { policy.append("on_revoke=keep") }
+            if let tls = target.tls {
+                var parts = ["tls"]
+                if let ca = tls.ca { parts.append("ca=\(ca)") }
+                if let name = tls.serverName { parts.append("server_name=\(name)") }
+                if tls.insecure { parts.append("insecure") }
+                if tls.clientCertificate != nil { parts.append("client_cert") }
+                policy.append(parts.joined(separator: ","))
+            }
+            if let version = target.proxyProtocol { policy.append("proxy_protocol=\(version.rawValue)") }
+            if let names = target.clientCertNames { policy.append("client_cert_names=\(names.joined(separator: ","))") }
             let label = Target.redact(token) == target.name ? target.name : "\(target.name) (token \(Target.redact(token)))"
             print("\(label) -> \(target.backend)\(policy.isEmpty ? "" : "  " + policy.joined(separator: " "))  [\(target.definedAt ?? "")]")
         }

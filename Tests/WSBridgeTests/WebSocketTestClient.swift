@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 
 /// A WebSocket client built on NIO's own client upgrader and frame codec: an implementation independent of the
@@ -54,7 +55,9 @@ final class WebSocketTestClient: Sendable {
         port: Int,
         path: String = "/",
         headers extra: [(String, String)] = [],
-        group: EventLoopGroup
+        group: EventLoopGroup,
+        tls: NIOSSLContext? = nil,
+        serverHostname: String? = nil
     ) async throws -> WebSocketTestClient {
         let (stream, continuation) = AsyncStream<WebSocketFrame>.makeStream()
         // The channel and both promises on one event loop: a refusal's response head is read before the
@@ -65,6 +68,13 @@ final class WebSocketTestClient: Sendable {
         let refused = loop.makePromise(of: String.self)
         let channel = try await ClientBootstrap(group: loop)
             .channelInitializer { channel in
+                if let tls {
+                    do {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverHostname))
+                    } catch {
+                        return channel.eventLoop.makeFailedFuture(error)
+                    }
+                }
                 let catcher = RefusalCatcher(refused)
                 let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 24, automaticErrorHandling: false) {
                     channel, response in

@@ -73,10 +73,20 @@ public struct TargetsLoader: Sendable {
             break
         case .tokenFileNames:
             map = try self.loadTokenFileNames()
+            if let tls = self.defaultTLS {
+                let loaded: BackendTLS
+                do { loaded = try tls.load() } catch { throw TargetsFileError(file: self.path, line: nil, message: "--ssl-target: \(error)") }
+                for (token, target) in map { map[token]?.tls = target.tls ?? loaded }
+            }
             return TargetTable(mode: .tokens(map), origins: try self.allowList(origins))
         case .unixSocketDirectory:
             map = try self.loadSocketDirectory()
             return TargetTable(mode: .tokens(map), origins: try self.allowList(origins))
+        }
+        // --ssl-target: one context for every TCP target without its own `tls:`.
+        let defaultTLS: BackendTLS?
+        do { defaultTLS = try self.defaultTLS.map { try $0.load() } } catch {
+            throw TargetsFileError(file: self.path, line: nil, message: "--ssl-target: \(error)")
         }
         for file in try self.files() {
             let text: String
@@ -94,10 +104,10 @@ public struct TargetsLoader: Sendable {
             let contents = try Self.parse(text, file: file)
             origins += contents.origins
             for var entry in contents.entries {
-                if entry.target.tls == nil, let tls = self.defaultTLS, case .tcp = entry.target.backend {
+                if entry.target.tls == nil, let tls = defaultTLS, case .tcp = entry.target.backend {
                     entry.target.tls = tls
                 }
-                if let tls = entry.target.tls {
+                if let tls = entry.target.tls, tls.context == nil {
                     do {
                         entry.target.tls = try tls.load()
                     } catch let error as TLSFileError {

@@ -1,0 +1,170 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import NIOWebSocket
+import ServiceLifecycle
+import XCTest
+
+@testable import WSBridge
+
+/// TLS over real loopback sockets with NIO's WebSocket client: wss:// and ws:// on one port, and TLS to a backend
+/// with its own CA (verified, and refused when the CA is not trusted). Certificates are made by the openssl CLI.
+final class TLSLoopbackTests: XCTestCase {
+    var group: MultiThreadedEventLoopGroup!
+    var directory: URL!
+    var caFile: String { self.directory.appendingPathComponent("ca.pem").path }
+    var certFile: String { self.directory.appendingPathComponent("server.pem").path }
+    var keyFile: String { self.directory.appendingPathComponent("server.key").path }
+
+    func openssl(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["openssl"] + arguments
+        process.currentDirectoryURL = self.directory
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw XCTSkip("openssl \(arguments.first ?? "") failed") }
+    }
+
+    override func setUp() async throws {
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
+        try self.openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"])
+        try self.openssl([
+            "req", "-x509", "-new", "-key", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=loopback CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+        ])
+        try self.openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "server.key"])
+        try self.openssl(["req", "-new", "-key", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"])
+        try "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n".write(
+            to: self.directory.appendingPathComponent("server.ext"), atomically: true, encoding: .utf8)
+        try self.openssl([
+            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", "7",
+            "-out", "server.pem", "-days", "2", "-extfile", "server.ext",
+        ])
+    }
+
+    override func tearDown() async throws {
+        try? FileManager.default.removeItem(at: self.directory)
+        try await self.group.shutdownGracefully()
+    }
+
+    /// An echo server, over TLS with the test certificate when `tls` is true.
+    func echoServer(tls: Bool) async throws -> Channel {
+        let context = tls ? try NIOSSLContext(configuration: .makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(self.certFile).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: self.keyFile, format: .pem))
+        )) : nil
+        return try await ServerBootstrap(group: self.group)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let context { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context)) }
+                    try channel.pipeline.syncOperations.addHandler(LoopbackTests.EchoHandler())
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+    }
+
+    func withBridge(
+        targets: [String: Target],
+        configure: (inout BridgeConfiguration) throws -> Void = { _ in },
+        _ body: @escaping @Sendable (Int) async throws -> Void
+    ) async throws {
+        var configuration = BridgeConfiguration(host: "127.0.0.1", port: 0)
+        try configure(&configuration)
+        let (ports, portContinuation) = AsyncStream<Int>.makeStream()
+        let server = BridgeServer(
+            configuration: configuration,
+            targets: TargetsStore(fixed: TargetTable(mode: .tokens(targets))),
+            group: self.group,
+            logger: Logger(label: "bridge"),
+            onServerRunning: { portContinuation.yield($0.port!) }
+        )
+        let serviceGroup = ServiceGroup(services: [server], logger: Logger(label: "group"))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await serviceGroup.run() }
+            var iterator = ports.makeAsyncIterator()
+            let port = await iterator.next()!
+            do {
+                try await body(port)
+            } catch {
+                await serviceGroup.triggerGracefulShutdown()
+                throw error
+            }
+            await serviceGroup.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+    }
+
+    func clientContext() throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(self.caFile))
+        return try NIOSSLContext(configuration: configuration)
+    }
+
+    func testWSSAndWSOnOnePortByteExact() async throws {
+        let echo = try await self.echoServer(tls: false)
+        let target = Target(name: "echo", backend: .tcp(host: "127.0.0.1", port: echo.localAddress!.port!))
+        let group = self.group!
+        let tls = try self.clientContext()
+        let settings = ServerTLSSettings(certificates: [.init(certificate: self.certFile, key: self.keyFile)])
+        try await self.withBridge(targets: ["echo": target], configure: { $0.tls = try ServerTLSStore(settings: settings) }) { port in
+            let secure = try await WebSocketTestClient.connect(
+                port: port, path: "/?token=echo", group: group, tls: tls, serverHostname: "localhost"
+            )
+            for size in [1, 65536, 1 << 20] {
+                let payload = (0..<size).map { _ in UInt8.random(in: 0...255) }
+                secure.send(.binary, payload)
+                let received = await secure.receive(count: size)
+                XCTAssertTrue(received == payload, "TLS payload of \(size) bytes differs")
+            }
+            secure.close(code: 1000)
+            let close = await secure.receiveClose()
+            XCTAssertEqual(close?.0, 1000)
+
+            let plain = try await WebSocketTestClient.connect(port: port, path: "/?token=echo", group: group)
+            plain.send(.binary, [1, 2, 3])
+            let received = await plain.receive(count: 3)
+            XCTAssertEqual(received, [1, 2, 3])
+            plain.close(code: 1000)
+            _ = await plain.receiveClose()
+        }
+        try await echo.close()
+    }
+
+    func testBackendTLSWithItsOwnCAAndAnUntrustedOne() async throws {
+        let echo = try await self.echoServer(tls: true)
+        let port = echo.localAddress!.port!
+        let trusted = Target(
+            name: "trusted", backend: .tcp(host: "127.0.0.1", port: port),
+            tls: try BackendTLS(ca: self.caFile, serverName: "localhost").load()
+        )
+        let untrusted = Target(
+            name: "untrusted", backend: .tcp(host: "127.0.0.1", port: port),
+            tls: try BackendTLS(serverName: "localhost").load()
+        )
+        let group = self.group!
+        try await self.withBridge(targets: ["trusted": trusted, "untrusted": untrusted]) { bridgePort in
+            let client = try await WebSocketTestClient.connect(port: bridgePort, path: "/?token=trusted", group: group)
+            let payload = (0..<300_000).map { _ in UInt8.random(in: 0...255) }
+            client.send(.binary, payload)
+            let received = await client.receive(count: payload.count)
+            XCTAssertTrue(received == payload, "payload through a TLS backend differs")
+            client.close(code: 1000)
+            _ = await client.receiveClose()
+
+            let refused = try await WebSocketTestClient.connect(port: bridgePort, path: "/?token=untrusted", group: group)
+            let close = await refused.receiveClose()
+            XCTAssertEqual(close?.0, 1014)
+            XCTAssertEqual(close?.1, "backend TLS certificate not trusted")
+            refused.close(code: 1014)
+        }
+        try await echo.close()
+    }
+}
