@@ -157,10 +157,10 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Flag(name: .customLong("ssl-target"), help: "Connect to backends over TLS (system CAs, certificate and name verified), websockify's option. YAML targets can set 'tls:' each.")
     var sslTarget = false
 
-    @Option(name: .customLong("auth-plugin"), help: ArgumentHelp("websockify compatibility: 'BasicHTTPAuth' with --auth-source user:password.", valueName: "NAME"))
+    @Option(name: .customLong("auth-plugin"), help: ArgumentHelp("websockify compatibility: 'BasicHTTPAuth' with --auth-source user:password, or 'ClientCertCNAuth' with --auth-source 'NAME NAME…' (client certificate CN or SAN; needs --verify-client).", valueName: "NAME"))
     var authPlugin: String?
 
-    @Option(name: .customLong("auth-source"), help: ArgumentHelp("For --auth-plugin BasicHTTPAuth: user:password.", valueName: "ARG"))
+    @Option(name: .customLong("auth-source"), help: ArgumentHelp("For --auth-plugin: user:password (BasicHTTPAuth) or space-separated names (ClientCertCNAuth).", valueName: "ARG"))
     var authSource: String?
 
     @Option(name: .customLong("auth-file"), help: ArgumentHelp("HTTP Basic credentials: lines user:HASH (bcrypt as made by htpasswd -B, $5$/$6$ crypt, yescrypt). Upgrades without valid credentials get 401.", valueName: "FILE"))
@@ -254,15 +254,21 @@ struct WSBridgeCommand: AsyncParsableCommand {
             throw ValidationError("--cafile is for --verify-client")
         }
         if let plugin = self.authPlugin {
-            let name = plugin.split(separator: ".").last.map(String.init) ?? plugin
-            guard name == "BasicHTTPAuth" else {
-                throw ValidationError("--auth-plugin \(plugin) is not supported: use BasicHTTPAuth (or --auth-file; client certificate names go in the targets file as client_cert_names)")
+            switch Self.authPluginName(plugin) {
+            case "BasicHTTPAuth":
+                guard let source = self.authSource else { throw ValidationError("--auth-plugin BasicHTTPAuth needs --auth-source user:password") }
+                do { _ = try BasicAuthenticator.parseSource(source) } catch { throw ValidationError("--auth-source must be user:password") }
+                guard self.authFile == nil else { throw ValidationError("give --auth-plugin BasicHTTPAuth or --auth-file, not both") }
+            case "ClientCertCNAuth":
+                guard self.verifyClient else { throw ValidationError("--auth-plugin ClientCertCNAuth needs --verify-client") }
+                guard let source = self.authSource, !source.split(separator: " ").isEmpty else {
+                    throw ValidationError("--auth-plugin ClientCertCNAuth needs --auth-source 'NAME NAME…'")
+                }
+            default:
+                throw ValidationError("--auth-plugin \(plugin) is not supported: use BasicHTTPAuth or ClientCertCNAuth (or --auth-file)")
             }
-            guard let source = self.authSource else { throw ValidationError("--auth-plugin BasicHTTPAuth needs --auth-source user:password") }
-            do { _ = try BasicAuthenticator.parseSource(source) } catch { throw ValidationError("--auth-source must be user:password") }
-            guard self.authFile == nil else { throw ValidationError("give --auth-plugin BasicHTTPAuth or --auth-file, not both") }
         } else if self.authSource != nil {
-            throw ValidationError("--auth-source needs --auth-plugin BasicHTTPAuth")
+            throw ValidationError("--auth-source needs --auth-plugin BasicHTTPAuth or ClientCertCNAuth")
         }
         do {
             _ = try TrustedProxies(self.trustedProxies)
@@ -481,7 +487,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
             configuration.tls = store
             tlsStore = store
         }
-        if let source = self.authSource {
+        if let source = self.authSource, self.authPlugin.map(Self.authPluginName) == "ClientCertCNAuth" {
+            configuration.clientCertNames = source.split(separator: " ").map(String.init)
+        } else if let source = self.authSource {
             configuration.authenticator = BasicAuthenticator(users: try Self.orExit { try BasicAuthenticator.parseSource(source) })
         } else if let file = self.authFile {
             configuration.authenticator = BasicAuthenticator(users: try Self.orExit { try BasicAuthenticator.loadFile(file) })
@@ -541,6 +549,11 @@ struct WSBridgeCommand: AsyncParsableCommand {
             throw ExitCode.failure
         }
         try await group.shutdownGracefully()
+    }
+
+    /// websockify's plugin name without its module path (`websockify.auth_plugins.BasicHTTPAuth`).
+    static func authPluginName(_ plugin: String) -> String {
+        plugin.split(separator: ".").last.map(String.init) ?? plugin
     }
 
     /// Runs `body`; a file error ends the process with one line on stderr and exit code 1.

@@ -123,6 +123,17 @@ final class AccessTests: XCTestCase {
         XCTAssertEqual(status("/?token=ops", .init(certificateNames: ["bob", "bob.example.test"])).1, "client certificate not allowed for this target")
         XCTAssertEqual(status("/?token=ops", .init(certificateNames: ["alice"])).0, 101)
         XCTAssertEqual(status("/?token=ops", .init(certificateNames: ["carol", "carol@example.test"])).0, 101)
+        // A server-wide list (ClientCertCNAuth) applies to targets without their own.
+        let global = UpgradePolicy(clientCertNames: ["bob"])
+        if case .accept = global.decide(self.request("/?token=open"), targets: table, identity: .init(certificateNames: ["carol"])) {
+            XCTFail("carol accepted by a server-wide list of bob")
+        }
+        if case .reject(let r) = global.decide(self.request("/?token=open"), targets: table, identity: .init(certificateNames: ["BOB"])) {
+            XCTFail("bob refused: \(r)")
+        }
+        if case .reject(let r) = global.decide(self.request("/?token=ops"), targets: table, identity: .init(certificateNames: ["alice"])) {
+            XCTFail("the target's own list must win: \(r)")
+        }
         guard case .reject(let rejection) = policy.decide(self.request("/?token=open"), targets: table, identity: .init(authentication: .missing)) else {
             return XCTFail("accepted")
         }

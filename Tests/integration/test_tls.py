@@ -278,6 +278,14 @@ def test_mutual_tls_accepts_rejects_and_checks_names_per_target(bridge_factory, 
             # TLS 1.3: the alert arrives after the client's Finished, on the first read.
             s.sendall(upgrade_request("localhost", b.port, "/?token=open"))
             read_http_response(s, 10)
+    # websockify's ClientCertCNAuth: one list for every target.
+    cn = bridge_factory(*tls_args(pki.server()), "--verify-client", "--cafile", pki.ca,
+                        "--auth-plugin", "ClientCertCNAuth", "--auth-source", "alice carol", target=echo.addr)
+    with wss(cn, ctx=client_context(pki.ca, alice)) as ws:
+        echo_once(ws, b"alice via ClientCertCNAuth")
+    s, resp = raw_wss(cn, client_context(pki.ca, bob))
+    s.close()
+    assert resp.status == 403, str(resp)
     # Plain connections are refused under --verify-client.
     s = socket.create_connection(("127.0.0.1", b.port), timeout=10)
     s.sendall(upgrade_request("127.0.0.1", b.port, "/?token=open"))

@@ -8,10 +8,14 @@ public struct UpgradePolicy: Sendable {
     public var requireOrigin: Bool
     /// Where tokens are looked for.
     public var tokenSources: TokenSources
+    /// Client certificate names allowed for targets without their own `client_cert_names` (websockify's
+    /// `ClientCertCNAuth`); nil allows every client.
+    public var clientCertNames: [String]?
 
-    public init(requireOrigin: Bool = false, tokenSources: TokenSources = .init()) {
+    public init(requireOrigin: Bool = false, tokenSources: TokenSources = .init(), clientCertNames: [String]? = nil) {
         self.requireOrigin = requireOrigin
         self.tokenSources = tokenSources
+        self.clientCertNames = clientCertNames
     }
 
     /// Where a request may carry its token, and in which order they are tried.
@@ -160,7 +164,7 @@ public struct UpgradePolicy: Sendable {
         if let origin, let allowed = target.origins ?? targets.origins, !allowed.allows(origin) {
             return .reject(.init(.origin, .forbidden, "origin not allowed"))
         }
-        if let allowed = target.clientCertNames, !Self.allows(allowed, names: identity.certificateNames) {
+        if let allowed = target.clientCertNames ?? self.clientCertNames, !Self.allows(allowed, names: identity.certificateNames) {
             let reason = identity.certificateNames == nil ? "client certificate required" : "client certificate not allowed for this target"
             return .reject(.init(.clientCertificate, .forbidden, reason))
         }

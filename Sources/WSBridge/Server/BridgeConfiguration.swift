@@ -57,6 +57,8 @@ public struct BridgeConfiguration: Sendable {
     public var tls: ServerTLSStore?
     /// HTTP Basic authentication for upgrades (and static files with `--web-auth`); nil requires none.
     public var authenticator: BasicAuthenticator?
+    /// Client certificate names allowed for targets without their own list (`--auth-plugin ClientCertCNAuth`).
+    public var clientCertNames: [String]?
     /// Proxies whose `X-Forwarded-For`/`Forwarded` headers (and PROXY headers) are believed.
     public var trustedProxies = try! TrustedProxies([])
     /// Every connection starts with a PROXY protocol header (v1 or v2) from a load balancer.

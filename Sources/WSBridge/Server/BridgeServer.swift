@@ -198,7 +198,8 @@ public final class BridgeServer: Service, Sendable {
         connection.clientKey = Self.clientKey(channel.remoteAddress)
         let policy = UpgradePolicy(
             requireOrigin: self.configuration.requireOrigin,
-            tokenSources: self.configuration.tokenSources
+            tokenSources: self.configuration.tokenSources,
+            clientCertNames: self.configuration.clientCertNames
         )
         let targets = self.targets
 
