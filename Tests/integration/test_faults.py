@@ -185,8 +185,11 @@ def test_backend_that_never_reads_a_flooding_client_is_bounded_and_ends_within_c
     assert flood_line, lines
     assert time.monotonic() - vanished <= 1 + 3, "session not ended within --close-timeout 1 (+3 s slack)"
     assert metadata(flood_line[0], "code") == "1006", flood_line[0]
+    # The bridge holds at most its write buffer's high water mark (256 KiB) and a few reads; the rest waits in
+    # kernel buffers. RSS also keeps what the allocator does not give back, so the bound is loose (as in
+    # test_backpressure.py) but far below the 256 MiB offered.
     growth = rss.peak - idle
-    assert growth < 16 * 1024, f"RSS grew {growth} KiB while a client flooded a backend that does not read"
+    assert growth < 32 * 1024, f"RSS grew {growth} KiB while a client flooded a backend that does not read"
 
     release.set()
     conn = hold.wait_conn()
