@@ -7,6 +7,8 @@ let package = Package(
     products: [
         .executable(name: "wsbridge", targets: ["WSBridgeCLI"]),
         .library(name: "WSBridge", targets: ["WSBridge"]),
+        // Benchmarks/run's load generator and TCP backend; not part of the wsbridge binary.
+        .executable(name: "wsbridge-bench", targets: ["WSBridgeBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -39,6 +41,14 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The load generator depends on SwiftNIO only, so it measures any bridge the same way.
+        .executableTarget(
+            name: "WSBridgeBench",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         .testTarget(
