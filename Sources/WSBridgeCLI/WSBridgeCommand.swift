@@ -68,6 +68,21 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("shutdown-timeout"), help: ArgumentHelp("Seconds live sessions get after Close 1001 on SIGTERM/SIGINT.", valueName: "S"))
     var shutdownTimeout: Double = 10
 
+    @Option(name: .customLong("read-buffer"), help: ArgumentHelp("Largest read from either socket of a session, in bytes (reads grow to it while full). Each backend read is one WebSocket message.", valueName: "BYTES"))
+    var readBuffer: Int = 64 << 10
+
+    @Option(name: .customLong("reads-per-cycle"), help: ArgumentHelp("Reads from one socket per event-loop turn. A session may take in up to N x --read-buffer beyond --write-buffer-high before backpressure stops it.", valueName: "N"))
+    var readsPerCycle: Int = 4
+
+    @Option(name: .customLong("write-buffer-high"), help: ArgumentHelp("Bytes queued for a socket above which the other side of the session stops being read (backpressure).", valueName: "BYTES"))
+    var writeBufferHigh: Int = 256 << 10
+
+    @Option(name: .customLong("write-buffer-low"), help: ArgumentHelp("Bytes queued for a socket below which reading the other side resumes.", valueName: "BYTES"))
+    var writeBufferLow: Int = 64 << 10
+
+    @Option(name: .customLong("threads"), help: ArgumentHelp("Event loop threads; each session lives on one. Default: one per core.", valueName: "N"))
+    var threads: Int?
+
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "LEVEL"))
     var logLevel: String = "info"
 
@@ -106,6 +121,12 @@ struct WSBridgeCommand: AsyncParsableCommand {
             throw ValidationError("\(name) must be 0 (off) or a positive number of seconds")
         }
         guard self.maxFrameSize > 0 else { throw ValidationError("--max-frame-size must be positive") }
+        guard self.readBuffer >= 64 else { throw ValidationError("--read-buffer must be at least 64 bytes") }
+        guard self.writeBufferLow >= 0, self.writeBufferHigh > self.writeBufferLow else {
+            throw ValidationError("--write-buffer-high must be larger than --write-buffer-low (and that at least 0)")
+        }
+        guard self.readsPerCycle >= 1 else { throw ValidationError("--reads-per-cycle must be at least 1") }
+        guard (self.threads ?? 1) >= 1 else { throw ValidationError("--threads must be at least 1") }
         guard Logger.Level(rawValue: self.logLevel.lowercased()) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
@@ -185,9 +206,12 @@ struct WSBridgeCommand: AsyncParsableCommand {
             pongTimeout: Self.seconds(self.pongTimeout),
             maxFrameSize: self.maxFrameSize,
             closeTimeout: Self.seconds(self.closeTimeout),
-            shutdownTimeout: Self.seconds(self.shutdownTimeout)
+            shutdownTimeout: Self.seconds(self.shutdownTimeout),
+            writeBufferWaterMark: .init(low: self.writeBufferLow, high: self.writeBufferHigh),
+            readBufferSize: self.readBuffer,
+            maxReadsPerCycle: self.readsPerCycle
         )
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: self.threads ?? System.coreCount)
         let server = BridgeServer(configuration: configuration, targets: store, group: group, logger: logger)
         var services: [any Service] = [server]
         if store.loader != nil {
