@@ -216,6 +216,7 @@ final class EchoScenario: Scenario {
     var rtts: [UInt64] = []
     var measureFrom: UInt64 = 0
     var completed = 0
+    var allRoundTrips = 0
     var mismatch = false
     var errors: [String] = []
     var stopping = false
@@ -263,6 +264,7 @@ final class EchoScenario: Scenario {
         connection.counter += UInt64(buffer.readableBytes)
         if connection.counter >= UInt64(options.size) {
             let now = nowNanos()
+            self.allRoundTrips += 1
             if now >= self.measureFrom && !self.stopping {
                 self.rtts.append(now - connection.sentAt)
             }
@@ -288,6 +290,7 @@ final class EchoScenario: Scenario {
             ("p50_us", jsonNumber(percentile(0.50))),
             ("p99_us", jsonNumber(percentile(0.99))),
             ("round_trips", "\(sorted.count)"),
+            ("all_round_trips", "\(self.allRoundTrips)"),
             ("mismatch", self.mismatch ? "true" : "false"),
         ]
     }
