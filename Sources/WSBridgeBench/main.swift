@@ -5,12 +5,14 @@ import NIOPosix
 import Glibc
 #endif
 
-// wsbridge-bench: the load generator and TCP backend of Benchmarks/run. Depends on SwiftNIO only.
+// wsbridge-bench: the load generator and TCP backend of Benchmarks/run (SwiftNIO only), and micro-benchmarks.
 //
 //   wsbridge-bench backend --mode echo|sink|source|hold [--port N] [--chunk BYTES] [--ack-every BYTES]
 //   wsbridge-bench client ws://HOST:PORT/PATH | tcp://HOST:PORT --scenario S [options]
 //       scenarios: upload, download, echo, handshake, hold, flood
 //       options:   --size BYTES  --sessions N  --warmup S  --seconds S  --flood-cap BYTES
+//
+//   wsbridge-bench micro [--seconds S]        the frame decoder alone, in GB/s
 //
 // The client prints one JSON object on its last stdout line. `hold` and `flood` first print `held N` or
 // `flooded BYTES` and wait for a line on stdin before closing.
@@ -23,6 +25,7 @@ func usage() -> Never {
     printErr("usage: wsbridge-bench backend --mode echo|sink|source|hold [--port N] [--chunk BYTES] [--ack-every BYTES]")
     printErr("       wsbridge-bench client ws://HOST:PORT/PATH|tcp://HOST:PORT --scenario upload|download|echo|handshake|hold|flood")
     printErr("              [--size BYTES] [--sessions N] [--warmup S] [--seconds S] [--flood-cap BYTES]")
+    printErr("       wsbridge-bench micro [--seconds S]")
     exit(64)
 }
 
@@ -97,6 +100,9 @@ case "client":
     options.seconds = arguments.double("seconds", 3)
     options.floodCap = arguments.int("flood-cap", 32 << 20)
     runClient(options)
+
+case "micro":
+    runMicro(seconds: arguments.double("seconds", 0.5))
 
 default:
     usage()
