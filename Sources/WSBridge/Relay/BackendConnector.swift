@@ -112,7 +112,9 @@ struct BackendConnector: Sendable {
     /// target asks for it (the handshake completes before the connection counts as made).
     static func sockets(
         connectTimeout: TimeAmount,
-        writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark
+        writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark,
+        readBufferSize: Int = 64 << 10,
+        maxReadsPerCycle: Int = 4
     ) -> BackendConnector {
         BackendConnector { request, eventLoop in
             let handshake: EventLoopPromise<Void>? = request.tls != nil ? eventLoop.makePromise() : nil
@@ -120,6 +122,8 @@ struct BackendConnector: Sendable {
                 .connectTimeout(connectTimeout)
                 .channelOption(.allowRemoteHalfClosure, value: true)
                 .channelOption(.writeBufferWaterMark, value: writeBufferWaterMark)
+                .channelOption(.recvAllocator, value: BridgeConfiguration.recvAllocator(maximum: readBufferSize))
+                .channelOption(.maxMessagesPerRead, value: UInt(max(1, maxReadsPerCycle)))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
