@@ -42,6 +42,24 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("token-source"), help: ArgumentHelp("The file or directory of --token-plugin.", valueName: "PATH"))
     var tokenSource: String?
 
+    @Option(name: .customLong("token-cache-ttl"), help: ArgumentHelp("Seconds a token service's answer (TokenRedis) is reused; 0 = ask every time.", valueName: "S"))
+    var tokenCacheTTL: Double = 5
+
+    @Option(name: .customLong("token-cache-negative-ttl"), help: ArgumentHelp("Seconds an unknown token stays unknown without asking the token service again.", valueName: "S"))
+    var tokenCacheNegativeTTL: Double = 1
+
+    @Option(name: .customLong("token-stale-for"), help: ArgumentHelp("While the token service is unreachable, keep admitting a token whose last answer is at most S seconds old; 0 = refuse (503).", valueName: "S"))
+    var tokenStaleFor: Double = 0
+
+    @Option(name: .customLong("redis-username"), help: ArgumentHelp("TokenRedis: ACL user name for AUTH (the password is the 4th field of --token-source).", valueName: "NAME"))
+    var redisUsername: String?
+
+    @Option(name: .customLong("redis-revoke-channel"), help: ArgumentHelp("TokenRedis: pub/sub channel whose messages (a token each) close that token's live sessions with 1008; 'off' disables.", valueName: "NAME"))
+    var redisRevokeChannel: String = "wsbridge:revoke"
+
+    @Option(name: .customLong("redis-timeout"), help: ArgumentHelp("TokenRedis: bound for connecting to Redis and for each lookup, in seconds.", valueName: "S"))
+    var redisTimeout: Double = 1
+
     @Option(name: .customLong("token-path"), help: ArgumentHelp("Also take the token from a path segment, e.g. /t/{token}.", valueName: "TEMPLATE"))
     var tokenPath: String?
 
@@ -140,10 +158,17 @@ struct WSBridgeCommand: AsyncParsableCommand {
             throw ValidationError("at most two positional arguments: [SOURCE_ADDR:]SOURCE_PORT [TARGET_HOST:TARGET_PORT]")
         }
         if let plugin = self.tokenPlugin {
-            guard Self.plugin(named: plugin) != nil else {
+            guard Self.plugin(named: plugin) != nil || Self.isRedisPlugin(plugin) else {
                 throw ValidationError(
-                    "--token-plugin \(plugin) is not supported; use TokenFile, ReadOnlyTokenFile, TokenFileName or UnixDomainSocketDirectory"
+                    "--token-plugin \(plugin) is not supported; use TokenFile, ReadOnlyTokenFile, TokenFileName, UnixDomainSocketDirectory or TokenRedis"
                 )
+            }
+            if Self.isRedisPlugin(plugin), let source = self.tokenSource {
+                do {
+                    _ = try RedisTokenSource.parse(source)
+                } catch {
+                    throw ValidationError("\(error)")
+                }
             }
             guard self.tokenSource != nil else { throw ValidationError("--token-plugin \(plugin) needs --token-source PATH") }
             guard self.targets == nil else { throw ValidationError("give --targets or --token-plugin, not both") }
@@ -155,7 +180,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
                 throw ValidationError("--token-path must be a path with one {token} segment, such as /t/{token}")
             }
         }
-        let modes = [self.positionalTarget != nil, self.targetsPath != nil, self.unixTarget != nil].filter { $0 }.count
+        let modes = [self.positionalTarget != nil, self.targetsPath != nil || self.redisSource != nil, self.unixTarget != nil].filter { $0 }.count
         guard modes <= 1 else {
             throw ValidationError("choose one of: a positional TARGET_HOST:TARGET_PORT, --targets FILE, --unix-target PATH")
         }
@@ -166,10 +191,15 @@ struct WSBridgeCommand: AsyncParsableCommand {
             ("--handshake-timeout", self.handshakeTimeout), ("--connect-timeout", self.connectTimeout),
             ("--pong-timeout", self.pongTimeout), ("--close-timeout", self.closeTimeout),
             ("--shutdown-timeout", self.shutdownTimeout),
+            ("--redis-timeout", self.redisTimeout),
         ] where !(value > 0) {
             throw ValidationError("\(name) must be a positive number of seconds")
         }
-        for (name, value) in [("--idle-timeout", self.idleTimeout), ("--ping-interval", self.pingInterval)] where !(value >= 0) {
+        for (name, value) in [
+            ("--idle-timeout", self.idleTimeout), ("--ping-interval", self.pingInterval),
+            ("--token-cache-ttl", self.tokenCacheTTL), ("--token-cache-negative-ttl", self.tokenCacheNegativeTTL),
+            ("--token-stale-for", self.tokenStaleFor),
+        ] where !(value >= 0) {
             throw ValidationError("\(name) must be 0 (off) or a positive number of seconds")
         }
         for (name, value) in [
@@ -208,7 +238,20 @@ struct WSBridgeCommand: AsyncParsableCommand {
         }
     }
 
-    private var targetsPath: String? { self.targets ?? self.tokenSource }
+    private var targetsPath: String? {
+        if let plugin = self.tokenPlugin, Self.isRedisPlugin(plugin) { return nil }
+        return self.targets ?? self.tokenSource
+    }
+
+    /// The token source is Redis (websockify's `TokenRedis`), looked up per connection rather than loaded.
+    private var redisSource: String? {
+        guard let plugin = self.tokenPlugin, Self.isRedisPlugin(plugin) else { return nil }
+        return self.tokenSource
+    }
+
+    static func isRedisPlugin(_ name: String) -> Bool {
+        (name.split(separator: ".").last.map(String.init) ?? name) == "TokenRedis"
+    }
 
     /// websockify's plugin names (also as dotted paths such as websockify.token_plugins.TokenFile): the format
     /// and whether the source is reloaded.
@@ -248,7 +291,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
 
     /// Every option and whether it takes a value, for `WSBRIDGE_…` environment variables.
     static let environmentOptions: [(String, EnvironmentArguments.Kind)] = [
-        ("targets", .option), ("token-plugin", .option), ("token-source", .option), ("token-path", .option), ("host-token", .flag), ("unix-target", .option),
+        ("targets", .option), ("token-plugin", .option), ("token-source", .option), ("token-path", .option),
+        ("token-cache-ttl", .option), ("token-cache-negative-ttl", .option), ("token-stale-for", .option),
+        ("redis-username", .option), ("redis-revoke-channel", .option), ("redis-timeout", .option), ("host-token", .flag), ("unix-target", .option),
         ("origin", .repeatable), ("require-origin", .flag), ("handshake-timeout", .option),
         ("connect-timeout", .option), ("idle-timeout", .option), ("ping-interval", .option),
         ("pong-timeout", .option), ("max-frame-size", .option), ("close-timeout", .option),
@@ -309,6 +354,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("wsbridge: \(error)\n".utf8))
                 throw ExitCode.failure
             }
+        } else if self.redisSource != nil {
+            // Tokens are looked up in Redis per connection; the table itself stays empty.
+            store = TargetsStore(fixed: TargetTable(mode: .tokens([:]), origins: origins))
         } else {
             let backend: BackendAddress
             if let unix = self.unixTarget {
@@ -370,7 +418,41 @@ struct WSBridgeCommand: AsyncParsableCommand {
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let metrics = BridgeMetrics()
-        let server = BridgeServer(configuration: configuration, targets: store, group: group, logger: logger, metrics: metrics)
+        var resolver: RedisTokenResolver?
+        if let source = self.redisSource {
+            var parsed = try RedisTokenSource.parse(source)
+            parsed.endpoint.username = self.redisUsername
+            resolver = RedisTokenResolver(
+                source: parsed,
+                revokeChannel: self.redisRevokeChannel == "off" ? nil : self.redisRevokeChannel,
+                cache: .init(
+                    ttl: Self.seconds(self.tokenCacheTTL),
+                    negativeTTL: Self.seconds(self.tokenCacheNegativeTTL),
+                    staleFor: Self.seconds(self.tokenStaleFor)
+                ),
+                timeout: Self.seconds(self.redisTimeout),
+                group: group,
+                logger: logger
+            )
+            logger.info(
+                "tokens from redis",
+                metadata: [
+                    "redis": "\(parsed.endpoint.host):\(parsed.endpoint.port)", "db": "\(parsed.endpoint.database)",
+                    "namespace": "\(parsed.namespace)", "revoke_channel": "\(self.redisRevokeChannel)",
+                ]
+            )
+        }
+        let server = BridgeServer(
+            configuration: configuration,
+            targets: store,
+            group: group,
+            logger: logger,
+            metrics: metrics,
+            resolver: resolver
+        )
+        if let resolver {
+            resolver.onRevoke { [weak server] token in server?.revokeSessions(token: token) }
+        }
         // Shutdown runs in reverse order: the bridge drains while the metrics listener still answers /readyz.
         var services: [any Service] = []
         if self.metricsListen != "off" {
@@ -387,6 +469,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
                 )
             )
         }
+        if let resolver { services.append(resolver) }
         services.append(server)
         // ReadOnlyTokenFile reads once: no watcher (SIGHUP stays trapped, and does nothing).
         if store.loader != nil, self.tokenPlugin.flatMap(Self.plugin(named:))?.reloads ?? true {

@@ -18,6 +18,8 @@ public struct HTTPRejection: Error, Equatable, Sendable, CustomStringConvertible
         case limit
         /// Over the per-client handshake rate.
         case rate
+        /// The token service (Redis, …) could not answer.
+        case tokenService = "token_service"
     }
 
     public var kind: Kind

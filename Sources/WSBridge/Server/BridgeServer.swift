@@ -26,6 +26,8 @@ public final class BridgeServer: Service, Sendable {
     /// Live sessions with the token and target they were admitted with, for revocation on reload.
     private let sessions = NIOLockedValueBox<[ObjectIdentifier: (token: String, target: Target, channel: Channel)]>([:])
     private let backends = ChannelRegistry()
+    /// Asked for tokens the targets table does not know (Redis, …); nil when tokens come from files only.
+    public let resolver: (any TokenResolver)?
 
     /// - Parameter onServerRunning: called with the bound address once the server listens (the real port when
     ///   the configuration asked for port 0).
@@ -36,6 +38,7 @@ public final class BridgeServer: Service, Sendable {
         logger: Logger,
         metrics: BridgeMetrics = BridgeMetrics(),
         readiness: Readiness = Readiness(),
+        resolver: (any TokenResolver)? = nil,
         onServerRunning: (@Sendable (SocketAddress) -> Void)? = nil
     ) {
         self.init(
@@ -49,6 +52,7 @@ public final class BridgeServer: Service, Sendable {
                 connectTimeout: configuration.connectTimeout,
                 writeBufferWaterMark: configuration.writeBufferWaterMark
             ),
+            resolver: resolver,
             onServerRunning: onServerRunning
         )
     }
@@ -61,8 +65,10 @@ public final class BridgeServer: Service, Sendable {
         metrics: BridgeMetrics = BridgeMetrics(),
         readiness: Readiness = Readiness(),
         connector: BackendConnector,
+        resolver: (any TokenResolver)? = nil,
         onServerRunning: (@Sendable (SocketAddress) -> Void)? = nil
     ) {
+        self.resolver = resolver
         self.configuration = configuration
         self.targets = targets
         self.group = group
@@ -95,6 +101,23 @@ public final class BridgeServer: Service, Sendable {
         if revoked > 0 {
             self.logger.info("closing sessions whose target was removed or changed", metadata: ["sessions": "\(revoked)"])
         }
+    }
+
+    /// Closes (1008 `token revoked`) the live sessions admitted with `token`, unless their target says
+    /// `on_revoke: keep` (a revocation published by a token service). Returns how many were closed.
+    @discardableResult
+    public func revokeSessions(token: String, reason: String = "token revoked") -> Int {
+        let live = self.sessions.withLockedValue { $0.values.filter { $0.token == token && !$0.target.keepOnRevoke } }
+        for session in live {
+            session.channel.pipeline.fireUserInboundEventTriggered(BridgeRevocationEvent(reason: reason))
+        }
+        if !live.isEmpty {
+            self.logger.info(
+                "closing sessions of a revoked token",
+                metadata: ["sessions": "\(live.count)", "target": "\(Target.redact(token))"]
+            )
+        }
+        return live.count
     }
 
     /// Number of open client connections (handshaking or in session).
@@ -276,7 +299,47 @@ public final class BridgeServer: Service, Sendable {
             connection.rejection = rejection
             return channel.eventLoop.makeSucceededFuture(nil)
         }
-        switch policy.decide(head, targets: self.targets.current, client: client) {
+        let table = self.targets.current
+        let decision = policy.decide(head, targets: table, client: client)
+        if let resolver = self.resolver, case .reject(let rejection) = decision, rejection.kind == .unknownToken,
+            let token = policy.token(in: head)
+        {
+            // Not in the loaded table: ask the token service, without blocking the event loop.
+            return resolver.resolve(token, on: channel.eventLoop).flatMap { resolution in
+                switch resolution {
+                case .found(let backend):
+                    let target = Target(name: Target.redact(token), backend: backend)
+                    let resolved = TargetTable(mode: .tokens([token: target]), origins: table.origins)
+                    return self.admit(
+                        policy.decide(head, targets: resolved, client: client),
+                        channel: channel,
+                        client: client,
+                        connection: connection
+                    )
+                case .notFound:
+                    connection.rejection = rejection
+                case .unavailable(let reason):
+                    connection.rejection = HTTPRejection(
+                        .tokenService,
+                        .serviceUnavailable,
+                        reason,
+                        headers: [("Retry-After", "5")]
+                    )
+                }
+                return channel.eventLoop.makeSucceededFuture(nil)
+            }
+        }
+        return self.admit(decision, channel: channel, client: client, connection: connection)
+    }
+
+    /// Applies the session limits to an admission decision, then connects the backend.
+    private func admit(
+        _ decision: UpgradePolicy.Decision,
+        channel: Channel,
+        client: String,
+        connection: ConnectionState
+    ) -> EventLoopFuture<HTTPHeaders?> {
+        switch decision {
         case .reject(let rejection):
             connection.rejection = rejection
             return channel.eventLoop.makeSucceededFuture(nil)
