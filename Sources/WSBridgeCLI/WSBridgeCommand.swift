@@ -60,6 +60,18 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("redis-timeout"), help: ArgumentHelp("TokenRedis: bound for connecting to Redis and for each lookup, in seconds.", valueName: "S"))
     var redisTimeout: Double = 1
 
+    @Option(name: .customLong("jwt-leeway"), help: ArgumentHelp("JWTTokenApi: seconds of clock skew allowed for exp and nbf.", valueName: "S"))
+    var jwtLeeway: Double = 5
+
+    @Option(name: .customLong("jwt-audience"), help: ArgumentHelp("JWTTokenApi: require this value in the token's aud claim.", valueName: "AUD"))
+    var jwtAudience: String?
+
+    @Flag(name: .customLong("jwt-close-at-exp"), help: "JWTTokenApi: close a session with 1008 'token expired' when its token's exp passes.")
+    var jwtCloseAtExp = false
+
+    @Option(name: .customLong("jwt-issuer"), help: ArgumentHelp("JWTTokenApi: require this iss claim.", valueName: "ISS"))
+    var jwtIssuer: String?
+
     @Option(name: .customLong("token-path"), help: ArgumentHelp("Also take the token from a path segment, e.g. /t/{token}.", valueName: "TEMPLATE"))
     var tokenPath: String?
 
@@ -158,9 +170,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
             throw ValidationError("at most two positional arguments: [SOURCE_ADDR:]SOURCE_PORT [TARGET_HOST:TARGET_PORT]")
         }
         if let plugin = self.tokenPlugin {
-            guard Self.plugin(named: plugin) != nil || Self.isRedisPlugin(plugin) else {
+            guard Self.plugin(named: plugin) != nil || Self.isRedisPlugin(plugin) || Self.isJWTPlugin(plugin) else {
                 throw ValidationError(
-                    "--token-plugin \(plugin) is not supported; use TokenFile, ReadOnlyTokenFile, TokenFileName, UnixDomainSocketDirectory or TokenRedis"
+                    "--token-plugin \(plugin) is not supported; use TokenFile, ReadOnlyTokenFile, TokenFileName, UnixDomainSocketDirectory, TokenRedis or JWTTokenApi"
                 )
             }
             if Self.isRedisPlugin(plugin), let source = self.tokenSource {
@@ -171,7 +183,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
                 }
             }
             guard self.tokenSource != nil else { throw ValidationError("--token-plugin \(plugin) needs --token-source PATH") }
-            guard self.targets == nil else { throw ValidationError("give --targets or --token-plugin, not both") }
+            guard self.targets == nil || Self.isJWTPlugin(plugin) else {
+                throw ValidationError("give --targets or --token-plugin, not both (except JWTTokenApi, whose 'target' claim names a target of --targets)")
+            }
         } else if self.tokenSource != nil {
             throw ValidationError("--token-source needs --token-plugin TokenFile")
         }
@@ -180,7 +194,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
                 throw ValidationError("--token-path must be a path with one {token} segment, such as /t/{token}")
             }
         }
-        let modes = [self.positionalTarget != nil, self.targetsPath != nil || self.redisSource != nil, self.unixTarget != nil].filter { $0 }.count
+        let modes = [self.positionalTarget != nil, self.targetsPath != nil || self.redisSource != nil || self.jwtSource != nil, self.unixTarget != nil].filter { $0 }.count
         guard modes <= 1 else {
             throw ValidationError("choose one of: a positional TARGET_HOST:TARGET_PORT, --targets FILE, --unix-target PATH")
         }
@@ -198,7 +212,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         for (name, value) in [
             ("--idle-timeout", self.idleTimeout), ("--ping-interval", self.pingInterval),
             ("--token-cache-ttl", self.tokenCacheTTL), ("--token-cache-negative-ttl", self.tokenCacheNegativeTTL),
-            ("--token-stale-for", self.tokenStaleFor),
+            ("--token-stale-for", self.tokenStaleFor), ("--jwt-leeway", self.jwtLeeway),
         ] where !(value >= 0) {
             throw ValidationError("\(name) must be 0 (off) or a positive number of seconds")
         }
@@ -239,8 +253,18 @@ struct WSBridgeCommand: AsyncParsableCommand {
     }
 
     private var targetsPath: String? {
-        if let plugin = self.tokenPlugin, Self.isRedisPlugin(plugin) { return nil }
+        if let plugin = self.tokenPlugin, Self.isRedisPlugin(plugin) || Self.isJWTPlugin(plugin) { return self.targets }
         return self.targets ?? self.tokenSource
+    }
+
+    /// The key file or directory of websockify's `JWTTokenApi`.
+    private var jwtSource: String? {
+        guard let plugin = self.tokenPlugin, Self.isJWTPlugin(plugin) else { return nil }
+        return self.tokenSource
+    }
+
+    static func isJWTPlugin(_ name: String) -> Bool {
+        (name.split(separator: ".").last.map(String.init) ?? name) == "JWTTokenApi"
     }
 
     /// The token source is Redis (websockify's `TokenRedis`), looked up per connection rather than loaded.
@@ -293,7 +317,8 @@ struct WSBridgeCommand: AsyncParsableCommand {
     static let environmentOptions: [(String, EnvironmentArguments.Kind)] = [
         ("targets", .option), ("token-plugin", .option), ("token-source", .option), ("token-path", .option),
         ("token-cache-ttl", .option), ("token-cache-negative-ttl", .option), ("token-stale-for", .option),
-        ("redis-username", .option), ("redis-revoke-channel", .option), ("redis-timeout", .option), ("host-token", .flag), ("unix-target", .option),
+        ("redis-username", .option), ("redis-revoke-channel", .option), ("redis-timeout", .option),
+        ("jwt-leeway", .option), ("jwt-audience", .option), ("jwt-issuer", .option), ("jwt-close-at-exp", .flag), ("host-token", .flag), ("unix-target", .option),
         ("origin", .repeatable), ("require-origin", .flag), ("handshake-timeout", .option),
         ("connect-timeout", .option), ("idle-timeout", .option), ("ping-interval", .option),
         ("pong-timeout", .option), ("max-frame-size", .option), ("close-timeout", .option),
@@ -354,7 +379,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("wsbridge: \(error)\n".utf8))
                 throw ExitCode.failure
             }
-        } else if self.redisSource != nil {
+        } else if self.redisSource != nil || self.jwtSource != nil {
             // Tokens are looked up in Redis per connection; the table itself stays empty.
             store = TargetsStore(fixed: TargetTable(mode: .tokens([:]), origins: origins))
         } else {
@@ -419,6 +444,26 @@ struct WSBridgeCommand: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let metrics = BridgeMetrics()
         var resolver: RedisTokenResolver?
+        var jwt: JWTTokenResolver?
+        if let keys = self.jwtSource {
+            do {
+                jwt = try await JWTTokenResolver(
+                    path: keys,
+                    options: .init(
+                        leeway: self.jwtLeeway,
+                        audience: self.jwtAudience,
+                        issuer: self.jwtIssuer,
+                        closeAtExpiry: self.jwtCloseAtExp
+                    ),
+                    targets: store,
+                    logger: logger
+                )
+            } catch {
+                FileHandle.standardError.write(Data("wsbridge: \(error)\n".utf8))
+                throw ExitCode.failure
+            }
+            logger.info("signed tokens (JWS)", metadata: ["keys": "\(jwt!.keyCount)", "source": "\(keys)"])
+        }
         if let source = self.redisSource {
             var parsed = try RedisTokenSource.parse(source)
             parsed.endpoint.username = self.redisUsername
@@ -448,11 +493,12 @@ struct WSBridgeCommand: AsyncParsableCommand {
             group: group,
             logger: logger,
             metrics: metrics,
-            resolver: resolver
+            resolver: resolver ?? jwt
         )
         if let resolver {
             resolver.onRevoke { [weak server] token in server?.revokeSessions(token: token) }
         }
+        let tokenService: (any Service)? = resolver ?? jwt
         // Shutdown runs in reverse order: the bridge drains while the metrics listener still answers /readyz.
         var services: [any Service] = []
         if self.metricsListen != "off" {
@@ -469,7 +515,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
                 )
             )
         }
-        if let resolver { services.append(resolver) }
+        if let tokenService { services.append(tokenService) }
         services.append(server)
         // ReadOnlyTokenFile reads once: no watcher (SIGHUP stays trapped, and does nothing).
         if store.loader != nil, self.tokenPlugin.flatMap(Self.plugin(named:))?.reloads ?? true {

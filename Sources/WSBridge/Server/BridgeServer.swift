@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -24,7 +25,7 @@ public final class BridgeServer: Service, Sendable {
     public let limiter: AdmissionLimiter
     private let clients = ChannelRegistry()
     /// Live sessions with the token and target they were admitted with, for revocation on reload.
-    private let sessions = NIOLockedValueBox<[ObjectIdentifier: (token: String, target: Target, channel: Channel)]>([:])
+    private let sessions = NIOLockedValueBox<[ObjectIdentifier: (token: String, target: Target, channel: Channel, resolved: Bool)]>([:])
     private let backends = ChannelRegistry()
     /// Asked for tokens the targets table does not know (Redis, …); nil when tokens come from files only.
     public let resolver: (any TokenResolver)?
@@ -87,7 +88,7 @@ public final class BridgeServer: Service, Sendable {
         guard case .tokens(let map) = table.mode else { return }
         let live = self.sessions.withLockedValue { Array($0.values) }
         var revoked = 0
-        for session in live where !session.target.keepOnRevoke {
+        for session in live where !session.target.keepOnRevoke && !session.resolved {
             let reason: String
             if let now = map[session.token] {
                 guard now.backend != session.target.backend else { continue }
@@ -307,8 +308,8 @@ public final class BridgeServer: Service, Sendable {
             // Not in the loaded table: ask the token service, without blocking the event loop.
             return resolver.resolve(token, on: channel.eventLoop).flatMap { resolution in
                 switch resolution {
-                case .found(let backend):
-                    let target = Target(name: Target.redact(token), backend: backend)
+                case .found(let target):
+                    connection.resolvedByService = true
                     let resolved = TargetTable(mode: .tokens([token: target]), origins: table.origins)
                     return self.admit(
                         policy.decide(head, targets: resolved, client: client),
@@ -318,6 +319,8 @@ public final class BridgeServer: Service, Sendable {
                     )
                 case .notFound:
                     connection.rejection = rejection
+                case .invalid(let reason):
+                    connection.rejection = HTTPRejection(.invalidToken, .forbidden, reason)
                 case .unavailable(let reason):
                     connection.rejection = HTTPRejection(
                         .tokenService,
@@ -404,8 +407,15 @@ public final class BridgeServer: Service, Sendable {
             if let token = admission.token {
                 let id = ObjectIdentifier(channel)
                 let sessions = self.sessions
-                sessions.withLockedValue { $0[id] = (token, admission.target, channel) }
+                let resolved = connection.resolvedByService
+                sessions.withLockedValue { $0[id] = (token, admission.target, channel, resolved) }
                 channel.closeFuture.whenComplete { _ in sessions.withLockedValue { _ = $0.removeValue(forKey: id) } }
+            }
+            if let deadline = admission.target.sessionDeadline {
+                let close = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(max(0, deadline.timeIntervalSinceNow) * 1e9))) {
+                    channel.pipeline.fireUserInboundEventTriggered(BridgeRevocationEvent(reason: "token expired"))
+                }
+                channel.closeFuture.whenComplete { _ in close.cancel() }
             }
             try sync.addHandler(FrameDecoderHandler(maxFrameSize: self.configuration.maxFrameSize))
             try sync.addHandler(

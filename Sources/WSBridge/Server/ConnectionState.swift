@@ -16,6 +16,9 @@ final class ConnectionState: @unchecked Sendable {
     var selfCheck = false
     /// Answers requests that are not upgraded; removed when the session is installed.
     var fallbackHandler: HTTPFallbackHandler?
+    /// The target came from a token service (Redis, a signed token), not from the loaded targets: a reload of the
+    /// targets file does not revoke the session.
+    var resolvedByService = false
 
     init(guardHandler: ConnectionGuard, logger: Logger) {
         self.guardHandler = guardHandler

@@ -62,7 +62,7 @@ public final class RedisTokenResolver: TokenResolver, Service {
 
     public func resolve(_ token: String, on eventLoop: EventLoop) -> EventLoopFuture<TokenResolution> {
         if let cached = self.cache.fresh(token) {
-            return eventLoop.makeSucceededFuture(cached.map { .found($0) } ?? .notFound)
+            return eventLoop.makeSucceededFuture(cached.map { .found(Self.target(token, $0)) } ?? .notFound)
         }
         let cache = self.cache
         let logger = self.logger
@@ -77,15 +77,20 @@ public final class RedisTokenResolver: TokenResolver, Service {
                 return .notFound
             }
             cache.store(token, backend)
-            return .found(backend)
+            return .found(Self.target(token, backend))
         }.recover { error in
             if let backend = cache.stale(token) {
                 logger.debug("redis unavailable; using the last known backend of \(Target.redact(token))")
-                return .found(backend)
+                return .found(Self.target(token, backend))
             }
             logger.debug("token lookup failed: \(error)")
             return .unavailable("token service unavailable: redis unreachable")
         }
+    }
+
+    /// A token-only target: logged by a short prefix of its token.
+    static func target(_ token: String, _ backend: BackendAddress) -> Target {
+        Target(name: Target.redact(token), backend: backend)
     }
 
     public func run() async throws {

@@ -2,8 +2,12 @@ import NIOCore
 
 /// What a token service says about a token.
 public enum TokenResolution: Sendable, Equatable {
-    case found(BackendAddress)
+    /// The target to use (a token service may name one of the loaded targets, with its policy).
+    case found(Target)
     case notFound
+    /// The token is recognisably meant for this service but not acceptable (a signed token that is expired, badly
+    /// signed, for another audience…): 403 with this reason.
+    case invalid(String)
     /// The service cannot answer now (unreachable, timed out): new sessions get 503 with this reason.
     case unavailable(String)
 }
