@@ -19,6 +19,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
         // Signed tokens (JWTTokenApi): JWS verification, HS256/384/512, RS256, ES256, EdDSA, JWK sets.
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        // Token HTTP API (BaseTokenAPI/JSONTokenApi): GET with timeouts, pooled connections, TLS.
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.21.0"),
     ],
     targets: [
         .target(
@@ -36,6 +38,7 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
         .executableTarget(

@@ -60,6 +60,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("redis-timeout"), help: ArgumentHelp("TokenRedis: bound for connecting to Redis and for each lookup, in seconds.", valueName: "S"))
     var redisTimeout: Double = 1
 
+    @Option(name: .customLong("token-api-timeout"), help: ArgumentHelp("BaseTokenAPI/JSONTokenApi: bound for each HTTP lookup (connect and answer), in seconds.", valueName: "S"))
+    var tokenAPITimeout: Double = 2
+
     @Option(name: .customLong("jwt-leeway"), help: ArgumentHelp("JWTTokenApi: seconds of clock skew allowed for exp and nbf.", valueName: "S"))
     var jwtLeeway: Double = 5
 
@@ -170,10 +173,17 @@ struct WSBridgeCommand: AsyncParsableCommand {
             throw ValidationError("at most two positional arguments: [SOURCE_ADDR:]SOURCE_PORT [TARGET_HOST:TARGET_PORT]")
         }
         if let plugin = self.tokenPlugin {
-            guard Self.plugin(named: plugin) != nil || Self.isRedisPlugin(plugin) || Self.isJWTPlugin(plugin) else {
+            guard Self.plugin(named: plugin) != nil || Self.isRedisPlugin(plugin) || Self.isJWTPlugin(plugin)
+                || Self.apiFormat(plugin) != nil
+            else {
                 throw ValidationError(
-                    "--token-plugin \(plugin) is not supported; use TokenFile, ReadOnlyTokenFile, TokenFileName, UnixDomainSocketDirectory, TokenRedis or JWTTokenApi"
+                    "--token-plugin \(plugin) is not supported; use TokenFile, ReadOnlyTokenFile, TokenFileName, UnixDomainSocketDirectory, TokenRedis, JWTTokenApi, BaseTokenAPI or JSONTokenApi"
                 )
+            }
+            if Self.apiFormat(plugin) != nil, let url = self.tokenSource {
+                guard url.hasPrefix("http://") || url.hasPrefix("https://"), url.contains("%s") else {
+                    throw ValidationError("--token-plugin \(plugin) needs --token-source http(s)://…%s… (the token replaces %s)")
+                }
             }
             if Self.isRedisPlugin(plugin), let source = self.tokenSource {
                 do {
@@ -194,7 +204,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
                 throw ValidationError("--token-path must be a path with one {token} segment, such as /t/{token}")
             }
         }
-        let modes = [self.positionalTarget != nil, self.targetsPath != nil || self.redisSource != nil || self.jwtSource != nil, self.unixTarget != nil].filter { $0 }.count
+        let modes = [self.positionalTarget != nil, self.targetsPath != nil || self.redisSource != nil || self.jwtSource != nil || self.apiSource != nil, self.unixTarget != nil].filter { $0 }.count
         guard modes <= 1 else {
             throw ValidationError("choose one of: a positional TARGET_HOST:TARGET_PORT, --targets FILE, --unix-target PATH")
         }
@@ -205,7 +215,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
             ("--handshake-timeout", self.handshakeTimeout), ("--connect-timeout", self.connectTimeout),
             ("--pong-timeout", self.pongTimeout), ("--close-timeout", self.closeTimeout),
             ("--shutdown-timeout", self.shutdownTimeout),
-            ("--redis-timeout", self.redisTimeout),
+            ("--redis-timeout", self.redisTimeout), ("--token-api-timeout", self.tokenAPITimeout),
         ] where !(value > 0) {
             throw ValidationError("\(name) must be a positive number of seconds")
         }
@@ -253,7 +263,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
     }
 
     private var targetsPath: String? {
-        if let plugin = self.tokenPlugin, Self.isRedisPlugin(plugin) || Self.isJWTPlugin(plugin) { return self.targets }
+        if let plugin = self.tokenPlugin, Self.isRedisPlugin(plugin) || Self.isJWTPlugin(plugin) || Self.apiFormat(plugin) != nil {
+            return self.targets
+        }
         return self.targets ?? self.tokenSource
     }
 
@@ -261,6 +273,20 @@ struct WSBridgeCommand: AsyncParsableCommand {
     private var jwtSource: String? {
         guard let plugin = self.tokenPlugin, Self.isJWTPlugin(plugin) else { return nil }
         return self.tokenSource
+    }
+
+    /// websockify's HTTP token APIs: BaseTokenAPI answers `host:port`, JSONTokenApi JSON.
+    static func apiFormat(_ name: String) -> HTTPTokenResolver.Format? {
+        switch name.split(separator: ".").last.map(String.init) ?? name {
+        case "BaseTokenAPI": return .text
+        case "JSONTokenApi": return .json
+        default: return nil
+        }
+    }
+
+    private var apiSource: (url: String, format: HTTPTokenResolver.Format)? {
+        guard let plugin = self.tokenPlugin, let format = Self.apiFormat(plugin), let url = self.tokenSource else { return nil }
+        return (url, format)
     }
 
     static func isJWTPlugin(_ name: String) -> Bool {
@@ -318,7 +344,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         ("targets", .option), ("token-plugin", .option), ("token-source", .option), ("token-path", .option),
         ("token-cache-ttl", .option), ("token-cache-negative-ttl", .option), ("token-stale-for", .option),
         ("redis-username", .option), ("redis-revoke-channel", .option), ("redis-timeout", .option),
-        ("jwt-leeway", .option), ("jwt-audience", .option), ("jwt-issuer", .option), ("jwt-close-at-exp", .flag), ("host-token", .flag), ("unix-target", .option),
+        ("token-api-timeout", .option), ("jwt-leeway", .option), ("jwt-audience", .option), ("jwt-issuer", .option), ("jwt-close-at-exp", .flag), ("host-token", .flag), ("unix-target", .option),
         ("origin", .repeatable), ("require-origin", .flag), ("handshake-timeout", .option),
         ("connect-timeout", .option), ("idle-timeout", .option), ("ping-interval", .option),
         ("pong-timeout", .option), ("max-frame-size", .option), ("close-timeout", .option),
@@ -379,7 +405,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("wsbridge: \(error)\n".utf8))
                 throw ExitCode.failure
             }
-        } else if self.redisSource != nil || self.jwtSource != nil {
+        } else if self.redisSource != nil || self.jwtSource != nil || self.apiSource != nil {
             // Tokens are looked up in Redis per connection; the table itself stays empty.
             store = TargetsStore(fixed: TargetTable(mode: .tokens([:]), origins: origins))
         } else {
@@ -487,18 +513,34 @@ struct WSBridgeCommand: AsyncParsableCommand {
                 ]
             )
         }
+        var api: HTTPTokenResolver?
+        if let (url, format) = self.apiSource {
+            api = HTTPTokenResolver(
+                urlTemplate: url,
+                format: format,
+                cache: .init(
+                    ttl: Self.seconds(self.tokenCacheTTL),
+                    negativeTTL: Self.seconds(self.tokenCacheNegativeTTL),
+                    staleFor: Self.seconds(self.tokenStaleFor)
+                ),
+                timeout: Self.seconds(self.tokenAPITimeout),
+                group: group,
+                logger: logger
+            )
+            logger.info("tokens from an HTTP API", metadata: ["url": "\(url)"])
+        }
         let server = BridgeServer(
             configuration: configuration,
             targets: store,
             group: group,
             logger: logger,
             metrics: metrics,
-            resolver: resolver ?? jwt
+            resolver: (resolver as (any TokenResolver)?) ?? jwt ?? api
         )
         if let resolver {
             resolver.onRevoke { [weak server] token in server?.revokeSessions(token: token) }
         }
-        let tokenService: (any Service)? = resolver ?? jwt
+        let tokenService: (any Service)? = resolver ?? jwt ?? api
         // Shutdown runs in reverse order: the bridge drains while the metrics listener still answers /readyz.
         var services: [any Service] = []
         if self.metricsListen != "off" {
