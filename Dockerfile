@@ -5,6 +5,7 @@
 #
 # Arguments after the image name replace CMD, e.g. `docker run IMAGE 6080 vnc.internal:5900`.
 # Not built in this project's CI (it has no Docker engine); the build stage uses the Swift release CI tests with (6.3).
+# scripts/docker-proof replays it there: this build command, then the runtime stage in a debootstrap'd bookworm-slim.
 
 # ---- build: a release binary with the Swift runtime and Foundation linked in statically ----
 FROM swift:6.3-bookworm AS build
@@ -29,7 +30,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates tzdata \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --user-group --no-log-init --uid 10001 \
+    && groupadd --system --gid 10001 wsbridge \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 \
         --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin wsbridge \
     && mkdir -p /etc/wsbridge
 
@@ -44,6 +46,8 @@ EXPOSE 6080
 
 # SIGTERM (docker stop) closes live sessions with 1001 within --shutdown-timeout (10 s, docker's own grace
 # period): use `docker stop -t 15` or a shorter --shutdown-timeout so the drain is never cut short.
-# HEALTHCHECK: none yet. A later version adds a /healthz endpoint; a HEALTHCHECK on it belongs here then.
+# Healthy when /readyz on the metrics listener (127.0.0.1:9680 inside the container) answers 200: a real
+# WebSocket upgrade through the main listener succeeded. No curl in the image: the binary probes itself.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=5s --retries=3 CMD ["wsbridge", "healthcheck"]
 ENTRYPOINT ["wsbridge"]
 CMD ["--targets", "/etc/wsbridge/targets.yaml", "6080"]

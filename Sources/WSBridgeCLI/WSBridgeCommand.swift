@@ -24,7 +24,8 @@ struct WSBridgeCommand: AsyncParsableCommand {
             flags as WSBRIDGE_REQUIRE_ORIGIN=1, repeatable options comma-separated (WSBRIDGE_ORIGIN=a,b), the \
             positional arguments as WSBRIDGE_LISTEN and WSBRIDGE_TARGET. The command line wins.
 
-            `wsbridge check FILE` validates a targets file without starting a server.
+            `wsbridge check FILE` validates a targets file without starting a server; `wsbridge healthcheck` \
+            exits 0 when the health endpoint answers 200 (for Docker's HEALTHCHECK).
 
             Handshake statuses and close codes: docs/behaviour.md.
             """
@@ -360,6 +361,10 @@ struct WSBridgeCommand: AsyncParsableCommand {
     static func main() async {
         if CommandLine.arguments.dropFirst().first == "check" {
             CheckCommand.main(Array(CommandLine.arguments.dropFirst(2)))
+            return
+        }
+        if CommandLine.arguments.dropFirst().first == "healthcheck" {
+            await HealthcheckCommand.main(Array(CommandLine.arguments.dropFirst(2)))
             return
         }
         let command: WSBridgeCommand

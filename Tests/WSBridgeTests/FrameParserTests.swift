@@ -5,8 +5,13 @@ import XCTest
 
 final class FrameParserTests: XCTestCase {
     /// Feeds `bytes` in chunks of `chunk` bytes (keeping leftovers, as the handler does) and collects events.
-    private func parse(_ bytes: [UInt8], chunk: Int = .max, maxFrameSize: UInt64 = 1 << 20) -> ([FrameParser.Event], FrameParser.Failure?) {
-        var parser = FrameParser(maxFrameSize: maxFrameSize)
+    private func parse(
+        _ bytes: [UInt8],
+        chunk: Int = .max,
+        maxFrameSize: UInt64 = 1 << 20,
+        reportsDataFrames: Bool = false
+    ) -> ([FrameParser.Event], FrameParser.Failure?) {
+        var parser = FrameParser(maxFrameSize: maxFrameSize, reportsDataFrames: reportsDataFrames)
         var events: [FrameParser.Event] = []
         var pending = ByteBuffer()
         var offset = 0
@@ -133,6 +138,69 @@ final class FrameParserTests: XCTestCase {
         XCTAssertEqual(self.parse(huge.bytes).1, FrameParser.Failure(.tooBig, "frame too big"))
         XCTAssertEqual(self.parse(FrameBuilder.binary(Array(repeating: 1, count: 1025)).bytes, maxFrameSize: 1024).1?.code, .tooBig)
         XCTAssertNil(self.parse(FrameBuilder.binary(Array(repeating: 1, count: 1024)).bytes, maxFrameSize: 1024).1)
+    }
+
+    func testDataFrameHeadersAreReportedOnlyWhenAsked() {
+        var bytes = FrameBuilder.text("héllo", fin: false).bytes
+        bytes += FrameBuilder(opcode: 0x9, payload: [7]).bytes
+        bytes += FrameBuilder(opcode: 0x0, payload: [], fin: false).bytes
+        bytes += FrameBuilder(opcode: 0x0, payload: Array(" wörld".utf8), fin: true).bytes
+        bytes += FrameBuilder.binary([]).bytes
+        bytes += FrameBuilder.binary(Array(repeating: 0xAB, count: 300)).bytes
+        typealias Header = FrameParser.DataFrameHeader
+        let expectedHeaders: [Header] = [
+            Header(opcode: .text, fin: false, length: 6),
+            Header(opcode: .continuation, fin: false, length: 0),
+            Header(opcode: .continuation, fin: true, length: 7),
+            Header(opcode: .binary, fin: true, length: 0),
+            Header(opcode: .binary, fin: true, length: 300),
+        ]
+        for chunk in [1, 2, 5, 64, 10_000] {
+            let (events, failure) = self.parse(bytes, chunk: chunk, reportsDataFrames: true)
+            XCTAssertNil(failure, "chunk \(chunk)")
+            let headers = events.compactMap { event -> Header? in
+                if case .dataFrame(let header) = event { return header }
+                return nil
+            }
+            XCTAssertEqual(headers, expectedHeaders, "chunk \(chunk)")
+            // Every header comes before its payload, and the payload adds up to the announced length.
+            var remaining: UInt64 = 0
+            for event in events {
+                switch event {
+                case .dataFrame(let header):
+                    XCTAssertEqual(remaining, 0, "chunk \(chunk): a header inside the previous frame's payload")
+                    remaining = header.length
+                case .data(let buffer):
+                    XCTAssertGreaterThan(buffer.readableBytes, 0)
+                    remaining -= UInt64(buffer.readableBytes)
+                default:
+                    break
+                }
+            }
+            XCTAssertEqual(remaining, 0)
+            XCTAssertEqual(self.payloadBytes(events), Array("héllo wörld".utf8) + Array(repeating: 0xAB, count: 300))
+            XCTAssertTrue(events.contains(.ping(ByteBuffer(bytes: [7]))))
+        }
+        // The relay's parser reports payload only.
+        let (relayEvents, relayFailure) = self.parse(bytes, chunk: 3)
+        XCTAssertNil(relayFailure)
+        XCTAssertFalse(relayEvents.contains { if case .dataFrame = $0 { return true } else { return false } })
+    }
+
+    func testAnEmptyFinalFrameThatLeavesUTF8IncompleteFailsBeforeItsHeaderIsReported() {
+        let euro = Array("€".utf8)
+        var bytes = FrameBuilder(opcode: 0x1, payload: [euro[0], euro[1]], fin: false).bytes
+        bytes += FrameBuilder(opcode: 0x0, payload: [], fin: true).bytes
+        for reports in [false, true] {
+            let (events, failure) = self.parse(bytes, reportsDataFrames: reports)
+            XCTAssertEqual(failure, FrameParser.Failure(.invalidPayload, "invalid UTF-8 in text message"))
+            XCTAssertFalse(events.contains(.dataFrame(.init(opcode: .continuation, fin: true, length: 0))))
+        }
+        // Likewise the last piece of a non-empty final frame is never handed out.
+        let truncated = FrameBuilder(opcode: 0x1, payload: Array("ab".utf8) + [euro[0]]).bytes
+        let (events, failure) = self.parse(truncated, reportsDataFrames: true)
+        XCTAssertEqual(failure?.code, .invalidPayload)
+        XCTAssertEqual(events, [.dataFrame(.init(opcode: .text, fin: true, length: 3))])
     }
 
     func testFailureIsSticky() {

@@ -70,6 +70,24 @@ final class TargetsParserTests: XCTestCase {
         XCTAssertEqual(byToken["vnc-lab-1"]?.line, 3)
     }
 
+    func testYAMLEchoTargets() throws {
+        let text = """
+            targets:
+              selftest: { echo: true }
+              probe:
+                token: health-probe-token
+                echo: true
+                origins: ["https://status.example.com"]
+            """
+        let contents = try YAMLTargetsParser.parse(text, file: "t.yaml")
+        XCTAssertEqual(contents.entries.map(\.token), ["selftest", "health-probe-token"])
+        XCTAssertEqual(contents.entries.map(\.target.backend), [.echo, .echo])
+        XCTAssertEqual(contents.entries.map(\.target.name), ["se…", "probe"])
+        XCTAssertEqual(contents.entries[1].target.origins?.entries, ["https://status.example.com"])
+        XCTAssertEqual(contents.entries.map(\.line), [2, 3])
+        XCTAssertEqual(BackendAddress.echo.description, "echo")
+    }
+
     func testYAMLErrorsNameTheLine() {
         let cases: [(String, Int, String)] = [
             ("targets:\n  a: 1.2.3.4:5\nextra: 1\n", 3, "unknown key 'extra'"),
@@ -77,8 +95,14 @@ final class TargetsParserTests: XCTestCase {
             ("targets:\n  a:\n    origins: [x]\n", 3, "invalid origin"),
             ("targets:\n  a:\n    backend: nope\n", 3, "expected host:port"),
             ("targets:\n  a: [1, 2\n", 3, "invalid YAML"),
-            ("targets:\n  a:\n    backend: 1.2.3.4:5\n    unix: /x\n", 4, "not both"),
+            ("targets:\n  a:\n    backend: 1.2.3.4:5\n    unix: /x\n", 4, "not several"),
             ("targets:\n  a:\n    unix: relative.sock\n", 3, "absolute path"),
+            ("targets:\n  a:\n    echo: false\n", 3, "'echo' must be true"),
+            ("targets:\n  a:\n    echo: yes please\n", 3, "'echo' must be true"),
+            ("targets:\n  a:\n    echo: true\n    backend: 1.2.3.4:5\n", 4, "not several"),
+            ("targets:\n  a:\n    unix: /x\n    echo: true\n", 4, "not several"),
+            ("targets:\n  a:\n    echo: true\n    echoes: 2\n", 4, "unknown key 'echoes'"),
+            ("targets:\n  a:\n    token: t\n", 2, "'echo: true'"),
         ]
         for (text, line, fragment) in cases {
             XCTAssertThrowsError(try YAMLTargetsParser.parse(text, file: "t.yaml")) { error in

@@ -57,9 +57,13 @@ final class WebSocketTestClient: Sendable {
         group: EventLoopGroup
     ) async throws -> WebSocketTestClient {
         let (stream, continuation) = AsyncStream<WebSocketFrame>.makeStream()
-        let upgraded = group.next().makePromise(of: String?.self)
-        let refused = group.next().makePromise(of: String.self)
-        let channel = try await ClientBootstrap(group: group)
+        // The channel and both promises on one event loop: a refusal's response head is read before the
+        // connection closes, so its callback runs first. (On different loops the close could win the race and
+        // report "closed" instead of the status: it did, once the server set TCP_NODELAY for real.)
+        let loop = group.next()
+        let upgraded = loop.makePromise(of: String?.self)
+        let refused = loop.makePromise(of: String.self)
+        let channel = try await ClientBootstrap(group: loop)
             .channelInitializer { channel in
                 let catcher = RefusalCatcher(refused)
                 let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 24, automaticErrorHandling: false) {

@@ -436,3 +436,16 @@ def test_web_auth_applies_the_origin_rules_to_files(bridge_factory, backends, we
     assert (refused.status, refused.body) == (403, b"origin not allowed\n"), str(refused)
     open_files = bridge_factory("--web", str(web_root), "--origin", "https://app.example.com", target=echo.addr)
     assert get(open_files.connect_host, open_files.port, "/app.js", headers="Origin: https://evil.example.com\r\n").status == 200
+
+
+def test_healthcheck_subcommand_for_docker(bridge_factory, backends, wsbridge_bin):
+    echo = backends.echo()
+    b = bridge_factory("--metrics-listen", "127.0.0.1:0", target=echo.addr)
+    port = metrics_port(b)
+    ok = subprocess.run([wsbridge_bin, "healthcheck", "--address", f"127.0.0.1:{port}"], capture_output=True, timeout=15)
+    assert ok.returncode == 0 and ok.stdout.decode().startswith("healthy"), ok
+    live = subprocess.run([wsbridge_bin, "healthcheck", "--address", f"127.0.0.1:{port}", "--path", "/healthz"], capture_output=True, timeout=15)
+    assert live.returncode == 0, live
+    b.stop()
+    down = subprocess.run([wsbridge_bin, "healthcheck", "--address", f"127.0.0.1:{port}"], capture_output=True, timeout=15)
+    assert down.returncode == 1 and down.stdout.decode().startswith("unhealthy"), down

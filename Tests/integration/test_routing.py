@@ -206,3 +206,12 @@ def test_check_prints_targets_or_every_error(wsbridge_bin, tmp_path):
     assert res.returncode == 1
     lines = res.stderr.decode().splitlines()
     assert lines[:2] == [f"{bad}:2: expected 'token: host:port' (a colon and a space after the token)", f"{bad}:3: expected host:port, got 'nohost'"], lines
+
+
+def test_hostname_backends_resolve_at_connect_time_with_happy_eyeballs(bridge_factory, backends, tmp_path):
+    # The echo listens on 127.0.0.1 only; "localhost" also resolves to ::1, where nothing listens: the connect
+    # must fall back across address families (NIO's Happy Eyeballs, resolving off the event loop).
+    echo = backends.echo()
+    f = write_token_file(tmp_path / "t", {"byname": f"localhost:{echo.port}"})
+    b = bridge_factory("--targets", str(f))
+    roundtrip(b.url("/?token=byname"))

@@ -12,7 +12,7 @@ import os
 import socket
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

@@ -31,7 +31,10 @@ public struct BackendConnectError: Error, Sendable, Equatable {
 
     static func classify(_ error: Error) -> BackendConnectError {
         let detail = "\(error)"
-        if let channelError = error as? ChannelError, channelError == .connectTimeout(.zero) || "\(channelError)".contains("connectTimeout") {
+        // ChannelError.connectTimeout carries the timeout, so it is matched by case: comparing it with
+        // `.connectTimeout(.zero)` or looking for "connectTimeout" in its description ("Connect timeout (1 s)")
+        // missed it, and a timeout was reported as `backend unreachable`.
+        if Self.isConnectTimeout(error) {
             return .init(kind: .timeout, detail: detail)
         }
         if let connectionError = error as? NIOConnectionError {
@@ -44,7 +47,7 @@ public struct BackendConnectError: Error, Sendable, Equatable {
             if inner.contains(where: { Self.errno(of: $0) == ECONNREFUSED }) {
                 return .init(kind: .refused, detail: detail)
             }
-            if inner.contains(where: { "\($0)".contains("connectTimeout") }) {
+            if inner.contains(where: Self.isConnectTimeout) {
                 return .init(kind: .timeout, detail: detail)
             }
             if inner.isEmpty { return .init(kind: .unresolvable, detail: detail) }
@@ -56,6 +59,11 @@ public struct BackendConnectError: Error, Sendable, Equatable {
         }
         if error is SocketAddressError { return .init(kind: .unresolvable, detail: detail) }
         return .init(kind: .unreachable, detail: detail)
+    }
+
+    private static func isConnectTimeout(_ error: Error) -> Bool {
+        if let channelError = error as? ChannelError, case .connectTimeout = channelError { return true }
+        return false
     }
 
     private static func errno(of error: Error) -> Int32? {
@@ -86,9 +94,12 @@ struct BackendConnector: Sendable {
             let connected: EventLoopFuture<Channel>
             switch address {
             case .tcp(let host, let port):
-                connected = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1).connect(host: host, port: port)
+                connected = bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1).connect(host: host, port: port)
             case .unix(let path):
                 connected = bootstrap.connect(unixDomainSocketPath: path)
+            case .echo:
+                // Echo sessions are made without a backend (BridgeServer.shouldUpgrade); never connected.
+                return eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
             }
             return connected.flatMapThrowing { channel in
                 try channel.pipeline.syncOperations.handler(type: BackendHandler.self)

@@ -14,8 +14,9 @@ final class FrameDecoderHandler: ChannelInboundHandler, RemovableChannelHandler 
     private var pending: ByteBuffer?
     private var failed = false
 
-    init(maxFrameSize: UInt64) {
-        self.parser = FrameParser(maxFrameSize: maxFrameSize)
+    /// - Parameter reportsDataFrames: also pass on data frame headers (`.dataFrame` events), for the echo target.
+    init(maxFrameSize: UInt64, reportsDataFrames: Bool = false) {
+        self.parser = FrameParser(maxFrameSize: maxFrameSize, reportsDataFrames: reportsDataFrames)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

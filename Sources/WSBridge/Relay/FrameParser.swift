@@ -10,6 +10,9 @@ import NIOCore
 public struct FrameParser: Sendable {
     /// What the parser yields.
     public enum Event: Equatable, Sendable {
+        /// The header of a text, binary or continuation frame, before its payload's `.data` events (only when the
+        /// parser was made with `reportsDataFrames`). An empty frame has this event and no `.data`.
+        case dataFrame(DataFrameHeader)
         /// Unmasked payload of a text, binary or continuation frame; never empty.
         case data(ByteBuffer)
         case ping(ByteBuffer)
@@ -29,6 +32,27 @@ public struct FrameParser: Sendable {
         public var description: String { "\(self.code.rawValue) \(self.reason)" }
     }
 
+    /// The opcode of a data frame.
+    public enum DataOpcode: UInt8, Sendable {
+        case continuation = 0x0
+        case text = 0x1
+        case binary = 0x2
+    }
+
+    /// What a data frame's header says: enough to mirror the frame (the echo target) while its payload streams.
+    public struct DataFrameHeader: Equatable, Sendable {
+        public var opcode: DataOpcode
+        public var fin: Bool
+        /// Payload length; the `.data` events that follow add up to it.
+        public var length: UInt64
+
+        public init(opcode: DataOpcode, fin: Bool, length: UInt64) {
+            self.opcode = opcode
+            self.fin = fin
+            self.length = length
+        }
+    }
+
     private enum State: Sendable {
         case header
         case payload(remaining: UInt64, mask: (UInt8, UInt8, UInt8, UInt8), maskOffset: Int, fin: Bool)
@@ -38,14 +62,18 @@ public struct FrameParser: Sendable {
 
     public let maxFrameSize: UInt64
     public let requireMask: Bool
+    /// Whether data frame headers are reported as `.dataFrame` events. The relay does not need them (it forwards
+    /// bytes only) and leaves this off, so that it handles one event per payload chunk and nothing more.
+    public let reportsDataFrames: Bool
     private var state: State = .header
     private var inFragmentedMessage = false
     private var messageIsText = false
     private var utf8 = UTF8Validator()
 
-    public init(maxFrameSize: UInt64 = 64 << 20, requireMask: Bool = true) {
+    public init(maxFrameSize: UInt64 = 64 << 20, requireMask: Bool = true, reportsDataFrames: Bool = false) {
         self.maxFrameSize = maxFrameSize
         self.requireMask = requireMask
+        self.reportsDataFrames = reportsDataFrames
     }
 
     /// Whether a Close frame has been parsed (later bytes are ignored).
@@ -188,7 +216,11 @@ public struct FrameParser: Sendable {
         }
         // A final continuation frame ends the message in `endDataFrame` once its payload is through.
         self.state = .payload(remaining: length, mask: mask, maskOffset: 0, fin: fin)
-        return nil
+        guard self.reportsDataFrames else { return nil }
+        // An empty frame ends here, so that a message it leaves with incomplete UTF-8 fails before its header is
+        // reported (as a last payload chunk is checked before it is handed out).
+        if length == 0 { try self.endDataFrame(fin: fin) }
+        return .dataFrame(DataFrameHeader(opcode: DataOpcode(rawValue: opcode)!, fin: fin, length: length))
     }
 
     private mutating func parseClose(_ payload: ByteBuffer) throws -> Event? {

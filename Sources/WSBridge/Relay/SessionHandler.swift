@@ -16,6 +16,10 @@ public struct BridgeRevocationEvent: Sendable {
 /// frame decoder) and the backend channel (through its `BackendHandler`), answers control frames, applies
 /// backpressure both ways and runs the closing handshake on both legs.
 ///
+/// A session to an echo target has no backend: it sends every data frame back to the client (`EchoFramer`), and
+/// holds client reads while the client cannot take more. Control frames, timers and the client's closing handshake
+/// are the same as a relay's.
+///
 /// Both channels run on the same event loop, so this handler's state needs no locks.
 final class SessionHandler: ChannelDuplexHandler {
     typealias InboundIn = FrameParser.Event
@@ -36,6 +40,9 @@ final class SessionHandler: ChannelDuplexHandler {
     private let target: Target
     private var backend: BackendHandler?
     private let connectFailure: BackendConnectError?
+    /// An echo session: no backend, data frames go back to the client.
+    private let echoes: Bool
+    private var echo = EchoFramer()
     private var logger: Logger
     private let metrics: BridgeMetrics
     private let targetMetrics: BridgeMetrics.TargetMetrics
@@ -83,6 +90,19 @@ final class SessionHandler: ChannelDuplexHandler {
             self.backend = nil
             self.connectFailure = error
         }
+        self.echoes = false
+        self.logger = logger
+        self.metrics = metrics
+        self.targetMetrics = metrics.target(target.name)
+    }
+
+    /// A session to an echo target. Its frame decoder must report data frame headers (`reportsDataFrames`).
+    init(echoing target: Target, configuration: BridgeConfiguration, logger: Logger, metrics: BridgeMetrics) {
+        self.configuration = configuration
+        self.target = target
+        self.backend = nil
+        self.connectFailure = nil
+        self.echoes = true
         self.logger = logger
         self.metrics = metrics
         self.targetMetrics = metrics.target(target.name)
@@ -121,7 +141,10 @@ final class SessionHandler: ChannelDuplexHandler {
                 self.logger.error("cannot record session: \(error)")
             }
         }
-        if let backend = self.backend {
+        if self.echoes {
+            self.logger.info("session open", metadata: ["backend": "\(self.target.backend)"])
+            self.startTimers(context: context)
+        } else if let backend = self.backend {
             if let backendChannel = backend.channel {
                 precondition(
                     backendChannel.eventLoop === context.eventLoop,
@@ -180,6 +203,14 @@ final class SessionHandler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.lastReceived = self.now
         switch self.unwrapInboundIn(data) {
+        case .dataFrame(let header):
+            // Only an echo session's decoder reports frame headers.
+            if let frame = self.echo.frameStarted(header) { self.echoBack(frame, context: context) }
+        case .data(let buffer) where self.echoes:
+            self.bytesUp += UInt64(buffer.readableBytes)
+            self.targetMetrics.bytesUp.increment(by: buffer.readableBytes)
+            self.lastData = self.lastReceived
+            self.echoBack(self.echo.payload(buffer), context: context)
         case .data(let buffer):
             self.bytesUp += UInt64(buffer.readableBytes)
             self.targetMetrics.bytesUp.increment(by: buffer.readableBytes)
@@ -253,6 +284,7 @@ final class SessionHandler: ChannelDuplexHandler {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
             self.backend?.readIfPending()
+            if self.echoes { self.backendBecameWritable() }  // an echo's "backend" is the client itself
         }
         context.fireChannelWritabilityChanged()
     }
@@ -277,9 +309,21 @@ final class SessionHandler: ChannelDuplexHandler {
     func read(context: ChannelHandlerContext) {
         if let backend = self.backend, !self.backendClosed, !self.backendOutputShut, !backend.isWritable {
             self.pendingClientRead = true
+        } else if self.echoes, self.clientPhase == .open, !context.channel.isWritable {
+            // An echo writes what it reads to the client: read no more than the client takes.
+            self.pendingClientRead = true
         } else {
             context.read()
         }
+    }
+
+    /// Sends an echoed frame while the session is open (after our Close, data is no longer sent).
+    private func echoBack(_ frame: WebSocketFrame, context: ChannelHandlerContext) {
+        guard self.clientPhase == .open else { return }
+        self.bytesDown += UInt64(frame.data.readableBytes)
+        self.targetMetrics.bytesDown.increment(by: frame.data.readableBytes)
+        context.write(self.wrapOutboundOut(frame), promise: nil)
+        self.clientNeedsFlush = true
     }
 
     // MARK: backend events
@@ -390,6 +434,8 @@ final class SessionHandler: ChannelDuplexHandler {
         self.clientNeedsFlush = false
         // Backend bytes are no longer wanted: read them only to see its EOF.
         self.backend?.readIfPending()
+        // An echo holds client reads while the client does not read; its Close must still be read.
+        if self.echoes { self.backendBecameWritable() }
     }
 
     private func noteClose(_ code: UInt16, by side: String, reason: String?) {

@@ -173,7 +173,7 @@ public final class BridgeServer: Service, Sendable {
         let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: self.configuration.backlog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: self.configuration.writeBufferWaterMark)
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { [self] channel in
@@ -361,6 +361,10 @@ public final class BridgeServer: Service, Sendable {
             if let subprotocol = admission.subprotocol {
                 headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol)
             }
+            if admission.target.backend == .echo {
+                // An echo target has no backend to connect: the session mirrors the client (SessionHandler).
+                return channel.eventLoop.makeSucceededFuture(headers)
+            }
             let backends = self.backends
             let started = NIODeadline.now()
             let targetMetrics = self.metrics.target(admission.target.name)
@@ -401,9 +405,7 @@ public final class BridgeServer: Service, Sendable {
                 try sync.addHandler(SelfCheckHandler())
                 return
             }
-            guard let admission = connection.admission, let backend = connection.backend else {
-                throw ChannelError.inappropriateOperationForState
-            }
+            guard let admission = connection.admission else { throw ChannelError.inappropriateOperationForState }
             if let token = admission.token {
                 let id = ObjectIdentifier(channel)
                 let sessions = self.sessions
@@ -417,16 +419,30 @@ public final class BridgeServer: Service, Sendable {
                 }
                 channel.closeFuture.whenComplete { _ in close.cancel() }
             }
-            try sync.addHandler(FrameDecoderHandler(maxFrameSize: self.configuration.maxFrameSize))
-            try sync.addHandler(
-                SessionHandler(
+            let echoes = admission.target.backend == .echo
+            let session: SessionHandler
+            if echoes {
+                session = SessionHandler(
+                    echoing: admission.target,
+                    configuration: self.configuration,
+                    logger: connection.logger,
+                    metrics: self.metrics
+                )
+            } else {
+                guard let backend = connection.backend else { throw ChannelError.inappropriateOperationForState }
+                session = SessionHandler(
                     configuration: self.configuration,
                     target: admission.target,
                     backend: backend,
                     logger: connection.logger,
                     metrics: self.metrics
                 )
+            }
+            // An echo mirrors frames, so its decoder reports their headers; the relay's does not need them.
+            try sync.addHandler(
+                FrameDecoderHandler(maxFrameSize: self.configuration.maxFrameSize, reportsDataFrames: echoes)
             )
+            try sync.addHandler(session)
             connection.sessionInstalled = true
         }
     }

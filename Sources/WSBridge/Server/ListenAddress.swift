@@ -14,19 +14,14 @@ public struct ListenAddress: Equatable, Sendable {
             guard (0...65535).contains(port) else { return .failure(.init("invalid port '\(text)'")) }
             return .success(.init(host: nil, port: port))
         }
-        guard let colon = text.lastIndex(of: ":") else {
-            return .failure(.init("expected [SOURCE_ADDR:]SOURCE_PORT, got '\(text)'"))
+        switch BackendAddress.splitHostPort(text, ports: 0...65535, expected: "[SOURCE_ADDR:]SOURCE_PORT") {
+        case .failure(let error):
+            return .failure(error)
+        case .success(let parts):
+            if !parts.bracketed && parts.host.contains(":") {
+                return .failure(.init("write an IPv6 listen address in brackets, as [\(parts.host)]:\(parts.port)"))
+            }
+            return .success(.init(host: parts.host.isEmpty ? nil : parts.host, port: parts.port))
         }
-        var host = String(text[..<colon])
-        let portText = text[text.index(after: colon)...]
-        guard let port = Int(portText), (0...65535).contains(port) else {
-            return .failure(.init("invalid port '\(portText)' in '\(text)'"))
-        }
-        if host.hasPrefix("[") && host.hasSuffix("]") {
-            host = String(host.dropFirst().dropLast())
-        } else if host.contains(":") {
-            return .failure(.init("write an IPv6 listen address in brackets, as [\(host)]:\(port)"))
-        }
-        return .success(.init(host: host.isEmpty ? nil : host, port: port))
     }
 }

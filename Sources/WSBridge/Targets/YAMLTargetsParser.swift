@@ -7,6 +7,7 @@ import Yams
 /// targets:
 ///   vnc-lab-1: 10.0.0.5:5900            # shorthand: the key is the token
 ///   console: { unix: /run/console.sock }
+///   selftest: { echo: true }              # no backend: every message comes back
 ///   db:
 ///     token: 6f1c2a...                    # the key is then only a name
 ///     backend: db.internal:5432
@@ -93,18 +94,25 @@ public enum YAMLTargetsParser {
                 let valueLine = value.mark?.line ?? line
                 switch keyNode.string ?? "" {
                 case "backend":
-                    guard backend == nil else {
-                        throw TargetsFileError(file: file, line: valueLine, message: "give 'backend' or 'unix', not both")
-                    }
+                    guard backend == nil else { throw Self.moreThanOneKind(file: file, line: valueLine) }
                     backend = try Self.hostPort(value.string ?? "", file: file, line: valueLine)
                 case "unix":
-                    guard backend == nil else {
-                        throw TargetsFileError(file: file, line: valueLine, message: "give 'backend' or 'unix', not both")
-                    }
+                    guard backend == nil else { throw Self.moreThanOneKind(file: file, line: valueLine) }
                     guard let path = value.string, path.hasPrefix("/") else {
                         throw TargetsFileError(file: file, line: valueLine, message: "'unix' must be an absolute path")
                     }
                     backend = .unix(path: path)
+                case "echo":
+                    guard backend == nil else { throw Self.moreThanOneKind(file: file, line: valueLine) }
+                    // Only `true`: `echo: false` would read as a target with no backend at all.
+                    guard value.bool == true else {
+                        throw TargetsFileError(
+                            file: file,
+                            line: valueLine,
+                            message: "'echo' must be true (for a relay target give 'backend' or 'unix' instead)"
+                        )
+                    }
+                    backend = .echo
                 case "origins":
                     let list = try Self.stringList(value, file: file, what: "origins")
                     origins = try Self.origins(list, file: file, line: valueLine)
@@ -141,12 +149,16 @@ public enum YAMLTargetsParser {
                     throw TargetsFileError(
                         file: file,
                         line: keyNode.mark?.line ?? line,
-                        message: "unknown key '\(keyNode.string ?? "")' in target '\(token == nil ? Target.redact(name) : name)' (expected backend, unix, token, origins, max_sessions, idle_timeout, allow_clients, on_revoke)"
+                        message: "unknown key '\(keyNode.string ?? "")' in target '\(token == nil ? Target.redact(name) : name)' (expected backend, unix, echo, token, origins, max_sessions, idle_timeout, allow_clients, on_revoke)"
                     )
                 }
             }
             guard let backend else {
-                throw TargetsFileError(file: file, line: line, message: "target needs 'backend: host:port' or 'unix: PATH'")
+                throw TargetsFileError(
+                    file: file,
+                    line: line,
+                    message: "target needs 'backend: host:port', 'unix: PATH' or 'echo: true'"
+                )
             }
             // With an explicit token the key is a plain name and may be logged; otherwise the key is the secret.
             let target = Target(
@@ -164,9 +176,13 @@ public enum YAMLTargetsParser {
             throw TargetsFileError(
                 file: file,
                 line: line,
-                message: "a target is 'host:port' or a mapping with 'backend:' or 'unix:'"
+                message: "a target is 'host:port' or a mapping with 'backend:', 'unix:' or 'echo:'"
             )
         }
+    }
+
+    private static func moreThanOneKind(file: String, line: Int) -> TargetsFileError {
+        TargetsFileError(file: file, line: line, message: "give one of 'backend', 'unix' or 'echo', not several")
     }
 
     private static func hostPort(_ text: String, file: String, line: Int) throws -> BackendAddress {
