@@ -70,6 +70,7 @@ final class PipelineTests: XCTestCase {
         func send(_ bytes: [UInt8]) throws {
             try self.client.writeInbound(ByteBuffer(bytes: bytes))
             self.loop.run()
+            self.backend = self.backendBox?.value
         }
 
         /// Everything the client has been sent so far.

@@ -439,10 +439,17 @@ public final class BridgeServer: Service, Sendable {
                 )
             }
             // An echo mirrors frames, so its decoder reports their headers; the relay's does not need them.
-            try sync.addHandler(
-                FrameDecoderHandler(maxFrameSize: self.configuration.maxFrameSize, reportsDataFrames: echoes)
+            let frameDecoder = FrameDecoderHandler(
+                maxFrameSize: self.configuration.maxFrameSize,
+                reportsDataFrames: echoes
             )
-            try sync.addHandler(session)
+            // Both go in front of NIO's frame decoder, not behind it. NIO's decoder (a ByteToMessageHandler) leaves
+            // the pipeline only on a later event loop turn, and bytes that came with or right after the request are
+            // replayed by the upgrade handlers before that: behind it, they were decoded by NIO into WebSocketFrames,
+            // which our decoder cannot take (the process crashed; found by the FuzzUpgradePolicy harness). In front,
+            // our decoder gets them as bytes, and NIO's sees nothing, since the session never passes reads on.
+            try sync.addHandler(frameDecoder, position: .before(nioDecoder))
+            try sync.addHandler(session, position: .after(frameDecoder))
             connection.sessionInstalled = true
         }
     }

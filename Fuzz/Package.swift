@@ -1,0 +1,42 @@
+// swift-tools-version:6.0
+// libFuzzer harnesses for wsbridge, kept out of the main package so that `swift build` and `swift test` never see
+// them. Built only by scripts/fuzz:
+//   swift build --package-path Fuzz --scratch-path .build-fuzz -c release -Xswiftc -sanitize=fuzzer,address
+// Each executable is one file whose top-level code hands its test function to libFuzzer's driver
+// (LLVMFuzzerRunDriver, linked by -sanitize=fuzzer): SwiftPM gives executables a main of their own, which replaces
+// libFuzzer's. The test function is also exported as LLVMFuzzerTestOneInput, which libFuzzer's objects refer to.
+import PackageDescription
+
+let package = Package(
+    name: "wsbridge-fuzz",
+    platforms: [.macOS(.v14)],
+    dependencies: [
+        .package(name: "wsbridge", path: ".."),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    ],
+    targets: [
+        .executableTarget(
+            name: "FuzzFrameParser",
+            dependencies: [
+                .product(name: "WSBridge", package: "wsbridge"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "FuzzUpgradePolicy",
+            dependencies: [
+                .product(name: "WSBridge", package: "wsbridge"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "FuzzTargetsParsers",
+            dependencies: [
+                .product(name: "WSBridge", package: "wsbridge"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v5]
+)

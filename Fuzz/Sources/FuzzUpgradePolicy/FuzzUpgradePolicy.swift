@@ -1,0 +1,180 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+
+@testable import WSBridge
+
+// Fuzzes what a client sends before and right after the upgrade.
+//
+// Input: byte 0 seeds how the rest is cut into reads; the rest is the client's bytes. Two harnesses run on it:
+//   1. NIO's HTTP request decoder (with the bridge's limits) turns the bytes into request heads, and
+//      UpgradePolicy.decide judges each against a table with tokens, per-target origins and an echo target.
+//      It traps when a decision is not one the contract allows (status, target, subprotocol).
+//   2. The whole client pipeline of BridgeServer, in memory (EmbeddedChannel; the relay target's backend is an
+//      EmbeddedChannel too): the bytes go in, timers are run to their ends. It traps when the bridge answers
+//      something that is neither an HTTP/1.1 response nor (after a 101) WebSocket frames, and on any crash.
+
+func check(_ condition: Bool, _ message: @autoclosure () -> String) {
+    if !condition { fatalError("fuzz finding: \(message())") }
+}
+
+struct SplitMix {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        self.state &+= 0x9E37_79B9_7F4A_7C15
+        var z = self.state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+let relayTarget = Target(name: "relay", backend: .tcp(host: "127.0.0.1", port: 1))
+let echoTarget = Target(name: "selftest", backend: .echo, origins: try! OriginAllowList(["https://*.example.com"]))
+let table = TargetTable(
+    mode: .tokens(["relay": relayTarget, "echo": echoTarget]),
+    origins: try! OriginAllowList(["https://app.example.com", "http://localhost:8080"])
+)
+let allowedStatuses: Set<UInt> = [400, 403, 404, 405, 426]
+
+final class HeadCollector: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    var heads: [HTTPRequestHead] = []
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head(let head) = self.unwrapInboundIn(data) { self.heads.append(head) }
+    }
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}
+
+func cut(_ bytes: [UInt8], seed: UInt8) -> [ArraySlice<UInt8>] {
+    var random = SplitMix(state: UInt64(seed) &* 0x1000_0001)
+    var pieces: [ArraySlice<UInt8>] = []
+    var offset = 0
+    while offset < bytes.count {
+        let n = random.next() % 4 == 0 ? Int(random.next() % 8) + 1 : Int(random.next() % 512) + 1
+        pieces.append(bytes[offset..<min(bytes.count, offset + n)])
+        offset += n
+    }
+    return pieces
+}
+
+func fuzzAdmission(_ pieces: [ArraySlice<UInt8>]) {
+    let channel = EmbeddedChannel()
+    var limits = NIOHTTPDecoderLimitConfiguration()
+    limits.maxHeaderListSize = 16 << 10
+    limits.maxHeaderFieldSize = 16 << 10
+    limits.maxHeaderFieldCount = 256
+    let collector = HeadCollector()
+    try! channel.pipeline.syncOperations.addHandler(
+        ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: limits))
+    )
+    try! channel.pipeline.syncOperations.addHandler(collector)
+    for piece in pieces where channel.isActive {
+        _ = try? channel.writeInbound(ByteBuffer(bytes: piece))
+    }
+    let policy = UpgradePolicy(requireOrigin: false)
+    let strict = UpgradePolicy(requireOrigin: true)
+    for head in collector.heads {
+        _ = UpgradePolicy.token(in: head)
+        for decision in [policy.decide(head, targets: table), strict.decide(head, targets: table)] {
+            switch decision {
+            case .accept(let admission):
+                check(head.method == .GET, "accepted \(head.method)")
+                check([relayTarget, echoTarget].contains(admission.target), "accepted to an unknown target")
+                check(admission.subprotocol == nil || admission.subprotocol == "binary", "subprotocol \(String(describing: admission.subprotocol))")
+                let token = UpgradePolicy.token(in: head)
+                check(token == "relay" || token == "echo", "accepted with token \(String(describing: token))")
+            case .reject(let rejection):
+                check(allowedStatuses.contains(rejection.status.code), "refused with \(rejection.status.code)")
+                check(!rejection.reason.isEmpty && !rejection.reason.contains("\n"), "not one line: \(rejection.reason)")
+            }
+        }
+    }
+    _ = try? channel.finish()
+}
+
+func fuzzPipeline(_ pieces: [ArraySlice<UInt8>]) {
+    let loop = EmbeddedEventLoop()
+    let client = EmbeddedChannel(loop: loop)
+    let backendBox = NIOLoopBoundBox<EmbeddedChannel?>(nil, eventLoop: loop)
+    let connector = BackendConnector { _, eventLoop in
+        let handler = BackendHandler()
+        let channel = EmbeddedChannel(loop: loop)
+        try! channel.pipeline.syncOperations.addHandler(handler)
+        _ = channel.connect(to: try! SocketAddress(ipAddress: "127.0.0.1", port: 1))
+        backendBox.value = channel
+        return eventLoop.makeSucceededFuture(handler)
+    }
+    var configuration = BridgeConfiguration(pingInterval: .seconds(5), pongTimeout: .seconds(5))
+    configuration.maxFrameSize = 1 << 16
+    let server = BridgeServer(
+        configuration: configuration,
+        targets: TargetsStore(fixed: table),
+        group: loop,
+        logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }),
+        connector: connector
+    )
+    try! server.initializeConnection(client)
+    _ = try? client.connect(to: SocketAddress(ipAddress: "10.0.0.1", port: 5555)).wait()
+
+    var output: [UInt8] = []
+    func drain() {
+        while let part = try? client.readOutbound(as: IOData.self) {
+            if case .byteBuffer(let buffer) = part { output += buffer.readableBytesView }
+        }
+        if let backend = backendBox.value {
+            while (try? backend.readOutbound(as: ByteBuffer.self)) != nil {}
+        }
+    }
+    for piece in pieces where client.isActive {
+        _ = try? client.writeInbound(ByteBuffer(bytes: piece))
+        loop.run()
+        drain()
+    }
+    if let backend = backendBox.value, backend.isActive {
+        _ = try? backend.writeInbound(ByteBuffer(string: "backend bytes"))
+        backend.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        loop.run()
+    }
+    loop.advanceTime(by: .seconds(120))  // handshake, ping, pong and close timers all fire
+    drain()
+    if !output.isEmpty {
+        check(output.starts(with: Array("HTTP/1.1 ".utf8)), "the bridge answered something that is not HTTP/1.1: \(output.prefix(40))")
+    }
+    _ = try? client.close().wait()
+    if let backend = backendBox.value { _ = try? backend.close().wait() }
+    loop.run()
+    _ = try? loop.syncShutdownGracefully()
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzUpgradePolicy(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    guard size >= 1 else { return 0 }
+    let input = Array(UnsafeBufferPointer(start: data, count: size))
+    let pieces = cut(Array(input[1...]), seed: input[0])
+    fuzzAdmission(pieces)
+    fuzzPipeline(pieces)
+    return 0
+}
+
+// MARK: entry point
+
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(
+    _ argc: UnsafeMutablePointer<Int32>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
+) -> Int32
+
+var argc = CommandLine.argc
+var argv = CommandLine.unsafeArgv
+exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in
+    guard let data else { return 0 }
+    return fuzzUpgradePolicy(data, size)
+})
