@@ -7,6 +7,8 @@ let package = Package(
     products: [
         .executable(name: "wsbridge", targets: ["WSBridgeCLI"]),
         .library(name: "WSBridge", targets: ["WSBridge"]),
+        // Benchmarks/run's load generator and TCP backend; not part of the wsbridge binary.
+        .executable(name: "wsbridge-bench", targets: ["WSBridgeBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -52,6 +54,17 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The load generator and backend use SwiftNIO only, so they measure any bridge the same way; its `micro`
+        // mode also links the library to time the frame decoder against NIO's.
+        .executableTarget(
+            name: "WSBridgeBench",
+            dependencies: [
+                "WSBridge",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
             ]
         ),
         .testTarget(

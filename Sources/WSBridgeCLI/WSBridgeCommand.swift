@@ -115,6 +115,21 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("shutdown-timeout"), help: ArgumentHelp("Seconds live sessions get after Close 1001 on SIGTERM/SIGINT.", valueName: "S"))
     var shutdownTimeout: Double = 10
 
+    @Option(name: .customLong("read-buffer"), help: ArgumentHelp("Largest read from either socket of a session, in bytes (reads grow to it while full). Each backend read is one WebSocket message.", valueName: "BYTES"))
+    var readBuffer: Int = 64 << 10
+
+    @Option(name: .customLong("reads-per-cycle"), help: ArgumentHelp("Reads from one socket per event-loop turn. A session may take in up to N x --read-buffer beyond --write-buffer-high before backpressure stops it.", valueName: "N"))
+    var readsPerCycle: Int = 4
+
+    @Option(name: .customLong("write-buffer-high"), help: ArgumentHelp("Bytes queued for a socket above which the other side of the session stops being read (backpressure).", valueName: "BYTES"))
+    var writeBufferHigh: Int = 256 << 10
+
+    @Option(name: .customLong("write-buffer-low"), help: ArgumentHelp("Bytes queued for a socket below which reading the other side resumes.", valueName: "BYTES"))
+    var writeBufferLow: Int = 64 << 10
+
+    @Option(name: .customLong("threads"), help: ArgumentHelp("Event loop threads; each session lives on one. Default: one per core.", valueName: "N"))
+    var threads: Int?
+
     @Option(name: .customLong("max-connections"), help: ArgumentHelp("Most sessions at once across the server; more get 503 with Retry-After. 0 = no limit.", valueName: "N"))
     var maxConnections: Int = 0
 
@@ -236,6 +251,13 @@ struct WSBridgeCommand: AsyncParsableCommand {
         guard self.handshakeRate >= 0 else { throw ValidationError("--handshake-rate must be 0 (off) or positive") }
         guard self.handshakeBurst >= 1 else { throw ValidationError("--handshake-burst must be at least 1") }
         guard self.maxFrameSize > 0 else { throw ValidationError("--max-frame-size must be positive") }
+        guard self.readBuffer >= 64 else { throw ValidationError("--read-buffer must be at least 64 bytes") }
+        guard self.writeBufferLow >= 0, self.writeBufferHigh > self.writeBufferLow else {
+            throw ValidationError("--write-buffer-high must be larger than --write-buffer-low (and that at least 0)")
+        }
+        guard self.readsPerCycle >= 1 else { throw ValidationError("--reads-per-cycle must be at least 1") }
+        guard (self.threads ?? 1) >= 1 else { throw ValidationError("--threads must be at least 1") }
+
         guard ["text", "json"].contains(self.logFormat) else { throw ValidationError("--log-format must be text or json") }
         guard let mode = UInt32(self.unixListenMode, radix: 8), mode <= 0o777 else {
             throw ValidationError("--unix-listen-mode must be an octal mode such as 0660")
@@ -353,7 +375,8 @@ struct WSBridgeCommand: AsyncParsableCommand {
         ("handshake-rate", .option), ("handshake-burst", .option), ("web", .option), ("web-listing", .flag), ("web-auth", .flag),
         ("file-only", .flag), ("record", .option), ("record-limit", .option), ("metrics-listen", .option),
         ("metrics-on-main-port", .flag), ("unix-listen", .option), ("unix-listen-mode", .option), ("inetd", .flag),
-        ("log-format", .option), ("log-level", .option), ("verbose", .flag),
+        ("log-format", .option), ("log-level", .option), ("verbose", .flag), ("read-buffer", .option),
+        ("reads-per-cycle", .option), ("write-buffer-high", .option), ("write-buffer-low", .option), ("threads", .option),
     ]
 
     /// Like ArgumentParser's `main`, but options may come from `WSBRIDGE_…` variables and a bad command line is
@@ -438,6 +461,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
             maxFrameSize: self.maxFrameSize,
             closeTimeout: Self.seconds(self.closeTimeout),
             shutdownTimeout: Self.seconds(self.shutdownTimeout),
+            writeBufferWaterMark: .init(low: self.writeBufferLow, high: self.writeBufferHigh),
+            readBufferSize: self.readBuffer,
+            maxReadsPerCycle: self.readsPerCycle,
             limits: .init(
                 maxSessions: self.maxConnections > 0 ? self.maxConnections : nil,
                 maxSessionsPerClient: self.maxConnectionsPerClient > 0 ? self.maxConnectionsPerClient : nil,
@@ -472,7 +498,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         configuration.tokenSources = .init(pathTemplate: self.tokenPath, hostToken: self.hostToken)
         // SIGHUP is trapped before anything listens: a reload request right after start must not kill us.
         let hangups = await UnixSignalsSequence(trapping: .sighup)
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: self.threads ?? System.coreCount)
         let metrics = BridgeMetrics()
         var resolver: RedisTokenResolver?
         var jwt: JWTTokenResolver?

@@ -387,18 +387,20 @@ class Streamer:
             self.error = e
 
     def _read(self) -> None:
+        """Reads until the bridge's Close, then stops the sender and answers the Close after its last data frame,
+        at once (the bridge waits --close-timeout for it)."""
         try:
             self.data, self.close = self.ws.read_until_close(timeout=60)
         except BaseException as e:  # noqa: BLE001
             self.error = e
         finally:
             self.stop.set()
-
-    def finish(self, code: int) -> None:
-        """After the Close arrived: stop sending, then answer the Close (after the last data frame)."""
-        self.reader.join(60)
         self.sender.join(10)
-        self.ws.send_raw(encode_frame(OP_CLOSE, struct.pack("!H", code)))
+        if self.close is not None:
+            try:
+                self.ws.send_raw(encode_frame(OP_CLOSE, struct.pack("!H", self.close.close_code)))
+            except OSError as e:
+                self.error = e
 
 
 def test_sigterm_under_load_every_session_gets_1001_and_no_accepted_byte_is_lost(bridge_factory, backends):
@@ -413,11 +415,11 @@ def test_sigterm_under_load_every_session_gets_1001_and_no_accepted_byte_is_lost
 
     b.signal(signal.SIGTERM)
     for s in streamers:
-        s.reader.join(30)
+        s.reader.join(40)
+        assert not s.reader.is_alive(), f"session {s.index}: no Close within 40 s"
         assert s.error is None, f"session {s.index}: {s.error!r}"
         assert s.close is not None, f"session {s.index}: no Close frame"
         assert (s.close.close_code, s.close.close_reason) == (1001, "server shutting down")
-        s.finish(1001)
     by_tag = {}
     for c in conns:
         assert c.wait_end(20), "a backend connection was not closed after its client's Close"

@@ -78,18 +78,23 @@ func fuzzAdmission(_ pieces: [ArraySlice<UInt8>]) {
     for piece in pieces where channel.isActive {
         _ = try? channel.writeInbound(ByteBuffer(bytes: piece))
     }
-    let policy = UpgradePolicy(requireOrigin: false)
-    let strict = UpgradePolicy(requireOrigin: true)
+    // Every token source: query, path template, Bearer, subprotocol, cookie; and the Host header alone.
+    let policies = [
+        UpgradePolicy(requireOrigin: false),
+        UpgradePolicy(requireOrigin: true, tokenSources: .init(pathTemplate: "/t/{token}")),
+        UpgradePolicy(requireOrigin: false, tokenSources: .init(hostToken: true)),
+    ]
     for head in collector.heads {
-        _ = UpgradePolicy.token(in: head)
-        for decision in [policy.decide(head, targets: table), strict.decide(head, targets: table)] {
+        for policy in policies {
+            let decision = policy.decide(head, targets: table, client: "10.0.0.1")
             switch decision {
             case .accept(let admission):
                 check(head.method == .GET, "accepted \(head.method)")
                 check([relayTarget, echoTarget].contains(admission.target), "accepted to an unknown target")
                 check(admission.subprotocol == nil || admission.subprotocol == "binary", "subprotocol \(String(describing: admission.subprotocol))")
-                let token = UpgradePolicy.token(in: head)
+                let token = policy.token(in: head)
                 check(token == "relay" || token == "echo", "accepted with token \(String(describing: token))")
+                check(admission.token == token, "admitted with token \(String(describing: admission.token)), not \(String(describing: token))")
             case .reject(let rejection):
                 check(allowedStatuses.contains(rejection.status.code), "refused with \(rejection.status.code)")
                 check(!rejection.reason.isEmpty && !rejection.reason.contains("\n"), "not one line: \(rejection.reason)")

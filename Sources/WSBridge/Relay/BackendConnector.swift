@@ -79,13 +79,17 @@ struct BackendConnector: Sendable {
     /// Real sockets: TCP (with TCP_NODELAY) or Unix, half-closure allowed, the session's water marks.
     static func sockets(
         connectTimeout: TimeAmount,
-        writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark
+        writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark,
+        readBufferSize: Int = 64 << 10,
+        maxReadsPerCycle: Int = 4
     ) -> BackendConnector {
         BackendConnector { address, eventLoop in
             let bootstrap = ClientBootstrap(group: eventLoop)
                 .connectTimeout(connectTimeout)
                 .channelOption(.allowRemoteHalfClosure, value: true)
                 .channelOption(.writeBufferWaterMark, value: writeBufferWaterMark)
+                .channelOption(.recvAllocator, value: BridgeConfiguration.recvAllocator(maximum: readBufferSize))
+                .channelOption(.maxMessagesPerRead, value: UInt(max(1, maxReadsPerCycle)))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(BackendHandler())

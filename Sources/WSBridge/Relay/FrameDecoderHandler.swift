@@ -14,23 +14,31 @@ final class FrameDecoderHandler: ChannelInboundHandler, RemovableChannelHandler 
     private var pending: ByteBuffer?
     private var failed = false
 
+    /// Bytes moved from a new read into `pending` at a time: enough for any frame header (14 bytes) or control
+    /// frame (131 bytes).
+    private static let headerChunk = 160
+
     /// - Parameter reportsDataFrames: also pass on data frame headers (`.dataFrame` events), for the echo target.
     init(maxFrameSize: UInt64, reportsDataFrames: Bool = false) {
-        self.parser = FrameParser(maxFrameSize: maxFrameSize, reportsDataFrames: reportsDataFrames)
+        // The read buffer is ours once NIO hands it on: unmask in place (see `FrameParser.init`).
+        self.parser = FrameParser(maxFrameSize: maxFrameSize, reportsDataFrames: reportsDataFrames, unmaskInPlace: true)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.failed else { return }
         var buffer = self.unwrapInboundIn(data)
-        if var pending = self.pending {
-            self.pending = nil
-            pending.writeBuffer(&buffer)
-            buffer = pending
-        }
         do {
-            while let event = try self.parser.next(&buffer) {
-                context.fireChannelRead(self.wrapInboundOut(event))
+            // An incomplete header from the last read: complete it with a few bytes of this one, rather than copying
+            // the whole read behind it (issue 5).
+            while var pending = self.pending, buffer.readableBytes > 0 {
+                self.pending = nil
+                var head = buffer.readSlice(length: min(buffer.readableBytes, Self.headerChunk))!
+                pending.writeBuffer(&head)
+                try self.parse(&pending, context: context)
+                if pending.readableBytes > 0 { self.pending = pending }
             }
+            guard self.pending == nil else { return }
+            try self.parse(&buffer, context: context)
             if buffer.readableBytes > 0 {
                 // Keep only the few incomplete bytes, not the storage of the whole read.
                 var rest = context.channel.allocator.buffer(capacity: buffer.readableBytes)
@@ -43,6 +51,12 @@ final class FrameDecoderHandler: ChannelInboundHandler, RemovableChannelHandler 
         } catch {
             self.failed = true
             context.fireErrorCaught(error)
+        }
+    }
+
+    private func parse(_ buffer: inout ByteBuffer, context: ChannelHandlerContext) throws {
+        while let event = try self.parser.next(&buffer) {
+            context.fireChannelRead(self.wrapInboundOut(event))
         }
     }
 }

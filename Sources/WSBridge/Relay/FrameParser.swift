@@ -65,15 +65,30 @@ public struct FrameParser: Sendable {
     /// Whether data frame headers are reported as `.dataFrame` events. The relay does not need them (it forwards
     /// bytes only) and leaves this off, so that it handles one event per payload chunk and nothing more.
     public let reportsDataFrames: Bool
+    /// Unmask in the buffer's storage even when other `ByteBuffer` values share it (see `init`).
+    public let unmaskInPlace: Bool
     private var state: State = .header
     private var inFragmentedMessage = false
     private var messageIsText = false
     private var utf8 = UTF8Validator()
 
-    public init(maxFrameSize: UInt64 = 64 << 20, requireMask: Bool = true, reportsDataFrames: Bool = false) {
+    /// - Parameter unmaskInPlace: false (the default) keeps `ByteBuffer`'s value semantics: unmasking mutates
+    ///   through `withUnsafeMutableReadableBytes`, which copies the whole storage whenever another value shares
+    ///   it — and the payload slices handed out for earlier frames of the same read always do, so a read holding
+    ///   many frames is copied once per frame. true writes the unmasked bytes into the shared storage instead:
+    ///   only for a caller that owns the buffer and knows that no other value looks at its unread bytes (the
+    ///   channel's read buffer in `FrameDecoderHandler`: NIO drops it after the read, and handed-out slices only
+    ///   cover bytes before the reader index). Issue 5: this removed a memmove of up to 64 KiB per frame.
+    public init(
+        maxFrameSize: UInt64 = 64 << 20,
+        requireMask: Bool = true,
+        reportsDataFrames: Bool = false,
+        unmaskInPlace: Bool = false
+    ) {
         self.maxFrameSize = maxFrameSize
         self.requireMask = requireMask
         self.reportsDataFrames = reportsDataFrames
+        self.unmaskInPlace = unmaskInPlace
     }
 
     /// Whether a Close frame has been parsed (later bytes are ignored).
@@ -106,10 +121,19 @@ public struct FrameParser: Sendable {
                 let available = buffer.readableBytes
                 if available == 0 { return nil }
                 let count = Int(min(UInt64(available), remaining))
-                let validUTF8 = buffer.withUnsafeMutableReadableBytes { bytes -> Bool in
-                    let chunk = UnsafeMutableRawBufferPointer(rebasing: bytes[0..<count])
-                    Self.unmask(chunk, mask: mask, offset: maskOffset)
-                    return self.messageIsText ? self.utf8.feed(UnsafeRawBufferPointer(chunk)) : true
+                let validUTF8: Bool
+                if self.unmaskInPlace {
+                    validUTF8 = buffer.withUnsafeReadableBytes { bytes -> Bool in
+                        let chunk = UnsafeMutableRawBufferPointer(mutating: UnsafeRawBufferPointer(rebasing: bytes[0..<count]))
+                        Self.unmask(chunk, mask: mask, offset: maskOffset)
+                        return self.messageIsText ? self.utf8.feed(UnsafeRawBufferPointer(chunk)) : true
+                    }
+                } else {
+                    validUTF8 = buffer.withUnsafeMutableReadableBytes { bytes -> Bool in
+                        let chunk = UnsafeMutableRawBufferPointer(rebasing: bytes[0..<count])
+                        Self.unmask(chunk, mask: mask, offset: maskOffset)
+                        return self.messageIsText ? self.utf8.feed(UnsafeRawBufferPointer(chunk)) : true
+                    }
                 }
                 guard validUTF8 else { return try self.fail(.invalidPayload, "invalid UTF-8 in text message") }
                 let slice = buffer.readSlice(length: count)!

@@ -38,7 +38,16 @@ public struct BridgeConfiguration: Sendable {
     /// Largest request head accepted (NIO's HTTP parser limit).
     public var maxRequestHeadBytes: Int
     /// Outbound buffer water marks for both legs of a session: above `high` the other side stops being read.
+    /// With the read settings below, this bounds a session's memory in each direction: about `high` +
+    /// `maxReadsPerCycle` × `readBufferSize` (with the defaults, 420 KiB measured per flooded session).
     public var writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark
+    /// Largest read from either socket of a session, in bytes. Reads start small and grow to this while the
+    /// peer keeps them full; each backend read becomes one WebSocket message. The defaults of this and
+    /// `maxReadsPerCycle` are NIO's own; larger reads measured no clear gain (docs/benchmarks.md).
+    public var readBufferSize: Int
+    /// Reads from one socket in one event-loop turn before other channels get their turn. Backpressure is applied
+    /// between turns, so a session can take in up to `maxReadsPerCycle` × `readBufferSize` beyond the water mark.
+    public var maxReadsPerCycle: Int
     /// Listen backlog.
     public var backlog: Int32
     /// Where requests carry their token.
@@ -68,6 +77,8 @@ public struct BridgeConfiguration: Sendable {
         shutdownTimeout: TimeAmount = .seconds(10),
         maxRequestHeadBytes: Int = 16 << 10,
         writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark = .init(low: 64 << 10, high: 256 << 10),
+        readBufferSize: Int = 64 << 10,
+        maxReadsPerCycle: Int = 4,
         backlog: Int32 = 1024,
         limits: AdmissionLimiter.Limits = .init(),
         staticFiles: StaticFiles? = nil,
@@ -87,10 +98,21 @@ public struct BridgeConfiguration: Sendable {
         self.shutdownTimeout = shutdownTimeout
         self.maxRequestHeadBytes = maxRequestHeadBytes
         self.writeBufferWaterMark = writeBufferWaterMark
+        self.readBufferSize = readBufferSize
+        self.maxReadsPerCycle = maxReadsPerCycle
         self.backlog = backlog
         self.limits = limits
         self.staticFiles = staticFiles
         self.recording = recording
         self.metricsOnMainPort = metricsOnMainPort
+    }
+}
+
+extension BridgeConfiguration {
+    /// NIO's adaptive read sizes (they grow while reads come back full and shrink when they don't), capped at
+    /// `maximum`: an idle session holds no read buffer, a busy one reads up to `maximum` per system call.
+    static func recvAllocator(maximum: Int) -> AdaptiveRecvByteBufferAllocator {
+        let maximum = max(maximum, 64)
+        return AdaptiveRecvByteBufferAllocator(minimum: 64, initial: min(2048, maximum), maximum: maximum)
     }
 }

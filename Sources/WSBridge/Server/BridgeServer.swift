@@ -51,7 +51,9 @@ public final class BridgeServer: Service, Sendable {
             readiness: readiness,
             connector: .sockets(
                 connectTimeout: configuration.connectTimeout,
-                writeBufferWaterMark: configuration.writeBufferWaterMark
+                writeBufferWaterMark: configuration.writeBufferWaterMark,
+                readBufferSize: configuration.readBufferSize,
+                maxReadsPerCycle: configuration.maxReadsPerCycle
             ),
             resolver: resolver,
             onServerRunning: onServerRunning
@@ -175,7 +177,8 @@ public final class BridgeServer: Service, Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: self.configuration.writeBufferWaterMark)
-            .childChannelOption(.maxMessagesPerRead, value: 4)
+            .childChannelOption(.maxMessagesPerRead, value: UInt(max(1, self.configuration.maxReadsPerCycle)))
+            .childChannelOption(.recvAllocator, value: BridgeConfiguration.recvAllocator(maximum: self.configuration.readBufferSize))
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     try self.initializeConnection(channel)
