@@ -327,6 +327,9 @@ public final class BridgeServer: Service, Sendable {
             if !connection.sessionInstalled, case .success(let backend) = connection.backend {
                 backend.channel?.close(promise: nil)
             }
+            // The fallback handler and the connection state refer to each other; a session breaks the cycle when
+            // it is installed, a refused request here (it leaked about 5 KiB per refused connection).
+            connection.fallbackHandler = nil
         }
     }
 
