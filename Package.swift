@@ -22,6 +22,10 @@ let package = Package(
         // TLS (wss:// termination, mutual TLS, TLS to backends): BoringSSL through SwiftNIO's own TLS handlers,
         // so no crypto is written here and TLS sits in the same pipelines as everything else.
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        // Signed tokens (JWTTokenApi): JWS verification, HS256/384/512, RS256, ES256, EdDSA, JWK sets.
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        // Token HTTP API (BaseTokenAPI/JSONTokenApi): GET with timeouts, pooled connections, TLS.
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.21.0"),
     ],
     targets: [
         .target(
@@ -41,6 +45,8 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 "CCrypt",
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
         // crypt(3) from the system's libcrypt (libxcrypt): bcrypt, SHA-256/512-crypt and yescrypt password hashes
@@ -80,6 +86,7 @@ let package = Package(
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "JWTKit", package: "jwt-kit"),
             ]
         ),
     ],

@@ -38,6 +38,12 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "FuzzRESPParser",
+            dependencies: [
+                .product(name: "WSBridge", package: "wsbridge"),
+            ]
+        ),
+        .executableTarget(
             name: "FuzzTargetsParsers",
             dependencies: [
                 .product(name: "WSBridge", package: "wsbridge"),

@@ -43,6 +43,39 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("token-source"), help: ArgumentHelp("The file or directory of --token-plugin.", valueName: "PATH"))
     var tokenSource: String?
 
+    @Option(name: .customLong("token-cache-ttl"), help: ArgumentHelp("Seconds a token service's answer (TokenRedis) is reused; 0 = ask every time.", valueName: "S"))
+    var tokenCacheTTL: Double = 5
+
+    @Option(name: .customLong("token-cache-negative-ttl"), help: ArgumentHelp("Seconds an unknown token stays unknown without asking the token service again.", valueName: "S"))
+    var tokenCacheNegativeTTL: Double = 1
+
+    @Option(name: .customLong("token-stale-for"), help: ArgumentHelp("While the token service is unreachable, keep admitting a token whose last answer is at most S seconds old; 0 = refuse (503).", valueName: "S"))
+    var tokenStaleFor: Double = 0
+
+    @Option(name: .customLong("redis-username"), help: ArgumentHelp("TokenRedis: ACL user name for AUTH (the password is the 4th field of --token-source).", valueName: "NAME"))
+    var redisUsername: String?
+
+    @Option(name: .customLong("redis-revoke-channel"), help: ArgumentHelp("TokenRedis: pub/sub channel whose messages (a token each) close that token's live sessions with 1008; 'off' disables.", valueName: "NAME"))
+    var redisRevokeChannel: String = "wsbridge:revoke"
+
+    @Option(name: .customLong("redis-timeout"), help: ArgumentHelp("TokenRedis: bound for connecting to Redis and for each lookup, in seconds.", valueName: "S"))
+    var redisTimeout: Double = 1
+
+    @Option(name: .customLong("token-api-timeout"), help: ArgumentHelp("BaseTokenAPI/JSONTokenApi: bound for each HTTP lookup (connect and answer), in seconds.", valueName: "S"))
+    var tokenAPITimeout: Double = 2
+
+    @Option(name: .customLong("jwt-leeway"), help: ArgumentHelp("JWTTokenApi: seconds of clock skew allowed for exp and nbf.", valueName: "S"))
+    var jwtLeeway: Double = 5
+
+    @Option(name: .customLong("jwt-audience"), help: ArgumentHelp("JWTTokenApi: require this value in the token's aud claim.", valueName: "AUD"))
+    var jwtAudience: String?
+
+    @Flag(name: .customLong("jwt-close-at-exp"), help: "JWTTokenApi: close a session with 1008 'token expired' when its token's exp passes.")
+    var jwtCloseAtExp = false
+
+    @Option(name: .customLong("jwt-issuer"), help: ArgumentHelp("JWTTokenApi: require this iss claim.", valueName: "ISS"))
+    var jwtIssuer: String?
+
     @Option(name: .customLong("token-path"), help: ArgumentHelp("Also take the token from a path segment, e.g. /t/{token}.", valueName: "TEMPLATE"))
     var tokenPath: String?
 
@@ -201,13 +234,29 @@ struct WSBridgeCommand: AsyncParsableCommand {
             throw ValidationError("at most two positional arguments: [SOURCE_ADDR:]SOURCE_PORT [TARGET_HOST:TARGET_PORT]")
         }
         if let plugin = self.tokenPlugin {
-            guard Self.plugin(named: plugin) != nil else {
+            guard Self.plugin(named: plugin) != nil || Self.isRedisPlugin(plugin) || Self.isJWTPlugin(plugin)
+                || Self.apiFormat(plugin) != nil
+            else {
                 throw ValidationError(
-                    "--token-plugin \(plugin) is not supported; use TokenFile, ReadOnlyTokenFile, TokenFileName or UnixDomainSocketDirectory"
+                    "--token-plugin \(plugin) is not supported; use TokenFile, ReadOnlyTokenFile, TokenFileName, UnixDomainSocketDirectory, TokenRedis, JWTTokenApi, BaseTokenAPI or JSONTokenApi"
                 )
             }
+            if Self.apiFormat(plugin) != nil, let url = self.tokenSource {
+                guard url.hasPrefix("http://") || url.hasPrefix("https://"), url.contains("%s") else {
+                    throw ValidationError("--token-plugin \(plugin) needs --token-source http(s)://…%s… (the token replaces %s)")
+                }
+            }
+            if Self.isRedisPlugin(plugin), let source = self.tokenSource {
+                do {
+                    _ = try RedisTokenSource.parse(source)
+                } catch {
+                    throw ValidationError("\(error)")
+                }
+            }
             guard self.tokenSource != nil else { throw ValidationError("--token-plugin \(plugin) needs --token-source PATH") }
-            guard self.targets == nil else { throw ValidationError("give --targets or --token-plugin, not both") }
+            guard self.targets == nil || Self.isJWTPlugin(plugin) else {
+                throw ValidationError("give --targets or --token-plugin, not both (except JWTTokenApi, whose 'target' claim names a target of --targets)")
+            }
         } else if self.tokenSource != nil {
             throw ValidationError("--token-source needs --token-plugin TokenFile")
         }
@@ -216,7 +265,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
                 throw ValidationError("--token-path must be a path with one {token} segment, such as /t/{token}")
             }
         }
-        let modes = [self.positionalTarget != nil, self.targetsPath != nil, self.unixTarget != nil].filter { $0 }.count
+        let modes = [self.positionalTarget != nil, self.targetsPath != nil || self.redisSource != nil || self.jwtSource != nil || self.apiSource != nil, self.unixTarget != nil].filter { $0 }.count
         guard modes <= 1 else {
             throw ValidationError("choose one of: a positional TARGET_HOST:TARGET_PORT, --targets FILE, --unix-target PATH")
         }
@@ -227,10 +276,15 @@ struct WSBridgeCommand: AsyncParsableCommand {
             ("--handshake-timeout", self.handshakeTimeout), ("--connect-timeout", self.connectTimeout),
             ("--pong-timeout", self.pongTimeout), ("--close-timeout", self.closeTimeout),
             ("--shutdown-timeout", self.shutdownTimeout),
+            ("--redis-timeout", self.redisTimeout), ("--token-api-timeout", self.tokenAPITimeout),
         ] where !(value > 0) {
             throw ValidationError("\(name) must be a positive number of seconds")
         }
-        for (name, value) in [("--idle-timeout", self.idleTimeout), ("--ping-interval", self.pingInterval)] where !(value >= 0) {
+        for (name, value) in [
+            ("--idle-timeout", self.idleTimeout), ("--ping-interval", self.pingInterval),
+            ("--token-cache-ttl", self.tokenCacheTTL), ("--token-cache-negative-ttl", self.tokenCacheNegativeTTL),
+            ("--token-stale-for", self.tokenStaleFor), ("--jwt-leeway", self.jwtLeeway),
+        ] where !(value >= 0) {
             throw ValidationError("\(name) must be 0 (off) or a positive number of seconds")
         }
         for (name, value) in [
@@ -319,7 +373,46 @@ struct WSBridgeCommand: AsyncParsableCommand {
         }
     }
 
-    private var targetsPath: String? { self.targets ?? self.tokenSource }
+    private var targetsPath: String? {
+        if let plugin = self.tokenPlugin, Self.isRedisPlugin(plugin) || Self.isJWTPlugin(plugin) || Self.apiFormat(plugin) != nil {
+            return self.targets
+        }
+        return self.targets ?? self.tokenSource
+    }
+
+    /// The key file or directory of websockify's `JWTTokenApi`.
+    private var jwtSource: String? {
+        guard let plugin = self.tokenPlugin, Self.isJWTPlugin(plugin) else { return nil }
+        return self.tokenSource
+    }
+
+    /// websockify's HTTP token APIs: BaseTokenAPI answers `host:port`, JSONTokenApi JSON.
+    static func apiFormat(_ name: String) -> HTTPTokenResolver.Format? {
+        switch name.split(separator: ".").last.map(String.init) ?? name {
+        case "BaseTokenAPI": return .text
+        case "JSONTokenApi": return .json
+        default: return nil
+        }
+    }
+
+    private var apiSource: (url: String, format: HTTPTokenResolver.Format)? {
+        guard let plugin = self.tokenPlugin, let format = Self.apiFormat(plugin), let url = self.tokenSource else { return nil }
+        return (url, format)
+    }
+
+    static func isJWTPlugin(_ name: String) -> Bool {
+        (name.split(separator: ".").last.map(String.init) ?? name) == "JWTTokenApi"
+    }
+
+    /// The token source is Redis (websockify's `TokenRedis`), looked up per connection rather than loaded.
+    private var redisSource: String? {
+        guard let plugin = self.tokenPlugin, Self.isRedisPlugin(plugin) else { return nil }
+        return self.tokenSource
+    }
+
+    static func isRedisPlugin(_ name: String) -> Bool {
+        (name.split(separator: ".").last.map(String.init) ?? name) == "TokenRedis"
+    }
 
     /// websockify's plugin names (also as dotted paths such as websockify.token_plugins.TokenFile): the format
     /// and whether the source is reloaded.
@@ -359,7 +452,10 @@ struct WSBridgeCommand: AsyncParsableCommand {
 
     /// Every option and whether it takes a value, for `WSBRIDGE_…` environment variables.
     static let environmentOptions: [(String, EnvironmentArguments.Kind)] = [
-        ("targets", .option), ("token-plugin", .option), ("token-source", .option), ("token-path", .option), ("host-token", .flag), ("unix-target", .option),
+        ("targets", .option), ("token-plugin", .option), ("token-source", .option), ("token-path", .option),
+        ("token-cache-ttl", .option), ("token-cache-negative-ttl", .option), ("token-stale-for", .option),
+        ("redis-username", .option), ("redis-revoke-channel", .option), ("redis-timeout", .option),
+        ("token-api-timeout", .option), ("jwt-leeway", .option), ("jwt-audience", .option), ("jwt-issuer", .option), ("jwt-close-at-exp", .flag), ("host-token", .flag), ("unix-target", .option),
         ("origin", .repeatable), ("require-origin", .flag), ("handshake-timeout", .option),
         ("connect-timeout", .option), ("idle-timeout", .option), ("ping-interval", .option),
         ("pong-timeout", .option), ("max-frame-size", .option), ("close-timeout", .option),
@@ -432,6 +528,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("wsbridge: \(error)\n".utf8))
                 throw ExitCode.failure
             }
+        } else if self.redisSource != nil || self.jwtSource != nil || self.apiSource != nil {
+            // Tokens are looked up in Redis per connection; the table itself stays empty.
+            store = TargetsStore(fixed: TargetTable(mode: .tokens([:]), origins: origins))
         } else {
             let backend: BackendAddress
             if let unix = self.unixTarget {
@@ -533,7 +632,78 @@ struct WSBridgeCommand: AsyncParsableCommand {
         let tlsHangups: UnixSignalsSequence? = tlsStore == nil ? nil : await UnixSignalsSequence(trapping: .sighup)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: self.threads ?? System.coreCount)
         let metrics = BridgeMetrics()
-        let server = BridgeServer(configuration: configuration, targets: store, group: group, logger: logger, metrics: metrics)
+        var resolver: RedisTokenResolver?
+        var jwt: JWTTokenResolver?
+        if let keys = self.jwtSource {
+            do {
+                jwt = try await JWTTokenResolver(
+                    path: keys,
+                    options: .init(
+                        leeway: self.jwtLeeway,
+                        audience: self.jwtAudience,
+                        issuer: self.jwtIssuer,
+                        closeAtExpiry: self.jwtCloseAtExp
+                    ),
+                    targets: store,
+                    logger: logger
+                )
+            } catch {
+                FileHandle.standardError.write(Data("wsbridge: \(error)\n".utf8))
+                throw ExitCode.failure
+            }
+            logger.info("signed tokens (JWS)", metadata: ["keys": "\(jwt!.keyCount)", "source": "\(keys)"])
+        }
+        if let source = self.redisSource {
+            var parsed = try RedisTokenSource.parse(source)
+            parsed.endpoint.username = self.redisUsername
+            resolver = RedisTokenResolver(
+                source: parsed,
+                revokeChannel: self.redisRevokeChannel == "off" ? nil : self.redisRevokeChannel,
+                cache: .init(
+                    ttl: Self.seconds(self.tokenCacheTTL),
+                    negativeTTL: Self.seconds(self.tokenCacheNegativeTTL),
+                    staleFor: Self.seconds(self.tokenStaleFor)
+                ),
+                timeout: Self.seconds(self.redisTimeout),
+                group: group,
+                logger: logger
+            )
+            logger.info(
+                "tokens from redis",
+                metadata: [
+                    "redis": "\(parsed.endpoint.host):\(parsed.endpoint.port)", "db": "\(parsed.endpoint.database)",
+                    "namespace": "\(parsed.namespace)", "revoke_channel": "\(self.redisRevokeChannel)",
+                ]
+            )
+        }
+        var api: HTTPTokenResolver?
+        if let (url, format) = self.apiSource {
+            api = HTTPTokenResolver(
+                urlTemplate: url,
+                format: format,
+                cache: .init(
+                    ttl: Self.seconds(self.tokenCacheTTL),
+                    negativeTTL: Self.seconds(self.tokenCacheNegativeTTL),
+                    staleFor: Self.seconds(self.tokenStaleFor)
+                ),
+                timeout: Self.seconds(self.tokenAPITimeout),
+                group: group,
+                logger: logger
+            )
+            logger.info("tokens from an HTTP API", metadata: ["url": "\(url)"])
+        }
+        let server = BridgeServer(
+            configuration: configuration,
+            targets: store,
+            group: group,
+            logger: logger,
+            metrics: metrics,
+            resolver: (resolver as (any TokenResolver)?) ?? jwt ?? api
+        )
+        if let resolver {
+            resolver.onRevoke { [weak server] token in server?.revokeSessions(token: token) }
+        }
+        let tokenService: (any Service)? = resolver ?? jwt ?? api
         // Shutdown runs in reverse order: the bridge drains while the metrics listener still answers /readyz.
         var services: [any Service] = []
         if self.metricsListen != "off" {
@@ -550,6 +720,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
                 )
             )
         }
+        if let tokenService { services.append(tokenService) }
         services.append(server)
         // ReadOnlyTokenFile reads once: no watcher (SIGHUP stays trapped, and does nothing).
         if store.loader != nil, self.tokenPlugin.flatMap(Self.plugin(named:))?.reloads ?? true {

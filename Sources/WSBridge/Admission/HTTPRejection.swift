@@ -13,6 +13,8 @@ public struct HTTPRejection: Error, Equatable, Sendable, CustomStringConvertible
         case clientAddress = "client_address"
         case missingToken = "missing_token"
         case unknownToken = "unknown_token"
+        /// A signed token that failed verification (signature, expiry, audience, issuer, claims).
+        case invalidToken = "invalid_token"
         case timeout
         /// Over `--max-connections`, per-client or per-target session limits.
         case limit
@@ -26,6 +28,8 @@ public struct HTTPRejection: Error, Equatable, Sendable, CustomStringConvertible
         case tlsRequired = "tls_required"
         /// A connection without a valid PROXY protocol header under `--proxy-protocol`.
         case proxyProtocol = "proxy_protocol"
+        /// The token service (Redis, …) could not answer.
+        case tokenService = "token_service"
     }
 
     public var kind: Kind

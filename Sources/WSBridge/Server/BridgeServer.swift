@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -25,8 +26,10 @@ public final class BridgeServer: Service, Sendable {
     public let limiter: AdmissionLimiter
     private let clients = ChannelRegistry()
     /// Live sessions with the token and target they were admitted with, for revocation on reload.
-    private let sessions = NIOLockedValueBox<[ObjectIdentifier: (token: String, target: Target, channel: Channel)]>([:])
+    private let sessions = NIOLockedValueBox<[ObjectIdentifier: (token: String, target: Target, channel: Channel, resolved: Bool)]>([:])
     private let backends = ChannelRegistry()
+    /// Asked for tokens the targets table does not know (Redis, …); nil when tokens come from files only.
+    public let resolver: (any TokenResolver)?
 
     /// - Parameter onServerRunning: called with the bound address once the server listens (the real port when
     ///   the configuration asked for port 0).
@@ -37,6 +40,7 @@ public final class BridgeServer: Service, Sendable {
         logger: Logger,
         metrics: BridgeMetrics = BridgeMetrics(),
         readiness: Readiness = Readiness(),
+        resolver: (any TokenResolver)? = nil,
         onServerRunning: (@Sendable (SocketAddress) -> Void)? = nil
     ) {
         self.init(
@@ -52,6 +56,7 @@ public final class BridgeServer: Service, Sendable {
                 readBufferSize: configuration.readBufferSize,
                 maxReadsPerCycle: configuration.maxReadsPerCycle
             ),
+            resolver: resolver,
             onServerRunning: onServerRunning
         )
     }
@@ -64,8 +69,10 @@ public final class BridgeServer: Service, Sendable {
         metrics: BridgeMetrics = BridgeMetrics(),
         readiness: Readiness = Readiness(),
         connector: BackendConnector,
+        resolver: (any TokenResolver)? = nil,
         onServerRunning: (@Sendable (SocketAddress) -> Void)? = nil
     ) {
+        self.resolver = resolver
         self.configuration = configuration
         self.targets = targets
         self.group = group
@@ -85,7 +92,7 @@ public final class BridgeServer: Service, Sendable {
         guard case .tokens(let map) = table.mode else { return }
         let live = self.sessions.withLockedValue { Array($0.values) }
         var revoked = 0
-        for session in live where !session.target.keepOnRevoke {
+        for session in live where !session.target.keepOnRevoke && !session.resolved {
             let reason: String
             if let now = map[session.token] {
                 guard now.backend != session.target.backend else { continue }
@@ -99,6 +106,23 @@ public final class BridgeServer: Service, Sendable {
         if revoked > 0 {
             self.logger.info("closing sessions whose target was removed or changed", metadata: ["sessions": "\(revoked)"])
         }
+    }
+
+    /// Closes (1008 `token revoked`) the live sessions admitted with `token`, unless their target says
+    /// `on_revoke: keep` (a revocation published by a token service). Returns how many were closed.
+    @discardableResult
+    public func revokeSessions(token: String, reason: String = "token revoked") -> Int {
+        let live = self.sessions.withLockedValue { $0.values.filter { $0.token == token && !$0.target.keepOnRevoke } }
+        for session in live {
+            session.channel.pipeline.fireUserInboundEventTriggered(BridgeRevocationEvent(reason: reason))
+        }
+        if !live.isEmpty {
+            self.logger.info(
+                "closing sessions of a revoked token",
+                metadata: ["sessions": "\(live.count)", "target": "\(Target.redact(token))"]
+            )
+        }
+        return live.count
     }
 
     /// Number of open client connections (handshaking or in session).
@@ -383,7 +407,50 @@ public final class BridgeServer: Service, Sendable {
         connection: ConnectionState,
         policy: UpgradePolicy
     ) -> EventLoopFuture<HTTPHeaders?> {
-        switch policy.decide(head, targets: self.targets.current, client: connection.clientKey, identity: connection.identity) {
+        let table = self.targets.current
+        let client = connection.clientKey
+        let decision = policy.decide(head, targets: table, client: client, identity: connection.identity)
+        if let resolver = self.resolver, case .reject(let rejection) = decision, rejection.kind == .unknownToken,
+            let token = policy.token(in: head)
+        {
+            // Not in the loaded table: ask the token service, without blocking the event loop.
+            return resolver.resolve(token, on: channel.eventLoop).flatMap { resolution in
+                switch resolution {
+                case .found(let target):
+                    connection.resolvedByService = true
+                    let resolved = TargetTable(mode: .tokens([token: target]), origins: table.origins)
+                    return self.admit(
+                        policy.decide(head, targets: resolved, client: client, identity: connection.identity),
+                        channel: channel,
+                        client: client,
+                        connection: connection
+                    )
+                case .notFound:
+                    connection.rejection = rejection
+                case .invalid(let reason):
+                    connection.rejection = HTTPRejection(.invalidToken, .forbidden, reason)
+                case .unavailable(let reason):
+                    connection.rejection = HTTPRejection(
+                        .tokenService,
+                        .serviceUnavailable,
+                        reason,
+                        headers: [("Retry-After", "5")]
+                    )
+                }
+                return channel.eventLoop.makeSucceededFuture(nil)
+            }
+        }
+        return self.admit(decision, channel: channel, client: client, connection: connection)
+    }
+
+    /// Applies the session limits to an admission decision, then connects the backend.
+    private func admit(
+        _ decision: UpgradePolicy.Decision,
+        channel: Channel,
+        client: String,
+        connection: ConnectionState
+    ) -> EventLoopFuture<HTTPHeaders?> {
+        switch decision {
         case .reject(let rejection):
             connection.rejection = rejection
             return channel.eventLoop.makeSucceededFuture(nil)
@@ -462,8 +529,15 @@ public final class BridgeServer: Service, Sendable {
             if let token = admission.token {
                 let id = ObjectIdentifier(channel)
                 let sessions = self.sessions
-                sessions.withLockedValue { $0[id] = (token, admission.target, channel) }
+                let resolved = connection.resolvedByService
+                sessions.withLockedValue { $0[id] = (token, admission.target, channel, resolved) }
                 channel.closeFuture.whenComplete { _ in sessions.withLockedValue { _ = $0.removeValue(forKey: id) } }
+            }
+            if let deadline = admission.target.sessionDeadline {
+                let close = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(max(0, deadline.timeIntervalSinceNow) * 1e9))) {
+                    channel.pipeline.fireUserInboundEventTriggered(BridgeRevocationEvent(reason: "token expired"))
+                }
+                channel.closeFuture.whenComplete { _ in close.cancel() }
             }
             let echoes = admission.target.backend == .echo
             let session: SessionHandler

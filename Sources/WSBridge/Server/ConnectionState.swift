@@ -41,6 +41,9 @@ final class ConnectionState: @unchecked Sendable {
         self.destinationPort = destinationPort
         self.clientKey = client
     }
+    /// The target came from a token service (Redis, a signed token), not from the loaded targets: a reload of the
+    /// targets file does not revoke the session.
+    var resolvedByService = false
 
     init(guardHandler: ConnectionGuard, logger: Logger) {
         self.guardHandler = guardHandler

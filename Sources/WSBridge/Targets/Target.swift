@@ -1,3 +1,5 @@
+import Foundation
+
 /// One backend that clients may reach, and the rules for reaching it.
 public struct Target: Hashable, Sendable {
     /// The name used in logs. Never the full token when the token is the only name.
@@ -22,6 +24,9 @@ public struct Target: Hashable, Sendable {
     /// Client certificate names (common name or subject alternative name) allowed to reach this target; nil
     /// allows every client.
     public var clientCertNames: [String]?
+    /// When set, sessions admitted with this target are closed (1008 `token expired`) at this time: a signed
+    /// token's `exp` under `--jwt-close-at-exp`.
+    public var sessionDeadline: Date?
 
     public init(
         name: String,

@@ -1,0 +1,136 @@
+import AsyncHTTPClient
+import Logging
+import NIOCore
+import NIOHTTP1
+import ServiceLifecycle
+
+/// websockify's `BaseTokenAPI` and `JSONTokenApi`: GET a URL with the token in place of `%s`; a 2xx body is
+/// `host:port` (BaseTokenAPI) or JSON `{"host": ..., "port": ...}` (JSONTokenApi; `{"host": "h:p"}` works too).
+/// Unlike websockify, the token is percent-encoded (everything but RFC 3986's unreserved characters), each request
+/// has a timeout, and answers are cached (`TokenCache`: TTL, negative TTL, stale answers while the API is down).
+/// A 4xx answer (or a 2xx body that names no backend) is an unknown token; no answer, a timeout or a 5xx is
+/// "unavailable" (503). Bodies above 64 KiB are refused.
+///
+/// A `Service`: `run` waits for graceful shutdown, then shuts the HTTP client down.
+public final class HTTPTokenResolver: TokenResolver, Service {
+    public enum Format: Sendable { case text, json }
+
+    public let urlTemplate: String
+    public let format: Format
+    public let cache: TokenCache
+    private let timeout: TimeAmount
+    private let client: HTTPClient
+    private let logger: Logger
+
+    public var name: String { "http" }
+
+    /// - Parameter urlTemplate: a URL containing `%s` where the token goes.
+    public init(
+        urlTemplate: String,
+        format: Format,
+        cache: TokenCache.Policy = .init(),
+        timeout: TimeAmount = .seconds(2),
+        group: EventLoopGroup,
+        logger: Logger
+    ) {
+        self.urlTemplate = urlTemplate
+        self.format = format
+        self.cache = TokenCache(policy: cache)
+        self.timeout = timeout
+        self.logger = logger
+        var configuration = HTTPClient.Configuration(
+            timeout: .init(connect: timeout, read: timeout),
+            decompression: .disabled
+        )
+        configuration.redirectConfiguration = .disallow
+        self.client = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: configuration)
+    }
+
+    /// The URL for `token`: the template with `%s` replaced by the percent-encoded token.
+    public static func url(template: String, token: String) -> String {
+        template.replacingOccurrences(of: "%s", with: Self.percentEncode(token))
+    }
+
+    static func percentEncode(_ text: String) -> String {
+        var out = ""
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"),
+                UInt8(ascii: "~"):
+                out.unicodeScalars.append(Unicode.Scalar(byte))
+            default:
+                out += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
+            }
+        }
+        return out
+    }
+
+    /// The backend a 2xx body names, or nil.
+    static func backend(fromBody bytes: [UInt8], format: Format) -> BackendAddress? {
+        let text = String(decoding: bytes, as: UTF8.self).trimmingWhitespace()
+        switch format {
+        case .json: return text.hasPrefix("{") ? RedisTokenSource.backend(fromValue: bytes) : nil
+        case .text: return text.hasPrefix("{") ? nil : RedisTokenSource.backend(fromValue: bytes)
+        }
+    }
+
+    public func resolve(_ token: String, on eventLoop: EventLoop) -> EventLoopFuture<TokenResolution> {
+        if let cached = self.cache.fresh(token) {
+            return eventLoop.makeSucceededFuture(cached.map { .found(RedisTokenResolver.target(token, $0)) } ?? .notFound)
+        }
+        let request: HTTPClient.Request
+        do {
+            request = try HTTPClient.Request(url: Self.url(template: self.urlTemplate, token: token), method: .GET)
+        } catch {
+            return eventLoop.makeSucceededFuture(.invalid("invalid token: cannot be put in the API's URL"))
+        }
+        let cache = self.cache
+        let logger = self.logger
+        let format = self.format
+        return self.client.execute(
+            request: request,
+            eventLoop: .delegate(on: eventLoop),
+            deadline: .now() + self.timeout,
+            logger: nil
+        )
+        .hop(to: eventLoop)
+        .flatMapThrowing { response -> TokenResolution in
+            let status = response.status.code
+            if status >= 500 { throw HTTPAPIError(message: "token API answered \(status)") }
+            guard (200..<300).contains(status) else {
+                cache.store(token, nil)
+                return .notFound
+            }
+            var body = response.body ?? ByteBuffer()
+            guard body.readableBytes <= 64 << 10, let bytes = body.readBytes(length: body.readableBytes) else {
+                throw HTTPAPIError(message: "token API answer too large")
+            }
+            guard let backend = Self.backend(fromBody: bytes, format: format) else {
+                logger.warning("token API answer for \(Target.redact(token)) names no backend")
+                cache.store(token, nil)
+                return .notFound
+            }
+            cache.store(token, backend)
+            return .found(RedisTokenResolver.target(token, backend))
+        }
+        .recover { error in
+            if let backend = cache.stale(token) { return .found(RedisTokenResolver.target(token, backend)) }
+            logger.debug("token API lookup failed: \(error)")
+            return .unavailable("token service unavailable: token API unreachable")
+        }
+    }
+
+    struct HTTPAPIError: Error { var message: String }
+
+    public func run() async throws {
+        try? await gracefulShutdown()
+        try await self.client.shutdown()
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String {
+        String(repeating: "0", count: max(0, width - self.count)) + self
+    }
+}

@@ -1,0 +1,106 @@
+"""JWTTokenApi (issue 9): websockify's command line and key file, signed tokens verified by each instance alone
+(docs/behaviour.md, "Routing"). Tokens are signed here with the standard library (HS256); the other algorithms,
+rotation and claims are covered by the Swift tests (JWTTokenResolverTests)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+from conftest import run_bridge, ws_connect
+from wsraw import http_exchange, upgrade_request
+
+SECRET = b"websockify-shared-secret-0123456789"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hs256(claims: dict, secret: bytes = SECRET, header: dict | None = None) -> str:
+    head = b64url(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64url(json.dumps(claims).encode())
+    signature = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64url(signature)}"
+
+
+def key_file(tmp_path):
+    # websockify (jwcrypto) reads a symmetric key file as the base64url of the secret.
+    path = tmp_path / "jwt.key"
+    path.write_text(b64url(SECRET) + "\n")
+    return path
+
+
+def answer(b, token: str):
+    return http_exchange(b.connect_host, b.port, upgrade_request(b.connect_host, b.port, f"/?token={token}"))
+
+
+def test_websockify_jwt_token_api(bridge_factory, backends, tmp_path):
+    echo = backends.echo()
+    host, port = echo.addr.rsplit(":", 1)
+    b = bridge_factory("--token-plugin", "JWTTokenApi", "--token-source", str(key_file(tmp_path)), "--metrics-listen", "off")
+    good = hs256({"host": host, "port": int(port), "exp": int(time.time()) + 60})
+    with ws_connect(b.url(f"/?token={good}")) as ws:
+        ws.send(b"signed")
+        assert ws.recv(timeout=5) == b"signed"
+    # The port as a string, as some issuers write it; Authorization: Bearer works too.
+    with ws_connect(b.url("/"), additional_headers={"Authorization": f"Bearer {hs256({'host': host, 'port': port})}"}) as ws:
+        ws.send(b"x")
+        assert ws.recv(timeout=5) == b"x"
+    cases = {
+        hs256({"host": host, "port": int(port), "exp": int(time.time()) - 120}): b"invalid token: expired",
+        hs256({"host": host, "port": int(port), "nbf": int(time.time()) + 120}): b"invalid token: not yet valid",
+        hs256({"host": host, "port": int(port)}, secret=b"wrong"): b"invalid token: bad signature",
+        hs256({"host": host}): b"invalid token: no host/port or target claim",
+    }
+    for token, reason in cases.items():
+        resp = answer(b, token)
+        assert (resp.status, resp.body.strip()) == (403, reason), resp
+    assert answer(b, "not-a-jwt").status == 404
+
+
+def test_target_claim_names_a_target_of_the_targets_file(bridge_factory, backends, tmp_path):
+    echo = backends.echo()
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(f"targets:\n  lab:\n    token: never-handed-out-{time.time_ns()}\n    backend: {echo.addr}\n")
+    b = bridge_factory(
+        "--token-plugin", "JWTTokenApi", "--token-source", str(key_file(tmp_path)), "--targets", str(targets),
+        "--jwt-audience", "wsbridge", "--metrics-listen", "off",
+    )
+    token = hs256({"target": "lab", "aud": "wsbridge", "exp": int(time.time()) + 60})
+    with ws_connect(b.url(f"/?token={token}")) as ws:
+        ws.send(b"named")
+        assert ws.recv(timeout=5) == b"named"
+    assert answer(b, hs256({"target": "lab", "aud": "other"})).status == 403
+
+
+def test_bad_key_file_exits_1(wsbridge_bin, tmp_path):
+    bad = tmp_path / "bad.pem"
+    bad.write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+    r = run_bridge(wsbridge_bin, "--token-plugin", "JWTTokenApi", "--token-source", str(bad), "127.0.0.1:0")
+    assert r.returncode == 1 and b"bad.pem" in r.stderr, r.stderr
+
+
+def test_close_at_exp(bridge_factory, backends, tmp_path):
+    import pytest
+    from websockets.exceptions import ConnectionClosed
+
+    echo = backends.echo()
+    host, port = echo.addr.rsplit(":", 1)
+    b = bridge_factory(
+        "--token-plugin", "JWTTokenApi", "--token-source", str(key_file(tmp_path)), "--jwt-close-at-exp",
+        "--metrics-listen", "off",
+    )
+    expires = time.time() + 1.5
+    token = hs256({"host": host, "port": int(port), "exp": int(expires) + 1})
+    with ws_connect(b.url(f"/?token={token}")) as ws:
+        ws.send(b"a")
+        assert ws.recv(timeout=5) == b"a"
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=5)
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "token expired")
+        assert abs(time.time() - (int(expires) + 1)) < 1.0

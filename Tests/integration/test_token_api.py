@@ -1,0 +1,130 @@
+"""BaseTokenAPI / JSONTokenApi (issue 9): websockify's HTTP token API, with a timeout, a TTL cache, negative
+caching and the token URL-encoded (docs/behaviour.md, "Routing"). The API is a small http.server here."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
+
+import pytest
+
+from conftest import ws_connect
+from wsraw import http_exchange, upgrade_request
+
+
+class TokenAPI:
+    """Answers /t/TOKEN from `answers` (status, body, delay); records every path asked."""
+
+    def __init__(self):
+        self.answers: dict[str, tuple[int, str, float]] = {}
+        self.paths: list[str] = []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                api.paths.append(self.path)
+                status, body, delay = api.answers.get(unquote(self.path.removeprefix("/t/")), (404, "no", 0.0))
+                time.sleep(delay)  # a slow API, on purpose
+                data = body.encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the bridge gave up waiting (the timeout case)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/t/%s"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def hits(self, token_path: str) -> int:
+        return self.paths.count(token_path)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def api():
+    a = TokenAPI()
+    yield a
+    a.close()
+
+
+def answer(b, token: str):
+    return http_exchange(b.connect_host, b.port, upgrade_request(b.connect_host, b.port, f"/?token={token}"))
+
+
+def api_bridge(bridge_factory, plugin: str, url: str, *extra: str):
+    return bridge_factory("--token-plugin", plugin, "--token-source", url, "--metrics-listen", "off", *extra)
+
+
+def test_base_token_api_hit_miss_and_odd_tokens(bridge_factory, backends, api):
+    echo = backends.echo()
+    api.answers["good"] = (200, echo.addr + "\n", 0.0)
+    odd = "a/b c?&%é"
+    api.answers[odd] = (200, echo.addr, 0.0)
+    b = api_bridge(bridge_factory, "BaseTokenAPI", api.url)
+    with ws_connect(b.url("/?token=good")) as ws:
+        ws.send(b"hi")
+        assert ws.recv(timeout=5) == b"hi"
+    assert answer(b, "missing").status == 404
+    from urllib.parse import quote
+    resp = answer(b, quote(odd, safe=""))
+    assert resp.status == 101, resp
+    # Percent-encoded on the way to the API: the token cannot add path segments or a query.
+    assert "/t/a%2Fb%20c%3F%26%25%C3%A9" in api.paths, api.paths
+
+
+def test_json_token_api(bridge_factory, backends, api):
+    echo = backends.echo()
+    host, port = echo.addr.rsplit(":", 1)
+    api.answers["j"] = (200, json.dumps({"host": host, "port": int(port)}), 0.0)
+    api.answers["plain"] = (200, echo.addr, 0.0)
+    b = api_bridge(bridge_factory, "websockify.token_plugins.JSONTokenApi", api.url)
+    with ws_connect(b.url("/?token=j")) as ws:
+        ws.send(b"json")
+        assert ws.recv(timeout=5) == b"json"
+    assert answer(b, "plain").status == 404  # JSONTokenApi wants JSON
+
+
+def test_timeout_and_server_errors_are_503(bridge_factory, api):
+    api.answers["slow"] = (200, "127.0.0.1:1", 3.0)
+    api.answers["broken"] = (500, "oops", 0.0)
+    b = api_bridge(bridge_factory, "BaseTokenAPI", api.url, "--token-api-timeout", "0.5")
+    started = time.monotonic()
+    resp = answer(b, "slow")
+    assert (resp.status, resp.body.strip()) == (503, b"token service unavailable: token API unreachable")
+    assert time.monotonic() - started < 2.0
+    assert answer(b, "broken").status == 503
+
+
+def test_cache_ttl_and_negative_cache(bridge_factory, backends, api):
+    echo = backends.echo()
+    api.answers["c"] = (200, echo.addr, 0.0)
+    b = api_bridge(bridge_factory, "BaseTokenAPI", api.url, "--token-cache-ttl", "1", "--token-cache-negative-ttl", "1")
+    for _ in range(3):
+        assert answer(b, "c").status == 101
+        assert answer(b, "gone").status == 404
+    assert (api.hits("/t/c"), api.hits("/t/gone")) == (1, 1)
+    time.sleep(1.2)  # past both TTLs
+    api.answers["gone"] = (200, echo.addr, 0.0)
+    assert answer(b, "c").status == 101
+    assert answer(b, "gone").status == 101
+    assert (api.hits("/t/c"), api.hits("/t/gone")) == (2, 2)
+
+
+def test_bad_url_is_a_usage_error(wsbridge_bin):
+    from conftest import run_bridge
+
+    r = run_bridge(wsbridge_bin, "--token-plugin", "BaseTokenAPI", "--token-source", "http://api/no-placeholder", "127.0.0.1:0")
+    assert r.returncode == 64 and b"%s" in r.stderr, r.stderr
