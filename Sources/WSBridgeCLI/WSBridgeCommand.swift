@@ -217,6 +217,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("trusted-proxy"), help: ArgumentHelp("A proxy (CIDR or address) whose X-Forwarded-For/Forwarded headers give the client's address; repeatable.", valueName: "CIDR"))
     var trustedProxies: [String] = []
 
+    @Option(name: .customLong("trusted-proxy-header"), help: ArgumentHelp("The one header a --trusted-proxy writes the client's address in: xff (X-Forwarded-For, appended by nginx and HAProxy) or forwarded (RFC 7239). The other is ignored: a client could send it.", valueName: "xff|forwarded"))
+    var trustedProxyHeader: String = "xff"
+
     @Flag(name: .customLong("proxy-protocol"), help: "Every connection starts with a PROXY protocol v1/v2 header from a load balancer (from a --trusted-proxy peer when that list is given).")
     var proxyProtocol = false
 
@@ -351,6 +354,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError("--trusted-proxy: \(error)")
         }
+        guard TrustedProxies.Header(rawValue: self.trustedProxyHeader) != nil else {
+            throw ValidationError("--trusted-proxy-header must be xff (X-Forwarded-For) or forwarded")
+        }
         if self.unixListen != nil && self.inetd {
             throw ValidationError("give --unix-listen or --inetd, not both")
         }
@@ -468,7 +474,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         ("cert", .repeatable), ("key", .repeatable), ("key-password-file", .option), ("ssl-only", .flag),
         ("ssl-version", .option), ("ssl-ciphers", .option), ("verify-client", .flag), ("cafile", .option),
         ("ssl-target", .flag), ("auth-plugin", .option), ("auth-source", .option), ("auth-file", .option),
-        ("trusted-proxy", .repeatable), ("proxy-protocol", .flag),
+        ("trusted-proxy", .repeatable), ("trusted-proxy-header", .option), ("proxy-protocol", .flag),
     ]
 
     /// Like ArgumentParser's `main`, but options may come from `WSBRIDGE_…` variables and a bad command line is
@@ -619,7 +625,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         } else if let file = self.authFile {
             configuration.authenticator = BasicAuthenticator(users: try Self.orExit { try BasicAuthenticator.loadFile(file) })
         }
-        configuration.trustedProxies = try TrustedProxies(self.trustedProxies)
+        configuration.trustedProxies = try TrustedProxies(self.trustedProxies, header: TrustedProxies.Header(rawValue: self.trustedProxyHeader)!)
         configuration.proxyProtocol = self.proxyProtocol
         if store.current.origins == nil {
             logger.warning("no --origin allow-list: WebSocket connections from any web page are accepted")

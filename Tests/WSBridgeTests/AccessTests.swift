@@ -28,14 +28,45 @@ final class AccessTests: XCTestCase {
         XCTAssertEqual(client("10.0.0.1", [("X-Forwarded-For", "garbage, 10.9.9.9")]), "10.9.9.9")
         XCTAssertEqual(client("10.0.0.1", [("X-Forwarded-For", "garbage")]), "10.0.0.1")
         XCTAssertEqual(client("198.51.100.1", [("X-Forwarded-For", "203.0.113.9")]), "198.51.100.1")
-        XCTAssertEqual(client("10.0.0.1", [("Forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43")]), "192.0.2.60")
-        XCTAssertEqual(client("10.0.0.1", [("Forwarded", "for=\"[2001:db9::17]:4711\", for=10.1.1.1")]), "2001:db9::17")
-        XCTAssertEqual(client("10.0.0.1", [("Forwarded", "For=\"198.51.100.3:80\""), ("X-Forwarded-For", "1.1.1.1")]), "198.51.100.3")
         XCTAssertThrowsError(try TrustedProxies(["10.0.0.0/33"]))
         XCTAssertThrowsError(try TrustedProxies(["10.0.0.0/-1"]))
         XCTAssertThrowsError(try TrustedProxies(["example.com"]))
         XCTAssertThrowsError(try TrustedProxies(["::/129"]))
         XCTAssertTrue(try TrustedProxies(["0.0.0.0/0"]).contains("8.8.8.8"))
+    }
+
+    /// Behind a proxy that appends `X-Forwarded-For` (nginx, HAProxy), a `Forwarded` header can only come from the
+    /// client: it must never pick the address.
+    func testDefaultHeaderIsXFFAndClientForwardedIsIgnored() throws {
+        let trusted = try TrustedProxies(["10.0.0.0/8"])
+        XCTAssertEqual(trusted.header, .xff)
+        func client(_ headers: [(String, String)]) -> String {
+            trusted.clientAddress(peer: "10.0.0.1", headers: HTTPHeaders(headers))
+        }
+        // The client sent Forwarded (and its own XFF); the proxy appended the real peer to XFF.
+        XCTAssertEqual(
+            client([("Forwarded", "for=192.0.2.99"), ("X-Forwarded-For", "192.0.2.99, 203.0.113.5")]), "203.0.113.5"
+        )
+        XCTAssertEqual(client([("Forwarded", "for=192.0.2.99"), ("X-Forwarded-For", "203.0.113.5")]), "203.0.113.5")
+        // Forwarded alone is not believed: the peer is the client.
+        XCTAssertEqual(client([("Forwarded", "for=192.0.2.99")]), "10.0.0.1")
+        // HAProxy adds a header of its own after the client's: the last one wins.
+        XCTAssertEqual(client([("X-Forwarded-For", "192.0.2.99"), ("X-Forwarded-For", "203.0.113.5")]), "203.0.113.5")
+    }
+
+    func testForwardedHeaderWhenChosen() throws {
+        let trusted = try TrustedProxies(["10.0.0.0/8"], header: .forwarded)
+        func client(_ headers: [(String, String)]) -> String {
+            trusted.clientAddress(peer: "10.0.0.1", headers: HTTPHeaders(headers))
+        }
+        XCTAssertEqual(client([("Forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43")]), "192.0.2.60")
+        XCTAssertEqual(client([("Forwarded", "for=\"[2001:db9::17]:4711\", for=10.1.1.1")]), "2001:db9::17")
+        XCTAssertEqual(client([("Forwarded", "For=\"198.51.100.3:80\""), ("X-Forwarded-For", "1.1.1.1")]), "198.51.100.3")
+        // X-Forwarded-For is the client's own then.
+        XCTAssertEqual(client([("X-Forwarded-For", "192.0.2.99")]), "10.0.0.1")
+        XCTAssertEqual(client([("X-Forwarded-For", "192.0.2.99"), ("Forwarded", "for=203.0.113.5")]), "203.0.113.5")
+        XCTAssertEqual(TrustedProxies.Header(rawValue: "forwarded"), .forwarded)
+        XCTAssertNil(TrustedProxies.Header(rawValue: "x-real-ip"))
     }
 
     // MARK: Basic authentication

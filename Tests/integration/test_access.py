@@ -124,7 +124,7 @@ def test_x_forwarded_for_counts_only_from_trusted_proxies(bridge_factory, backen
     assert conn.received().startswith(f"PROXY TCP4 203.0.113.9 127.0.0.1 0 {trusted.port}\r\n".encode()), conn.received()
     # Per-client limits count the forwarded address: another client is not limited by the first.
     mark = len(trusted.stderr.snapshot())
-    ws2 = RawWS.connect(trusted.connect_host, trusted.port, "/?token=pp", extra=[("Forwarded", 'for="[2001:db8::7]:4711";proto=https')])
+    ws2 = RawWS.connect(trusted.connect_host, trusted.port, "/?token=pp", extra=[("X-Forwarded-For", "2001:db8::7")])
     assert session_client(trusted, mark) == "2001:db8::7"
     resp = upgrade(trusted, "/?token=pp", extra=[("X-Forwarded-For", "203.0.113.9")])
     assert resp.status == 503, str(resp)
@@ -136,6 +136,37 @@ def test_x_forwarded_for_counts_only_from_trusted_proxies(bridge_factory, backen
     ws3 = RawWS.connect(untrusted.connect_host, untrusted.port, "/?token=pp", extra=[("X-Forwarded-For", "203.0.113.9")])
     assert session_client(untrusted, mark).startswith("127.0.0.1:")
     ws3.sock.close()
+
+
+def test_client_forwarded_header_cannot_spoof_behind_xff_proxy(bridge_factory, backends, tmp_path):
+    """nginx and HAProxy append X-Forwarded-For and pass a client's Forwarded header through: with the default
+    --trusted-proxy-header xff that header is never believed, so allow_clients cannot be bypassed with it."""
+    echo = backends.echo()
+    targets = tmp_path / "t.yaml"
+    targets.write_text(f"targets:\n  lab:\n    backend: {echo.addr}\n    allow_clients: [203.0.113.0/24]\n")
+    b = bridge_factory("--trusted-proxy", "127.0.0.0/8", "--targets", targets)
+    # The proxy named 198.51.100.1; the client added Forwarded: for= an allowed address.
+    resp = upgrade(b, "/?token=lab", extra=[("Forwarded", "for=203.0.113.5"), ("X-Forwarded-For", "198.51.100.1")])
+    assert resp.status == 403, str(resp)
+    # Forwarded alone: the proxy (the peer) is the client, not the address the client wrote.
+    resp = upgrade(b, "/?token=lab", extra=[("Forwarded", "for=203.0.113.5")])
+    assert resp.status == 403, str(resp)
+    # The client's own X-Forwarded-For entry, left of the one the proxy appended, is not believed either.
+    resp = upgrade(b, "/?token=lab", extra=[("X-Forwarded-For", "203.0.113.5, 198.51.100.1")])
+    assert resp.status == 403, str(resp)
+    resp = upgrade(b, "/?token=lab", extra=[("X-Forwarded-For", "198.51.100.1, 203.0.113.5")])
+    assert resp.status == 101, str(resp)
+
+
+def test_trusted_proxy_header_forwarded(bridge_factory, backends, tmp_path):
+    echo = backends.echo()
+    targets = tmp_path / "t.yaml"
+    targets.write_text(f"targets:\n  lab:\n    backend: {echo.addr}\n    allow_clients: [203.0.113.0/24]\n")
+    b = bridge_factory("--trusted-proxy", "127.0.0.0/8", "--trusted-proxy-header", "forwarded", "--targets", targets)
+    resp = upgrade(b, "/?token=lab", extra=[("X-Forwarded-For", "203.0.113.5"), ("Forwarded", "for=198.51.100.1")])
+    assert resp.status == 403, str(resp)
+    resp = upgrade(b, "/?token=lab", extra=[("Forwarded", 'for="203.0.113.5:4711"')])
+    assert resp.status == 101, str(resp)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,19 +5,34 @@ import Darwin
 #endif
 import NIOHTTP1
 
-/// The networks of proxies whose `X-Forwarded-For` and `Forwarded` headers are believed (`--trusted-proxy CIDR`).
+/// The networks of proxies whose forwarding header is believed (`--trusted-proxy CIDR`), and which header that is
+/// (`--trusted-proxy-header xff|forwarded`).
 ///
-/// The client is found walking the forwarding chain from the nearest hop backwards: the first address that is not
-/// a trusted proxy is the client. Headers from a peer outside the list are ignored.
+/// Only the one header the proxies are known to write is read: a proxy that appends `X-Forwarded-For` (nginx's
+/// `$proxy_add_x_forwarded_for`, HAProxy's `option forwardfor`) passes a client's own `Forwarded` header through
+/// untouched, so believing it would let any client pick its address. The client is found walking that header's
+/// chain from the nearest hop backwards: the first address that is not a trusted proxy is the client. Headers from
+/// a peer outside the list are ignored.
 public struct TrustedProxies: Sendable, Equatable {
+    /// The forwarding header the trusted proxies write.
+    public enum Header: String, Sendable, Equatable, CaseIterable {
+        /// `X-Forwarded-For` (several headers joined in order), what nginx and HAProxy append.
+        case xff
+        /// `Forwarded` `for=` values (RFC 7239).
+        case forwarded
+    }
+
     private var networks: [CIDR]
+    /// The only header the client's address is taken from.
+    public var header: Header
 
     public struct CIDRError: Error, CustomStringConvertible, Sendable {
         public var description: String
     }
 
     /// `10.0.0.0/8`, `192.0.2.7` (one address), `2001:db8::/32`.
-    public init(_ cidrs: [String]) throws {
+    public init(_ cidrs: [String], header: Header = .xff) throws {
+        self.header = header
         self.networks = try cidrs.map { text in
             guard let network = CIDR(text) else {
                 throw CIDRError(description: "'\(text)' is not an IP address or CIDR network (such as 10.0.0.0/8)")
@@ -33,12 +48,15 @@ public struct TrustedProxies: Sendable, Equatable {
         self.networks.contains { $0.contains(ip) }
     }
 
-    /// The client's address for a request from `peer`: from `Forwarded` (or else `X-Forwarded-For`) when the peer
-    /// is trusted, else the peer itself. A malformed entry stops the walk at the hop before it.
+    /// The client's address for a request from `peer`: from the configured header only when the peer is trusted,
+    /// else the peer itself. A malformed entry stops the walk at the hop before it.
     public func clientAddress(peer: String, headers: HTTPHeaders) -> String {
         guard self.contains(peer) else { return peer }
-        var chain = Self.forwardedFor(headers)
-        if chain.isEmpty {
+        let chain: [String]
+        switch self.header {
+        case .forwarded:
+            chain = Self.forwardedFor(headers)
+        case .xff:
             chain = headers["x-forwarded-for"].flatMap { $0.split(separator: ",") }.map { $0.trimmingWhitespace() }
         }
         var client = peer
