@@ -235,4 +235,37 @@ OrI+bQ+2nNYGRyuaCeq8LqRqqq3XTwxSio+vT6jBwijBDpStemezDTYzeUtg9bpf
             } catch {}
         }
     }
+
+    /// A public key pasted as bare base64 DER (the PEM body without its armour, as identity providers show it) is
+    /// refused as an HMAC secret: anyone holding it could sign tokens.
+    func testPublicKeyAsBareBase64DERIsRefusedAsHMACSecret() async throws {
+        func body(_ pem: String) -> String {
+            pem.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
+        }
+        let rsa = try Insecure.RSA.PrivateKey(pem: Self.rsaPEM)
+        let cases: [(String, String, String)] = [
+            ("rsa-public", body(rsa.publicKey.pemRepresentation), "RSA"),
+            ("rsa-public-wrapped", rsa.publicKey.pemRepresentation.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined(separator: "\n"), "RSA"),
+            ("rsa-private", body(Self.rsaPEM), "RSA"),
+            ("ec-public", body(ES256PrivateKey().publicKey.pemRepresentation), "EC"),
+            ("ed25519-public", body(try EdDSA.PrivateKey(curve: .ed25519).publicKey.pemRepresentation), "Ed25519"),
+        ]
+        for (name, text, kind) in cases {
+            do {
+                _ = try await self.resolver(self.write(name, text + "\n"))
+                XCTFail("accepted \(name) as an HMAC secret")
+            } catch {
+                let message = "\(error)"
+                XCTAssertTrue(message.contains("refused as an HMAC secret"), "\(name): \(message)")
+                XCTAssertTrue(message.contains(kind), "\(name): \(message)")
+            }
+        }
+        // PKCS#1 RSAPublicKey (a SEQUENCE of two INTEGERs), no algorithm OID.
+        let pkcs1: [UInt8] = [0x30, 0x26, 0x02, 0x21, 0x00] + [UInt8](repeating: 0xC5, count: 32) + [0x02, 0x01, 0x03]
+        XCTAssertNotNil(PublicKeyDERDetector.describe(pkcs1))
+        // A real secret is still a secret.
+        XCTAssertNil(PublicKeyDERDetector.describe(Array(Self.secret)))
+        XCTAssertNil(PublicKeyDERDetector.describe([0x30] + [UInt8](repeating: 0x41, count: 40)))
+        _ = try await self.resolver(self.write("secret.key", Self.secretFile))
+    }
 }

@@ -84,6 +84,22 @@ def test_bad_key_file_exits_1(wsbridge_bin, tmp_path):
     assert r.returncode == 1 and b"bad.pem" in r.stderr, r.stderr
 
 
+def test_public_key_as_bare_base64_der_is_refused_as_hmac_secret(wsbridge_bin, tmp_path):
+    """A public key pasted as bare base64 DER (the PEM body, as identity providers show it) would make anyone with
+    the public key able to sign HS256 tokens: it is refused at load, saying why."""
+    import subprocess
+
+    pem = tmp_path / "key.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(pem)],
+                   check=True, capture_output=True)
+    public = subprocess.run(["openssl", "pkey", "-in", str(pem), "-pubout"], check=True, capture_output=True).stdout.decode()
+    bare = tmp_path / "idp.key"
+    bare.write_text("".join(line for line in public.splitlines() if not line.startswith("-----")) + "\n")
+    r = run_bridge(wsbridge_bin, "--token-plugin", "JWTTokenApi", "--token-source", str(bare), "127.0.0.1:0")
+    assert r.returncode == 1, r.stderr
+    assert b"idp.key" in r.stderr and b"refused as an HMAC secret" in r.stderr and b"EC" in r.stderr, r.stderr
+
+
 def test_close_at_exp(bridge_factory, backends, tmp_path):
     import pytest
     from websockets.exceptions import ConnectionClosed

@@ -223,6 +223,14 @@ public final class JWTTokenResolver: TokenResolver, Service {
         guard let secret = Self.base64URLDecode(text), !secret.isEmpty else {
             throw TargetsFileError(file: file, line: nil, message: "a symmetric key file holds the base64url of the secret (as websockify reads it)")
         }
+        // A public key pasted as bare base64 DER would make anyone who has it able to sign tokens.
+        if let what = PublicKeyDERDetector.describe(Array(secret)) {
+            throw TargetsFileError(
+                file: file,
+                line: nil,
+                message: "refused as an HMAC secret: this looks like \(what); anyone holding the public key could sign tokens with it. Give an asymmetric key as PEM (-----BEGIN PUBLIC KEY-----) or a JWK"
+            )
+        }
         // RFC 7518 §3.2: an HMAC key at least as long as the hash output (jwt-kit enforces it too).
         guard secret.count >= 32 else {
             throw TargetsFileError(
