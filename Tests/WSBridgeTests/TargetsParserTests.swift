@@ -130,6 +130,44 @@ final class TargetsParserTests: XCTestCase {
         }
     }
 
+    /// Two tokens with the same first characters share a redacted name: they still get identities (limits) and
+    /// metric labels of their own.
+    func testTargetsWithAlikeNamesGetDistinctIdentitiesAndLabels() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-\(UUID()).cfg")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try "abcd-one-secret: 127.0.0.1:1\nabcd-two-secret: 127.0.0.1:2\nzzzz-other-token: 127.0.0.1:3\n"
+            .write(to: file, atomically: true, encoding: .utf8)
+        guard case .tokens(let map) = try TargetsLoader(path: file.path).load().mode else { return XCTFail() }
+        let one = try XCTUnwrap(map["abcd-one-secret"]), two = try XCTUnwrap(map["abcd-two-secret"])
+        XCTAssertEqual(one.name, two.name)
+        XCTAssertNotEqual(one.identity, two.identity)
+        XCTAssertEqual(one.metricLabel, "abc…#1")
+        XCTAssertEqual(two.metricLabel, "abc…#2")
+        XCTAssertEqual(map["zzzz-other-token"]?.metricLabel, "zzzz…")
+        for target in map.values { XCTAssertFalse(target.metricLabel.contains("secret")) }
+
+        let limiter = AdmissionLimiter(limits: .init())
+        var limitedOne = one, limitedTwo = two
+        limitedOne.maxSessions = 1
+        limitedTwo.maxSessions = 1
+        XCTAssertNoThrow(try limiter.acquire(client: "a", target: limitedOne).get())
+        XCTAssertNoThrow(try limiter.acquire(client: "a", target: limitedTwo).get())
+        guard case .failure = limiter.acquire(client: "a", target: limitedOne) else { return XCTFail() }
+    }
+
+    /// Targets of token services are measured under one label per service, not one per token.
+    func testTokenServiceTargetsShareOneLabel() {
+        let a = RedisTokenResolver.target("aaaa-token-1", .tcp(host: "h", port: 1))
+        let b = RedisTokenResolver.target("aaaa-token-2", .tcp(host: "h", port: 1))
+        XCTAssertEqual([a.metricLabel, b.metricLabel], ["redis", "redis"])
+        XCTAssertNotEqual(a.identity, b.identity)
+        XCTAssertEqual(RedisTokenResolver.target("x", .echo, source: "token-api").metricLabel, "token-api")
+        XCTAssertEqual(BridgeMetrics.codeLabel(1000), "1000")
+        XCTAssertEqual(BridgeMetrics.codeLabel(4321), "4xxx")
+        XCTAssertEqual(BridgeMetrics.codeLabel(3999), "3xxx")
+        XCTAssertEqual(BridgeMetrics.codeLabel(2000), "other")
+    }
+
     func testStoreKeepsThePreviousTableWhenAReloadFails() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-\(UUID()).cfg")
         defer { try? FileManager.default.removeItem(at: file) }

@@ -94,13 +94,14 @@ public final class AdmissionLimiter: Sendable {
             if let max = self.limits.maxSessionsPerClient, state.perClient[client, default: 0] >= max {
                 return busy("too many sessions from this address")
             }
-            if let max = target.maxSessions, state.perTarget[target.name, default: 0] >= max {
+            // By identity: two targets whose (redacted) names look alike are two limits.
+            if let max = target.maxSessions, state.perTarget[target.identity, default: 0] >= max {
                 return busy("target is at its session limit")
             }
             state.total += 1
             state.perClient[client, default: 0] += 1
-            state.perTarget[target.name, default: 0] += 1
-            return .success(Lease(client: client, target: target.name))
+            state.perTarget[target.identity, default: 0] += 1
+            return .success(Lease(client: client, target: target.identity))
         }
     }
 

@@ -5,7 +5,8 @@ import Prometheus
 /// Every metric wsbridge exports, created once and passed to the parts that update them.
 ///
 /// Names follow Prometheus conventions (`wsbridge_…_total` counters, `…_seconds` histograms). Label values are
-/// bounded: target names (from the configuration, never a full token), close codes, and fixed reason sets.
+/// bounded: targets' `metricLabel` (from the configuration, never a full token; one per token service), close
+/// codes by range, and fixed reason sets.
 public final class BridgeMetrics: Sendable {
     /// The registry `/metrics` renders.
     public let registry: PrometheusCollectorRegistry
@@ -84,20 +85,33 @@ public final class BridgeMetrics: Sendable {
         (ok ? self.reloadsOK : self.reloadsFailed).increment()
     }
 
-    /// Counts a finished session by target and close code.
+    /// Counts a finished session by target and close code (see `codeLabel`).
     func sessionClosed(target: String, code: UInt16) {
+        let code = Self.codeLabel(code)
         let key = "\(target)\u{0}\(code)"
         let counter = self.closes.withLockedValue { cache in
             if let existing = cache[key] { return existing }
             let created = CoreMetrics.Counter(
                 label: "wsbridge_sessions_closed_total",
-                dimensions: [("target", target), ("code", String(code))],
+                dimensions: [("target", target), ("code", code)],
                 factory: self.factory
             )
             cache[key] = created
             return created
         }
         counter.increment()
+    }
+
+    /// The `code` label of a close code: the codes of RFC 6455 (1000–1015) as they are; a client's own codes,
+    /// which it chooses freely, by range (`3xxx` registered, `4xxx` private), anything else `other`. The label set
+    /// stays bounded whatever clients send.
+    static func codeLabel(_ code: UInt16) -> String {
+        switch code {
+        case 1000...1015: return String(code)
+        case 3000...3999: return "3xxx"
+        case 4000...4999: return "4xxx"
+        default: return "other"
+        }
     }
 
     /// The Prometheus text exposition of every metric.

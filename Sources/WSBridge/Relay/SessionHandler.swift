@@ -93,7 +93,7 @@ final class SessionHandler: ChannelDuplexHandler {
         self.echoes = false
         self.logger = logger
         self.metrics = metrics
-        self.targetMetrics = metrics.target(target.name)
+        self.targetMetrics = metrics.target(target.metricLabel)
     }
 
     /// A session to an echo target. Its frame decoder must report data frame headers (`reportsDataFrames`).
@@ -105,7 +105,7 @@ final class SessionHandler: ChannelDuplexHandler {
         self.echoes = true
         self.logger = logger
         self.metrics = metrics
-        self.targetMetrics = metrics.target(target.name)
+        self.targetMetrics = metrics.target(target.metricLabel)
     }
 
     /// Whether the backend may be read: the client can take more, or the client leg no longer takes data at all
@@ -469,7 +469,7 @@ final class SessionHandler: ChannelDuplexHandler {
         self.recorder?.finish()
         self.recorder = nil
         self.targetMetrics.duration.recordNanoseconds(elapsed.nanoseconds)
-        self.metrics.sessionClosed(target: self.target.name, code: code)
+        self.metrics.sessionClosed(target: self.target.metricLabel, code: code)
         var metadata: Logger.Metadata = [
             "up": .stringConvertible(self.bytesUp),
             "down": .stringConvertible(self.bytesDown),

@@ -478,7 +478,7 @@ public final class BridgeServer: Service, Sendable {
             }
             let backends = self.backends
             let started = NIODeadline.now()
-            let targetMetrics = self.metrics.target(admission.target.name)
+            let targetMetrics = self.metrics.target(admission.target.metricLabel)
             let metrics = self.metrics
             let target = admission.target
             let request = BackendRequest(

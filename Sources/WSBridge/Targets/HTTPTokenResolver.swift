@@ -77,7 +77,7 @@ public final class HTTPTokenResolver: TokenResolver, Service {
 
     public func resolve(_ token: String, on eventLoop: EventLoop) -> EventLoopFuture<TokenResolution> {
         if let cached = self.cache.fresh(token) {
-            return eventLoop.makeSucceededFuture(cached.map { .found(RedisTokenResolver.target(token, $0)) } ?? .notFound)
+            return eventLoop.makeSucceededFuture(cached.map { .found(RedisTokenResolver.target(token, $0, source: "token-api")) } ?? .notFound)
         }
         let request: HTTPClient.Request
         do {
@@ -112,10 +112,10 @@ public final class HTTPTokenResolver: TokenResolver, Service {
                 return .notFound
             }
             cache.store(token, backend)
-            return .found(RedisTokenResolver.target(token, backend))
+            return .found(RedisTokenResolver.target(token, backend, source: "token-api"))
         }
         .recover { error in
-            if let backend = cache.stale(token) { return .found(RedisTokenResolver.target(token, backend)) }
+            if let backend = cache.stale(token) { return .found(RedisTokenResolver.target(token, backend, source: "token-api")) }
             logger.debug("token API lookup failed: \(error)")
             return .unavailable("token service unavailable: token API unreachable")
         }

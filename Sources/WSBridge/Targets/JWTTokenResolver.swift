@@ -118,6 +118,7 @@ public final class JWTTokenResolver: TokenResolver, Service {
         guard case .success(let backend) = BackendAddress.parseHostPort("\(hostPart):\(port)") else {
             return .invalid("invalid token: bad host/port claims")
         }
+        // One metric series (`jwt`) for every backend that tokens name.
         var target = Target(name: "jwt", backend: backend)
         target.sessionDeadline = deadline
         return .found(target)

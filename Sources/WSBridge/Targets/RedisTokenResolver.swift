@@ -88,9 +88,10 @@ public final class RedisTokenResolver: TokenResolver, Service {
         }
     }
 
-    /// A token-only target: logged by a short prefix of its token.
-    static func target(_ token: String, _ backend: BackendAddress) -> Target {
-        Target(name: Target.redact(token), backend: backend)
+    /// A token-only target: logged by a short prefix of its token, counted (limits) by the token, and measured under
+    /// the one label of its token service (`source`), so the metric series do not grow with the tokens used.
+    static func target(_ token: String, _ backend: BackendAddress, source: String = "redis") -> Target {
+        Target(name: Target.redact(token), backend: backend, identity: Target.identity(token: token), metricLabel: source)
     }
 
     public func run() async throws {

@@ -2,8 +2,25 @@ import Foundation
 
 /// One backend that clients may reach, and the rules for reaching it.
 public struct Target: Hashable, Sendable {
-    /// The name used in logs. Never the full token when the token is the only name.
+    /// The name used in logs. Never the full token when the token is the only name. Not unique: two tokens with
+    /// the same first characters have the same redacted name.
     public var name: String
+    /// What limits (`max_sessions`) are counted by: distinct for distinct targets, whatever their names (by
+    /// default the name). For a target keyed by a token it holds the token, so it stays in memory: never logged
+    /// nor exported.
+    public var identity: String {
+        get { self.explicitIdentity ?? "name:" + self.name }
+        set { self.explicitIdentity = newValue }
+    }
+    /// The `target` label of the target's metric series (by default the name). Bounded by the configuration,
+    /// never by what clients send: for targets of a targets file their name (made distinct by the loader when
+    /// names collide), for targets of a token service the service's name (`redis`, `token-api`, `jwt`).
+    public var metricLabel: String {
+        get { self.explicitMetricLabel ?? self.name }
+        set { self.explicitMetricLabel = newValue }
+    }
+    private var explicitIdentity: String?
+    private var explicitMetricLabel: String?
     public var backend: BackendAddress
     /// Origins allowed for this target; nil means the global list applies.
     public var origins: OriginAllowList?
@@ -39,9 +56,13 @@ public struct Target: Hashable, Sendable {
         definedAt: String? = nil,
         tls: BackendTLS? = nil,
         proxyProtocol: ProxyProtocolVersion? = nil,
-        clientCertNames: [String]? = nil
+        clientCertNames: [String]? = nil,
+        identity: String? = nil,
+        metricLabel: String? = nil
     ) {
         self.name = name
+        self.explicitIdentity = identity
+        self.explicitMetricLabel = metricLabel
         self.backend = backend
         self.origins = origins
         self.maxSessions = maxSessions
@@ -54,6 +75,11 @@ public struct Target: Hashable, Sendable {
         self.clientCertNames = clientCertNames
     }
 
+
+    /// The identity of a target keyed by `token`.
+    public static func identity(token: String) -> String {
+        "token:" + token
+    }
 
     /// A short, non-secret label for a token: a prefix of at most a quarter of it (and at most 4 characters),
     /// then `…`.

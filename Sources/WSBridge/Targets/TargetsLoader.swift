@@ -78,10 +78,10 @@ public struct TargetsLoader: Sendable {
                 do { loaded = try tls.load() } catch { throw TargetsFileError(file: self.path, line: nil, message: "--ssl-target: \(error)") }
                 for (token, target) in map { map[token]?.tls = target.tls ?? loaded }
             }
-            return TargetTable(mode: .tokens(map), origins: try self.allowList(origins))
+            return TargetTable(mode: .tokens(Self.identified(map)), origins: try self.allowList(origins))
         case .unixSocketDirectory:
             map = try self.loadSocketDirectory()
-            return TargetTable(mode: .tokens(map), origins: try self.allowList(origins))
+            return TargetTable(mode: .tokens(Self.identified(map)), origins: try self.allowList(origins))
         }
         // --ssl-target: one context for every TCP target without its own `tls:`.
         let defaultTLS: BackendTLS?
@@ -124,7 +124,30 @@ public struct TargetsLoader: Sendable {
                 map[entry.token] = entry.target
             }
         }
-        return TargetTable(mode: .tokens(map), origins: try self.allowList(origins))
+        return TargetTable(mode: .tokens(Self.identified(map)), origins: try self.allowList(origins))
+    }
+
+    /// Gives every target its identity (its token: limits count by it) and a metric label of its own: targets
+    /// whose names collide (two tokens with the same first characters, or one name in two files) get `#1`, `#2`…
+    /// in the order of their definitions, so their series do not merge.
+    static func identified(_ map: [String: Target]) -> [String: Target] {
+        var result = map
+        for (token, target) in map {
+            result[token]?.identity = Target.identity(token: token)
+            result[token]?.metricLabel = target.name
+        }
+        let groups = Dictionary(grouping: map.keys, by: { map[$0]!.name })
+        for (_, tokens) in groups where tokens.count > 1 {
+            let ordered = tokens.sorted { first, second in
+                let a = map[first]!.definedAt ?? "", b = map[second]!.definedAt ?? ""
+                if a != b { return a.compare(b, options: .numeric) == .orderedAscending }
+                return first < second
+            }
+            for (index, token) in ordered.enumerated() {
+                result[token]?.metricLabel = "\(map[token]!.name)#\(index + 1)"
+            }
+        }
+        return result
     }
 
     private func allowList(_ origins: [String]) throws -> OriginAllowList? {
