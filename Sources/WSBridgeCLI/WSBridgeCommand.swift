@@ -625,6 +625,8 @@ struct WSBridgeCommand: AsyncParsableCommand {
         } else if let file = self.authFile {
             configuration.authenticator = BasicAuthenticator(users: try Self.orExit { try BasicAuthenticator.loadFile(file) })
         }
+        // The credentials file is re-read on change and on SIGHUP (its own subscription, trapped before listening).
+        let credentialsHangups: UnixSignalsSequence? = self.authFile == nil ? nil : await UnixSignalsSequence(trapping: .sighup)
         configuration.trustedProxies = try TrustedProxies(self.trustedProxies, header: TrustedProxies.Header(rawValue: self.trustedProxyHeader)!)
         configuration.proxyProtocol = self.proxyProtocol
         if store.current.origins == nil {
@@ -651,7 +653,8 @@ struct WSBridgeCommand: AsyncParsableCommand {
                         closeAtExpiry: self.jwtCloseAtExp
                     ),
                     targets: store,
-                    logger: logger
+                    logger: logger,
+                    hangups: await UnixSignalsSequence(trapping: .sighup)
                 )
             } catch {
                 FileHandle.standardError.write(Data("wsbridge: \(error)\n".utf8))
@@ -735,6 +738,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
         if let tlsStore {
             services.append(ServerTLSWatcher(store: tlsStore, logger: logger, hangups: tlsHangups))
         }
+        if let file = self.authFile, let authenticator = configuration.authenticator {
+            services.append(CredentialsWatcher(path: file, authenticator: authenticator, logger: logger, hangups: credentialsHangups))
+        }
         let serviceGroup = ServiceGroup(
             configuration: .init(
                 services: services.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
@@ -746,6 +752,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
             try await serviceGroup.run()
             withExtendedLifetime(hangups) {}
             withExtendedLifetime(tlsHangups) {}
+            withExtendedLifetime(credentialsHangups) {}
         } catch {
             logger.error("\(error)")
             try? await group.shutdownGracefully()

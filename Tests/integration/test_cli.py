@@ -402,6 +402,65 @@ def test_reload_by_polling_without_signal(bridge_factory, backends, tmp_path):
     assert status_for(b, "a") == 101
 
 
+def kubernetes_volume(root, files: dict[str, str], stamp: str) -> None:
+    """Writes `files` the way the kubelet updates a ConfigMap or Secret volume: a new `..TIMESTAMP` directory, a
+    `..data_tmp` symlink to it renamed atomically over `..data`, and (once) a symlink `NAME -> ..data/NAME` per file."""
+    data_dir = root / f"..{stamp}"
+    data_dir.mkdir()
+    for name, text in files.items():
+        (data_dir / name).write_text(text)
+    tmp_link = root / "..data_tmp"
+    os.symlink(data_dir.name, tmp_link)
+    os.rename(tmp_link, root / "..data")
+    for name in files:
+        if not os.path.lexists(root / name):
+            os.symlink(f"..data/{name}", root / name)
+
+
+@pytest.mark.parametrize("watch", ["file", "directory"])
+def test_reload_through_a_kubernetes_data_swap(bridge_factory, backends, tmp_path, watch):
+    """A ConfigMap volume's files are symlinks into `..data`, swapped by an atomic rename: the symlink `targets`
+    itself never changes, the file it resolves to does. The new token must get 101 after the swap, without
+    SIGHUP."""
+    ea, eb = backends.echo(), backends.echo()
+    root = tmp_path / "configmap"
+    root.mkdir()
+    kubernetes_volume(root, {"targets": f"a: {ea.addr}\n"}, "2026_01_01_00_00_00.1")
+    b = bridge_factory("--targets", root / "targets" if watch == "file" else root)
+    assert status_for(b, "a") == 101
+    assert status_for(b, "b") == 404
+    # Same size as before, so only the resolved file's identity differs.
+    kubernetes_volume(root, {"targets": f"b: {eb.addr}\n"}, "2026_01_01_00_01_00.2")
+    wait_status(b, "b", 101, timeout=10)
+    assert status_for(b, "a") == 404
+    with ws_connect(b.url("/?token=b")) as ws:
+        ws.send(b"after the swap")
+        assert ws.recv(timeout=10) == b"after the swap"
+
+
+def test_a_file_rewritten_in_place_is_not_applied_while_empty(bridge_factory, backends, tmp_path):
+    """`cat > file` truncates, then writes: a poll in between must not revoke every session."""
+    ea = backends.echo()
+    f = tmp_path / "tokens.conf"
+    f.write_text(f"a: {ea.addr}\nb: {ea.addr}\n")
+    b = bridge_factory("--targets", f)
+    with ws_connect(b.url("/?token=a")) as ws:
+        ws.send(b"before")
+        assert ws.recv(timeout=10) == b"before"
+        mark = len(b.stderr.snapshot())
+        with open(f, "r+") as handle:
+            handle.truncate(0)
+            handle.flush()
+            time.sleep(1.2)  # a slow writer: the 1 s poll sees the file empty
+            handle.write(f"a: {ea.addr}\nc: {ea.addr}\n")
+        wait_status(b, "c", 101, timeout=10)
+        assert status_for(b, "b") == 404
+        ws.send(b"still open")
+        assert ws.recv(timeout=10) == b"still open"
+        reloads = [line for line in b.stderr.snapshot()[mark:] if "targets reloaded" in line]
+        assert all("targets=0" not in line for line in reloads), reloads
+
+
 def test_reload_yaml_on_sighup(bridge_factory, backends, tmp_path):
     ea, eb = backends.echo(), backends.echo()
     f = tmp_path / "targets.yaml"

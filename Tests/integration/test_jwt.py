@@ -84,6 +84,43 @@ def test_bad_key_file_exits_1(wsbridge_bin, tmp_path):
     assert r.returncode == 1 and b"bad.pem" in r.stderr, r.stderr
 
 
+def test_key_directory_reloads_on_sighup_and_through_a_data_swap(bridge_factory, backends, tmp_path):
+    """Keys on a mounted Secret: a `..data` swap replaces the key (the old one stops verifying), and SIGHUP
+    re-reads the keys too."""
+    import os
+    import signal
+
+    echo = backends.echo()
+    host, port = echo.addr.rsplit(":", 1)
+    root = tmp_path / "keys"
+    root.mkdir()
+
+    def secret_update(secret: bytes, stamp: str) -> None:
+        payload = root / f"..{stamp}"
+        payload.mkdir()
+        (payload / "jwt.key").write_text(b64url(secret) + "\n")
+        os.symlink(payload.name, root / "..data_tmp")
+        os.rename(root / "..data_tmp", root / "..data")
+        if not os.path.lexists(root / "jwt.key"):
+            os.symlink("..data/jwt.key", root / "jwt.key")
+
+    old, new = SECRET, b"a-rotated-secret-0123456789-0123456789"
+    secret_update(old, "1")
+    b = bridge_factory("--token-plugin", "JWTTokenApi", "--token-source", str(root), "--metrics-listen", "off")
+    claims = {"host": host, "port": int(port)}
+    assert answer(b, hs256(claims, old)).status == 101
+    secret_update(new, "2")
+    deadline = time.monotonic() + 10
+    while answer(b, hs256(claims, new)).status != 101 and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling the bridge until the reload is in force, bounded
+    assert answer(b, hs256(claims, new)).status == 101, b.log()
+    assert answer(b, hs256(claims, old)).status == 403
+    mark = len(b.stderr.snapshot())
+    b.signal(signal.SIGHUP)
+    assert b.stderr.wait_for(r"SIGHUP: reloading JWT keys", 10, start=mark), b.log()
+    assert b.stderr.wait_for(r"JWT keys reloaded", 10, start=mark), b.log()
+
+
 def test_public_key_as_bare_base64_der_is_refused_as_hmac_secret(wsbridge_bin, tmp_path):
     """A public key pasted as bare base64 DER (the PEM body, as identity providers show it) would make anyone with
     the public key able to sign HS256 tokens: it is refused at load, saying why."""

@@ -1,5 +1,6 @@
 import CCrypt
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -25,21 +26,30 @@ public struct BasicAuthenticator: Sendable {
         case invalid
     }
 
-    private let users: [String: Credential]
+    /// The users in force and the hash verified for unknown users (so they take as long as known ones); replaced
+    /// as a whole when the credentials file is reloaded.
+    private let table: NIOLockedValueBox<(users: [String: Credential], decoy: String)>
     private let threadPool: NIOThreadPool
     /// The realm announced in `WWW-Authenticate`.
     public static let realm = "wsbridge"
-    /// A hash verified for unknown users, so they take as long as known ones.
-    private let decoy: String
 
     public init(users: [String: Credential], threadPool: NIOThreadPool = .singleton) {
-        self.users = users
+        self.table = NIOLockedValueBox((users, Self.decoy(for: users)))
         self.threadPool = threadPool
-        self.decoy =
-            users.values.compactMap { credential -> String? in
-                if case .hashed(let hash) = credential { return hash }
-                return nil
-            }.first ?? "$5$rounds=5000$wsbridgedecoy$"
+    }
+
+    /// Puts a reloaded credentials file in force (copies of this authenticator share it).
+    public func replaceUsers(_ users: [String: Credential]) {
+        self.table.withLockedValue { $0 = (users, Self.decoy(for: users)) }
+    }
+
+    public var userCount: Int { self.table.withLockedValue { $0.users.count } }
+
+    private static func decoy(for users: [String: Credential]) -> String {
+        users.values.compactMap { credential -> String? in
+            if case .hashed(let hash) = credential { return hash }
+            return nil
+        }.first ?? "$5$rounds=5000$wsbridgedecoy$"
     }
 
     /// websockify's `--auth-source user:password` (split at the first colon).
@@ -106,7 +116,8 @@ public struct BasicAuthenticator: Sendable {
     public func check(_ headers: HTTPHeaders, on eventLoop: EventLoop) -> EventLoopFuture<Result> {
         guard let header = headers.first(name: "authorization") else { return eventLoop.makeSucceededFuture(.missing) }
         guard let (user, password) = Self.decode(header) else { return eventLoop.makeSucceededFuture(.invalid) }
-        switch self.users[user] {
+        let (users, decoy) = self.table.withLockedValue { $0 }
+        switch users[user] {
         case .plain(let expected):
             return eventLoop.makeSucceededFuture(
                 Self.constantTimeEquals(expected, password) ? .authenticated(user: user) : .invalid
@@ -116,7 +127,6 @@ public struct BasicAuthenticator: Sendable {
                 Self.verify(password: password, hash: hash) ? .authenticated(user: user) : .invalid
             }
         case nil:
-            let decoy = self.decoy
             return self.threadPool.runIfActive(eventLoop: eventLoop) {
                 _ = Self.verify(password: password, hash: decoy)
                 return .invalid

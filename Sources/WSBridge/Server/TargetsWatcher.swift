@@ -2,7 +2,8 @@ import Logging
 import ServiceLifecycle
 import UnixSignals
 
-/// Re-reads the targets files when they change (polled every `interval`) and on SIGHUP.
+/// Re-reads the targets files when they change (a `FileWatcher`: through symlinks, debounced, stable reads) and on
+/// SIGHUP.
 public struct TargetsWatcher: Service {
     public let store: TargetsStore
     public let logger: Logger
@@ -32,31 +33,25 @@ public struct TargetsWatcher: Service {
 
     public func run() async throws {
         guard let loader = self.store.loader else { return }
-        await cancelWhenGracefulShutdown {
-            await withTaskGroup(of: Void.self) { group in
-                if let hangups = self.hangups {
-                    group.addTask {
-                        for await _ in hangups {
-                            self.logger.info("SIGHUP: reloading targets")
-                            self.store.reload(logger: self.logger, metrics: self.metrics)
-                        }
-                    }
+        let watcher = FileWatcher(
+            paths: [loader.path],
+            what: "targets",
+            logger: self.logger,
+            hangups: self.hangups,
+            polls: self.polls,
+            timing: .init(interval: self.interval)
+        )
+        let store = self.store
+        let logger = self.logger
+        let metrics = self.metrics
+        await watcher.run(
+            load: { store.read() },
+            apply: { result in
+                switch result {
+                case .success(let read): store.apply(read, logger: logger, metrics: metrics)
+                case .failure(let error): store.apply(.failure(TargetsFileError(file: loader.path, line: nil, message: "\(error)")), logger: logger, metrics: metrics)
                 }
-                if self.polls {
-                    group.addTask {
-                    var last = loader.fingerprint()
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: self.interval)
-                        let now = loader.fingerprint()
-                        if now != last {
-                            last = now
-                            self.store.reload(logger: self.logger, metrics: self.metrics)
-                        }
-                    }
-                    }
-                }
-                await group.waitForAll()
             }
-        }
+        )
     }
 }

@@ -12,35 +12,32 @@ import UnixSignals
 /// leaves the previous context in force and is logged.
 public final class ServerTLSStore: Sendable {
     public let settings: ServerTLSSettings
-    private let state: NIOLockedValueBox<(loaded: ServerTLSContext, fingerprint: String)>
+    private let state: NIOLockedValueBox<ServerTLSContext>
 
     /// Loads the files now; throws `TLSFileError` when they cannot be used.
     public init(settings: ServerTLSSettings) throws {
         self.settings = settings
-        let fingerprint = Self.fingerprint(settings.files)
-        self.state = NIOLockedValueBox((try settings.load(), fingerprint))
+        self.state = NIOLockedValueBox(try settings.load())
     }
 
-    public var current: ServerTLSContext { self.state.withLockedValue { $0.loaded } }
+    public var current: ServerTLSContext { self.state.withLockedValue { $0 } }
     public var context: NIOSSLContext { self.current.context }
 
-    /// Reloads when a file changed since the last attempt (or always with `force`). Returns nil when nothing was
-    /// tried, else whether the new files are in force.
+    /// Reads the files again now. Returns whether the new files are in force.
     @discardableResult
-    public func reload(logger: Logger, force: Bool = false) -> Bool? {
-        let fingerprint = Self.fingerprint(self.settings.files)
-        let changed = self.state.withLockedValue { state -> Bool in
-            guard force || state.fingerprint != fingerprint else { return false }
-            state.fingerprint = fingerprint
-            return true
-        }
-        guard changed else { return nil }
-        do {
-            let loaded = try self.settings.load()
-            self.state.withLockedValue { $0.loaded = loaded }
+    public func reload(logger: Logger) -> Bool {
+        self.apply(Result { try self.settings.load() }, logger: logger)
+    }
+
+    /// Puts certificates read from the files in force, or logs why they cannot be (the previous ones stay).
+    @discardableResult
+    public func apply(_ result: Result<ServerTLSContext, any Error>, logger: Logger) -> Bool {
+        switch result {
+        case .success(let loaded):
+            self.state.withLockedValue { $0 = loaded }
             Self.logLoaded(loaded, logger: logger, message: "TLS certificates reloaded")
             return true
-        } catch {
+        case .failure(let error):
             logger.error("\(error) (the previous certificates stay in force)")
             return false
         }
@@ -66,18 +63,11 @@ public final class ServerTLSStore: Sendable {
     public func logCurrent(logger: Logger) {
         Self.logLoaded(self.current, logger: logger, message: "TLS certificates loaded")
     }
-
-    /// Names, sizes, modification times and inodes of the files (a renamed-over file changes its inode).
-    static func fingerprint(_ files: [String]) -> String {
-        files.map { file -> String in
-            var info = stat()
-            guard stat(file, &info) == 0 else { return "\(file)|missing" }
-            return "\(file)|\(info.st_size)|\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)|\(info.st_ino)"
-        }.joined(separator: "\n")
-    }
 }
 
-/// Reloads the listener's certificates when their files change (polled every `interval`) and on SIGHUP.
+/// Reloads the listener's certificates when their files change (a `FileWatcher`: polled every `interval`, through
+/// symlinks, debounced, so that a certificate and its key replaced one after the other are read together) and on
+/// SIGHUP.
 public struct ServerTLSWatcher: Service {
     public let store: ServerTLSStore
     public let logger: Logger
@@ -93,24 +83,18 @@ public struct ServerTLSWatcher: Service {
     }
 
     public func run() async throws {
-        await cancelWhenGracefulShutdown {
-            await withTaskGroup(of: Void.self) { group in
-                if let hangups = self.hangups {
-                    group.addTask {
-                        for await _ in hangups {
-                            self.logger.info("SIGHUP: reloading TLS certificates")
-                            self.store.reload(logger: self.logger, force: true)
-                        }
-                    }
-                }
-                group.addTask {
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: self.interval)
-                        self.store.reload(logger: self.logger)
-                    }
-                }
-                await group.waitForAll()
-            }
-        }
+        let watcher = FileWatcher(
+            paths: self.store.settings.files,
+            what: "TLS certificates",
+            logger: self.logger,
+            hangups: self.hangups,
+            timing: .init(interval: self.interval)
+        )
+        let store = self.store
+        let logger = self.logger
+        await watcher.run(
+            load: { try store.settings.load() },
+            apply: { result in store.apply(result, logger: logger) }
+        )
     }
 }

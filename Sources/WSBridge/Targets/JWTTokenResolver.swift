@@ -4,6 +4,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
+import UnixSignals
 
 /// Signed tokens (websockify's `JWTTokenApi`, JWS only): the token itself says where it goes, so every instance
 /// verifies it alone. Keys come from files: PEM (RSA → RS256/384/512, EC P-256/384/521 → ES256/384/512,
@@ -15,7 +16,8 @@ import ServiceLifecycle
 /// applies. `exp` and `nbf` are enforced with `leeway`; `aud` and `iss` when configured. The header's `alg` must be
 /// one the key is for (no algorithm confusion, no `none`). JWE (encrypted tokens) is not supported.
 ///
-/// A `Service`: `run` re-reads the key files when they change (polled every second, off the event loops).
+/// A `Service`: `run` re-reads the key files when they change (a `FileWatcher`: polled every second, through
+/// symlinks, debounced) and on SIGHUP, off the event loops.
 public final class JWTTokenResolver: TokenResolver, Service {
     public struct Options: Sendable {
         public var leeway: TimeInterval
@@ -45,6 +47,8 @@ public final class JWTTokenResolver: TokenResolver, Service {
     private let logger: Logger
     private let keys: NIOLockedValueBox<[Key]>
     private let now: @Sendable () -> Date
+    /// SIGHUP, trapped by the caller before anything listens: re-reads the keys at once.
+    private let hangups: UnixSignalsSequence?
 
     public var name: String { "jwt" }
 
@@ -54,8 +58,10 @@ public final class JWTTokenResolver: TokenResolver, Service {
         options: Options = .init(),
         targets: TargetsStore? = nil,
         logger: Logger,
+        hangups: UnixSignalsSequence? = nil,
         now: @escaping @Sendable () -> Date = Date.init
     ) async throws {
+        self.hangups = hangups
         self.path = path
         self.options = options
         self.targets = targets
@@ -287,19 +293,19 @@ public final class JWTTokenResolver: TokenResolver, Service {
     // MARK: reload
 
     public func run() async throws {
-        var fingerprint = TargetsLoader(path: self.path).fingerprint()
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            try? await Task.sleep(for: .seconds(1))
-            let now = TargetsLoader(path: self.path).fingerprint()
-            guard now != fingerprint else { continue }
-            fingerprint = now
-            do {
-                let keys = try await Self.loadKeys(self.path)
-                self.keys.withLockedValue { $0 = keys }
-                self.logger.info("JWT keys reloaded", metadata: ["keys": "\(keys.count)", "source": "\(self.path)"])
-            } catch {
-                self.logger.error("\(error) (previous JWT keys stay in force)")
+        let watcher = FileWatcher(paths: [self.path], what: "JWT keys", logger: self.logger, hangups: self.hangups)
+        let path = self.path
+        await watcher.run(
+            load: { try await Self.loadKeys(path) },
+            apply: { result in
+                switch result {
+                case .success(let keys):
+                    self.keys.withLockedValue { $0 = keys }
+                    self.logger.info("JWT keys reloaded", metadata: ["keys": "\(keys.count)", "source": "\(path)"])
+                case .failure(let error):
+                    self.logger.error("\(error) (previous JWT keys stay in force)")
+                }
             }
-        }
+        )
     }
 }

@@ -49,21 +49,6 @@ public struct TargetsLoader: Sendable {
         }
     }
 
-    /// A fingerprint of the files' names, sizes and modification times, to notice changes cheaply.
-    public func fingerprint() -> String {
-        if self.format == .unixSocketDirectory {
-            let names = (try? FileManager.default.contentsOfDirectory(atPath: self.path)) ?? []
-            return names.sorted().joined(separator: "\n")
-        }
-        guard let files = try? self.files() else { return "missing" }
-        return files.map { file -> String in
-            let attributes = try? FileManager.default.attributesOfItem(atPath: file)
-            let size = (attributes?[.size] as? NSNumber)?.intValue ?? -1
-            let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
-            return "\(file)|\(size)|\(modified)"
-        }.joined(separator: "\n")
-    }
-
     /// Loads every file; throws the first error with its location.
     public func load() throws -> TargetTable {
         var map: [String: Target] = [:]

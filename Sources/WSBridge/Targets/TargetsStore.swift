@@ -33,26 +33,37 @@ public final class TargetsStore: Sendable {
     /// error is returned.
     @discardableResult
     public func reload(logger: Logger, metrics: BridgeMetrics? = nil) -> Result<TargetTable, TargetsFileError> {
-        guard let loader = self.loader else { return .success(self.current) }
-        let result = self.reloadFiles(loader: loader, logger: logger)
-        if case .success = result { metrics?.reloaded(ok: true) } else { metrics?.reloaded(ok: false) }
-        return result
+        guard self.loader != nil else { return .success(self.current) }
+        return self.apply(self.read(), logger: logger, metrics: metrics)
     }
 
-    private func reloadFiles(loader: TargetsLoader, logger: Logger) -> Result<TargetTable, TargetsFileError> {
+    /// Reads the files without using them (a `FileWatcher` checks they did not change meanwhile).
+    public func read() -> Result<TargetTable, TargetsFileError> {
+        guard let loader = self.loader else { return .success(self.current) }
         do {
-            let table = try loader.load()
-            self.snapshot.withLockedValue { $0 = table }
-            for observer in self.observers.withLockedValue({ $0 }) { observer(table) }
-            logger.info("targets reloaded", metadata: ["targets": "\(table.targetCount)", "source": "\(loader.path)"])
-            return .success(table)
+            return .success(try loader.load())
         } catch let error as TargetsFileError {
-            logger.error("\(error.description) (previous targets stay in force)")
             return .failure(error)
         } catch {
-            let wrapped = TargetsFileError(file: loader.path, line: nil, message: "\(error)")
-            logger.error("\(wrapped.description) (previous targets stay in force)")
-            return .failure(wrapped)
+            return .failure(TargetsFileError(file: loader.path, line: nil, message: "\(error)"))
         }
+    }
+
+    /// Puts a table read by `read` in force, or logs why it cannot be (the previous one stays).
+    @discardableResult
+    public func apply(_ result: Result<TargetTable, TargetsFileError>, logger: Logger, metrics: BridgeMetrics? = nil)
+        -> Result<TargetTable, TargetsFileError>
+    {
+        switch result {
+        case .success(let table):
+            self.snapshot.withLockedValue { $0 = table }
+            for observer in self.observers.withLockedValue({ $0 }) { observer(table) }
+            logger.info("targets reloaded", metadata: ["targets": "\(table.targetCount)", "source": "\(self.loader?.path ?? "")"])
+            metrics?.reloaded(ok: true)
+        case .failure(let error):
+            logger.error("\(error.description) (previous targets stay in force)")
+            metrics?.reloaded(ok: false)
+        }
+        return result
     }
 }
