@@ -54,7 +54,7 @@ struct CheckCommand: ParsableCommand {
             if let version = target.proxyProtocol { policy.append("proxy_protocol=\(version.rawValue)") }
             if let names = target.clientCertNames { policy.append("client_cert_names=\(names.joined(separator: ","))") }
             let label = Target.redact(token) == target.name ? target.name : "\(target.name) (token \(Target.redact(token)))"
-            print("\(label) -> \(target.backend)\(policy.isEmpty ? "" : "  " + policy.joined(separator: " "))  [\(target.definedAt ?? "")]")
+            print("\(label) -> \(TokenRedaction.backend(target))\(policy.isEmpty ? "" : "  " + policy.joined(separator: " "))  [\(TokenRedaction.location(target) ?? "")]")
         }
         print("\(self.path): \(map.count) target\(map.count == 1 ? "" : "s"), valid")
     }

@@ -147,6 +147,68 @@ def test_host_token(bridge_factory, backends, tmp_path):
     assert status(b, "/?token=vnc-7.example.com", extra=[("Host", "other.example.com")]) == 404
 
 
+def test_tokens_are_redacted_in_every_log_line_and_metric(bridge_factory, backends, tmp_path):
+    """Whatever source a token comes from (query, --token-path, Bearer, subprotocol, cookie, Host, a socket's file
+    name), accepted or refused, debug logs and /metrics never show it in full."""
+    import re
+    import secrets
+    import time as _time
+
+    from conftest import echo_handler
+    from test_operability import get, metrics_port
+
+    echo = backends.echo()
+    known = {src: f"{src}-known-{secrets.token_hex(12)}" for src in ("query", "path", "bearer", "proto", "cookie")}
+    unknown = {src: f"{src}-unknown-{secrets.token_hex(12)}" for src in known}
+    f = write_token_file(tmp_path / "t", {token: echo.addr for token in known.values()})
+    b = bridge_factory("--targets", str(f), "--token-path", "/t/{token}", "--log-level", "debug",
+                       "--metrics-listen", "127.0.0.1:0")
+    mport = metrics_port(b)
+
+    def requests(tokens):
+        return [
+            (f"/?token={tokens['query']}", []),
+            (f"/t/{tokens['path']}", []),
+            ("/", [("Authorization", f"Bearer {tokens['bearer']}")]),
+            ("/", [("Sec-WebSocket-Protocol", f"binary, token.{tokens['proto']}")]),
+            ("/", [("Cookie", f"token={tokens['cookie']}")]),
+        ]
+
+    for path, extra in requests(unknown):
+        assert status(b, path, extra=extra) == 404, (path, extra)
+    for path, extra in requests(known):
+        assert status(b, path, extra=extra) == 101, (path, extra)
+    # Every session has logged its end before the log is read.
+    deadline = _time.monotonic() + 10
+    while b.stderr.text().count("session closed") < 5 and _time.monotonic() < deadline:
+        _time.sleep(0.05)  # polling the bridge's log, bounded
+    assert b.stderr.text().count("session closed") == 5, b.log()
+    assert b.stderr.text().count("request refused") >= 5, b.log()
+    metrics = get("127.0.0.1", mport, "/metrics").body.decode()
+
+    host_token = f"vnc-{secrets.token_hex(12)}.example.com"
+    h = bridge_factory("--targets", str(write_token_file(tmp_path / "h", {host_token: echo.addr})), "--host-token",
+                       "--log-level", "debug")
+    assert status(h, "/", extra=[("Host", f"{host_token}:6080")]) == 101
+    assert status(h, "/", extra=[("Host", f"x{host_token}")]) == 404
+
+    socket_token = f"sock-{secrets.token_hex(12)}"
+    sockdir = tempfile.mkdtemp(prefix="wsbr", dir="/tmp")
+    backends._add(echo_handler, "unix-echo", unix_path=os.path.join(sockdir, socket_token))
+    u = bridge_factory("--token-plugin", "UnixDomainSocketDirectory", "--token-source", sockdir, "--log-level", "debug")
+    roundtrip(u.url(f"/?token={socket_token}"))
+    deadline = _time.monotonic() + 10
+    while "session closed" not in u.stderr.text() and _time.monotonic() < deadline:
+        _time.sleep(0.05)  # polling the bridge's log, bounded
+
+    logs = b.stderr.text() + h.stderr.text() + u.stderr.text()
+    for token in [*known.values(), *unknown.values(), host_token, socket_token]:
+        assert token not in logs, f"token {token} in the log:\n" + "\n".join(l for l in logs.splitlines() if token in l)
+        assert token not in metrics, f"token {token} in /metrics"
+    # What is left is the redacted form.
+    assert re.search(r"uri=/t/path…", b.stderr.text()), b.log()
+
+
 # ---------------------------------------------------------------------------------------------
 # Policy and revocation
 

@@ -142,7 +142,7 @@ final class SessionHandler: ChannelDuplexHandler {
             }
         }
         if self.echoes {
-            self.logger.info("session open", metadata: ["backend": "\(self.target.backend)"])
+            self.logger.info("session open", metadata: ["backend": "\(TokenRedaction.backend(self.target))"])
             self.startTimers(context: context)
         } else if let backend = self.backend {
             if let backendChannel = backend.channel {
@@ -152,9 +152,9 @@ final class SessionHandler: ChannelDuplexHandler {
                 )
             }
             backend.attach(self)
-            self.logger.info("session open", metadata: ["backend": "\(self.target.backend)"])
+            self.logger.info("session open", metadata: ["backend": "\(TokenRedaction.backend(self.target))"])
             if self.target.tls?.insecure == true {
-                self.logger.warning("backend TLS certificate not verified (tls.insecure)", metadata: ["backend": "\(self.target.backend)"])
+                self.logger.warning("backend TLS certificate not verified (tls.insecure)", metadata: ["backend": "\(TokenRedaction.backend(self.target))"])
             }
             self.startTimers(context: context)
             backend.deliverEarly()
@@ -167,7 +167,7 @@ final class SessionHandler: ChannelDuplexHandler {
             let failure = self.connectFailure ?? BackendConnectError(kind: .unreachable, detail: "unknown")
             self.logger.info(
                 "session open",
-                metadata: ["backend": "\(self.target.backend)", "error": "\(failure.detail)"]
+                metadata: ["backend": "\(TokenRedaction.backend(self.target))", "error": "\(failure.detail)"]
             )
             self.noteClose(CloseCode.badGateway.rawValue, by: "server", reason: failure.reason)
             self.sendClose(CloseCode.badGateway.rawValue, reason: failure.reason, closeAfterWrite: false)

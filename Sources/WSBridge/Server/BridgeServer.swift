@@ -305,7 +305,8 @@ public final class BridgeServer: Service, Sendable {
             readiness: self.readiness,
             metrics: self.configuration.metricsOnMainPort ? self.metrics : nil,
             staticFiles: self.configuration.staticFiles,
-            staticFilesAccess: self.staticFilesAccess(policy: policy)
+            staticFilesAccess: self.staticFilesAccess(policy: policy),
+            tokenSources: policy.tokenSources
         )
         let limiter = self.limiter
         let fallback = HTTPFallbackHandler(connection: connection, endpoints: endpoints, metrics: metrics) { head in

@@ -81,6 +81,8 @@ struct HTTPEndpoints: Sendable {
     var staticFiles: StaticFiles?
     /// Access rules for static files (`--web-auth`): a refusal, or nil to serve.
     var staticFilesAccess: (@Sendable (HTTPRequestHead, EventLoop) -> EventLoopFuture<HTTPRejection?>)?
+    /// Where tokens are taken from, so that logged request targets can be redacted (`TokenRedaction.uri`).
+    var tokenSources = UpgradePolicy.TokenSources()
 
     /// The answer for `head`, or nil when no endpoint has this path.
     func answer(_ head: HTTPRequestHead, on eventLoop: EventLoop) -> EventLoopFuture<HTTPAnswer>? {

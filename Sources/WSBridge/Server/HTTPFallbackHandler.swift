@@ -51,7 +51,7 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
         }
         self.connection.logger.debug(
             "request refused",
-            metadata: ["status": "\(rejection.status.code)", "reason": "\(rejection.reason)", "uri": "\(Self.redactedPath(head.uri))"]
+            metadata: ["status": "\(rejection.status.code)", "reason": "\(rejection.reason)", "uri": "\(TokenRedaction.uri(head.uri, sources: self.endpoints.tokenSources))"]
         )
         self.respond(context: context, rejection: rejection, includeBody: head.method != .HEAD)
     }

@@ -116,7 +116,7 @@ public final class HTTPTokenResolver: TokenResolver, Service {
         }
         .recover { error in
             if let backend = cache.stale(token) { return .found(RedisTokenResolver.target(token, backend, source: "token-api")) }
-            logger.debug("token API lookup failed: \(error)")
+            logger.debug("token API lookup failed: \(TokenRedaction.scrub("\(error)", token: token))")
             return .unavailable("token service unavailable: token API unreachable")
         }
     }

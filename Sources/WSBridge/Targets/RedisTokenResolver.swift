@@ -83,7 +83,7 @@ public final class RedisTokenResolver: TokenResolver, Service {
                 logger.debug("redis unavailable; using the last known backend of \(Target.redact(token))")
                 return .found(Self.target(token, backend))
             }
-            logger.debug("token lookup failed: \(error)")
+            logger.debug("token lookup failed: \(TokenRedaction.scrub("\(error)", token: token))")
             return .unavailable("token service unavailable: redis unreachable")
         }
     }
