@@ -43,6 +43,16 @@ final class StaticFilesTests: XCTestCase {
         XCTAssertEqual(files.resolve("/out.txt"), .notFound)
         XCTAssertEqual(files.resolve("/outdir/secret.txt"), .notFound)
         XCTAssertEqual(files.resolve("/sub"), .redirect("/sub/"))
+        // Always a same-origin path: `//sub/` would be a URL of the host `sub`.
+        XCTAssertEqual(files.resolve("//sub"), .redirect("/sub/"))
+        XCTAssertEqual(files.resolve("///sub"), .redirect("/sub/"))
+        XCTAssertEqual(files.resolve("//sub?a=1"), .redirect("/sub/?a=1"))
+        XCTAssertEqual(files.resolve("/sub?a=b#frag"), .redirect("/sub/?a=b"))
+        for uri in ["//sub", "///sub", "/./sub", "//sub?x=//evil"] {
+            if case .redirect(let location) = files.resolve(uri) {
+                XCTAssertTrue(location.hasPrefix("/") && !location.hasPrefix("//") && !location.hasPrefix("/\\"), "\(uri) -> \(location)")
+            }
+        }
         XCTAssertEqual(files.resolve("/sub/"), .notFound, "no index.html and no listing")
         XCTAssertEqual(files.resolve("/missing.html"), .notFound)
         guard case .file(let path, let size, _) = files.resolve("/in.js") else { return XCTFail("symlink inside") }

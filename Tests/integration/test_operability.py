@@ -302,6 +302,10 @@ def test_static_files_and_a_traversal_corpus(bridge_factory, backends, web_root)
     assert css.header("Content-Type") == "text/css; charset=utf-8"
     assert get(h, p, "/sub").status == 301
     assert get(h, p, "/sub").header("Location") == "/sub/"
+    # A path starting with // would make a protocol-relative Location (the host "sub"): an open redirect.
+    for path in ("//sub", "///sub", "//sub?x=1"):
+        location = get(h, p, path).header("Location")
+        assert location.startswith("/sub/") and not location.startswith("//"), (path, location)
     assert get(h, p, "/sub/").status == 404, "no listing unless asked"
 
     etag, modified = js.header("ETag"), js.header("Last-Modified")

@@ -73,7 +73,7 @@ public struct StaticFiles: Sendable {
         guard stat(real, &info) == 0 else { return .notFound }
         if (info.st_mode & S_IFMT) == S_IFDIR {
             let path = String(uri.prefix { $0 != "?" && $0 != "#" })
-            if !path.hasSuffix("/") { return .redirect(path + "/") }
+            if !path.hasSuffix("/") { return .redirect(Self.directoryLocation(segments, uri: uri)) }
             let index = real + "/index.html"
             var indexInfo = stat()
             if stat(index, &indexInfo) == 0, (indexInfo.st_mode & S_IFMT) == S_IFREG {
@@ -193,6 +193,15 @@ public struct StaticFiles: Sendable {
     private static func htmlEscape(_ text: String) -> String {
         text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
             .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
+    }
+
+    /// Where a directory request without its final `/` is sent: a path of this origin built from the decoded
+    /// segments (so `//app` or `/%2Fevil` can never become a protocol-relative `//host/` URL), then the query.
+    static func directoryLocation(_ segments: [String], uri: String) -> String {
+        let path = "/" + segments.map(Self.percentEncode).map { $0 + "/" }.joined()
+        guard let question = uri.firstIndex(of: "?") else { return path }
+        let query = uri[uri.index(after: question)...].prefix { $0 != "#" }
+        return query.isEmpty ? path : path + "?" + query
     }
 
     private static func percentEncode(_ name: String) -> String {
