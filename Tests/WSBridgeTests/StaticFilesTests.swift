@@ -86,4 +86,33 @@ final class SessionRecorderTests: XCTestCase {
         XCTAssertEqual(SessionRecorder.escape(Array("RFB 003.008\n".utf8)), "RFB 003.008\\n")
         XCTAssertEqual(SessionRecorder.escape([0x00, 0x09, 0x0D, 0x27, 0x5C, 0x7F, 0x80, 0xFF]), "\\x00\\t\\r\\'\\\\\\x7f\\x80\\xff")
     }
+
+    /// Recordings are never overwritten and a planted symlink is neither followed nor its target truncated.
+    func testRecorderNeverFollowsSymlinksNorTruncatesAndNumbersAfterTheHighest() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-rec-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let prefix = dir + "/session"
+        try "earlier".write(toFile: prefix + ".1", atomically: false, encoding: .utf8)
+        try "earlier 7".write(toFile: prefix + ".7", atomically: false, encoding: .utf8)
+        try "x".write(toFile: prefix + ".notes", atomically: false, encoding: .utf8)
+        let victim = dir + "/victim"
+        try "precious".write(toFile: victim, atomically: false, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: prefix + ".8", withDestinationPath: victim)
+
+        XCTAssertThrowsError(try SessionRecorder(path: prefix + ".8", limit: 10)) { error in
+            XCTAssertTrue((error as? SessionRecorder.RecorderError)?.exists == true, "\(error)")
+        }
+        XCTAssertThrowsError(try SessionRecorder(path: prefix + ".1", limit: 10))
+        XCTAssertEqual(RecordingPolicy.highestNumber(prefix: prefix), 8)
+        let policy = RecordingPolicy(prefix: prefix, limit: 10)
+        // A name taken after the start (a symlink planted at the next number) is skipped, not followed.
+        try FileManager.default.createSymbolicLink(atPath: prefix + ".9", withDestinationPath: victim)
+        let recorder = try policy.makeRecorder()
+        XCTAssertEqual(recorder.path, prefix + ".10")
+        recorder.finish()
+        XCTAssertEqual(try String(contentsOfFile: victim, encoding: .utf8), "precious")
+        XCTAssertEqual(try String(contentsOfFile: prefix + ".1", encoding: .utf8), "earlier")
+        XCTAssertEqual(try String(contentsOfFile: prefix + ".7", encoding: .utf8), "earlier 7")
+    }
 }

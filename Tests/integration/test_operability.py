@@ -349,6 +349,29 @@ def parse_recording(text: str) -> list[tuple[str, int, bytes]]:
     return frames
 
 
+def test_recording_never_overwrites_nor_follows_a_planted_symlink(bridge_factory, backends, tmp_path):
+    """A restart used to number from 1 again with O_TRUNC: earlier recordings were overwritten, and a symlink
+    planted at the next name had its target truncated."""
+    echo = backends.echo()
+    prefix = tmp_path / "rec" / "session"
+    prefix.parent.mkdir()
+    Path(f"{prefix}.1").write_text("an earlier recording")
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    os.symlink(victim, f"{prefix}.2")
+    b = bridge_factory("--record", str(prefix), target=echo.addr)
+    with ws_connect(b.url("/")) as ws:
+        ws.send(b"typed")
+        assert ws.recv(timeout=10) == b"typed"
+    path = Path(f"{prefix}.3")
+    deadline = time.monotonic() + 10
+    while not (path.exists() and path.read_text().endswith("'EOF'];\n")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the file is finished by a writer queue after the session closes: poll its content
+    assert path.exists() and not path.is_symlink(), sorted(os.listdir(prefix.parent))
+    assert Path(f"{prefix}.1").read_text() == "an earlier recording"
+    assert victim.read_text() == "precious"
+
+
 def test_recording_is_websockify_format_and_byte_exact(bridge_factory, backends, tmp_path):
     echo = backends.echo()
     prefix = tmp_path / "rec" / "session"

@@ -23,11 +23,13 @@ public final class SessionRecorder: Sendable {
     private let recorded = NIOLockedValueBox(0)
     public let path: String
 
-    /// Creates `PREFIX.N` (mode 0600: recordings contain everything typed, passwords included).
+    /// Creates `PREFIX.N` (mode 0600: recordings contain everything typed, passwords included). The file must not
+    /// exist: an earlier recording is never overwritten, and a symlink planted at the path is neither followed nor
+    /// its target truncated (`O_EXCL`, `O_NOFOLLOW`).
     public init(path: String, limit: Int) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
-            throw RecorderError(message: "cannot create \(path): \(String(cString: strerror(errno)))")
+            throw RecorderError(message: "cannot create \(path): \(String(cString: strerror(errno)))", exists: errno == EEXIST)
         }
         self.handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
         self.path = path
@@ -39,6 +41,8 @@ public final class SessionRecorder: Sendable {
 
     public struct RecorderError: Error, CustomStringConvertible {
         public var message: String
+        /// Something (a file, a symlink) is already at the path.
+        public var exists = false
         public var description: String { self.message }
     }
 
@@ -100,22 +104,47 @@ public final class SessionRecorder: Sendable {
     }
 }
 
-/// Names recordings `PREFIX.1`, `PREFIX.2`, … in session order, as websockify does.
+/// Names recordings `PREFIX.1`, `PREFIX.2`, … in session order, as websockify does, starting after the highest
+/// number already there (a restart never overwrites earlier recordings); a name taken meanwhile is skipped.
 public final class RecordingPolicy: Sendable {
     public let prefix: String
     public let limit: Int
-    private let counter = NIOLockedValueBox(0)
+    private let counter: NIOLockedValueBox<Int>
 
     public init(prefix: String, limit: Int) {
         self.prefix = prefix
         self.limit = limit
+        self.counter = NIOLockedValueBox(Self.highestNumber(prefix: prefix))
+    }
+
+    /// The highest N of the existing `PREFIX.N` entries (files, symlinks, anything), or 0.
+    static func highestNumber(prefix: String) -> Int {
+        let url = URL(fileURLWithPath: prefix)
+        let directory = url.deletingLastPathComponent().path
+        let base = url.lastPathComponent + "."
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.compactMap { name -> Int? in
+            guard name.hasPrefix(base) else { return nil }
+            let rest = name.dropFirst(base.count)
+            guard !rest.isEmpty, rest.allSatisfy(\.isASCII), rest.allSatisfy(\.isNumber) else { return nil }
+            return Int(rest)
+        }.max() ?? 0
     }
 
     func makeRecorder() throws -> SessionRecorder {
-        let number = self.counter.withLockedValue { value -> Int in
-            value += 1
-            return value
+        var lastError: (any Error)?
+        for _ in 0..<100 {
+            let number = self.counter.withLockedValue { value -> Int in
+                value += 1
+                return value
+            }
+            do {
+                return try SessionRecorder(path: "\(self.prefix).\(number)", limit: self.limit)
+            } catch let error as SessionRecorder.RecorderError where error.exists {
+                lastError = error
+                continue
+            }
         }
-        return try SessionRecorder(path: "\(self.prefix).\(number)", limit: self.limit)
+        throw lastError ?? SessionRecorder.RecorderError(message: "cannot create a recording at \(self.prefix).N")
     }
 }
