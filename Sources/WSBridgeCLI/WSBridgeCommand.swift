@@ -237,6 +237,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
             throw ValidationError("at most two positional arguments: [SOURCE_ADDR:]SOURCE_PORT [TARGET_HOST:TARGET_PORT]")
         }
         if let plugin = self.tokenPlugin {
+            if let refusal = WebsockifyPluginName.refusal(plugin, kind: .token, option: "--token-plugin") {
+                throw ValidationError(refusal)
+            }
             guard Self.plugin(named: plugin) != nil || Self.isRedisPlugin(plugin) || Self.isJWTPlugin(plugin)
                 || Self.apiFormat(plugin) != nil
             else {
@@ -333,6 +336,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
             throw ValidationError("--cafile is for --verify-client")
         }
         if let plugin = self.authPlugin {
+            if let refusal = WebsockifyPluginName.refusal(plugin, kind: .auth, option: "--auth-plugin") {
+                throw ValidationError(refusal)
+            }
             switch Self.authPluginName(plugin) {
             case "BasicHTTPAuth":
                 guard let source = self.authSource else { throw ValidationError("--auth-plugin BasicHTTPAuth needs --auth-source user:password") }
@@ -394,7 +400,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
 
     /// websockify's HTTP token APIs: BaseTokenAPI answers `host:port`, JSONTokenApi JSON.
     static func apiFormat(_ name: String) -> HTTPTokenResolver.Format? {
-        switch name.split(separator: ".").last.map(String.init) ?? name {
+        switch Self.tokenPluginName(name) {
         case "BaseTokenAPI": return .text
         case "JSONTokenApi": return .json
         default: return nil
@@ -407,7 +413,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
     }
 
     static func isJWTPlugin(_ name: String) -> Bool {
-        (name.split(separator: ".").last.map(String.init) ?? name) == "JWTTokenApi"
+        Self.tokenPluginName(name) == "JWTTokenApi"
     }
 
     /// The token source is Redis (websockify's `TokenRedis`), looked up per connection rather than loaded.
@@ -417,13 +423,13 @@ struct WSBridgeCommand: AsyncParsableCommand {
     }
 
     static func isRedisPlugin(_ name: String) -> Bool {
-        (name.split(separator: ".").last.map(String.init) ?? name) == "TokenRedis"
+        Self.tokenPluginName(name) == "TokenRedis"
     }
 
     /// websockify's plugin names (also as dotted paths such as websockify.token_plugins.TokenFile): the format
     /// and whether the source is reloaded.
     static func plugin(named name: String) -> (format: TargetsLoader.Format, reloads: Bool)? {
-        switch name.split(separator: ".").last.map(String.init) ?? name {
+        switch Self.tokenPluginName(name) {
         case "TokenFile": return (.targetsFiles, true)
         case "ReadOnlyTokenFile": return (.targetsFiles, false)
         case "TokenFileName": return (.tokenFileNames, true)
@@ -761,9 +767,16 @@ struct WSBridgeCommand: AsyncParsableCommand {
         try await group.shutdownGracefully()
     }
 
-    /// websockify's plugin name without its module path (`websockify.auth_plugins.BasicHTTPAuth`).
+    /// websockify's plugin name without its module path (`websockify.auth_plugins.BasicHTTPAuth`); another
+    /// module's dotted name stays as it is (and names no plugin).
     static func authPluginName(_ plugin: String) -> String {
-        plugin.split(separator: ".").last.map(String.init) ?? plugin
+        WebsockifyPluginName.builtIn(plugin, kind: .auth) ?? plugin
+    }
+
+    /// websockify's token plugin name without its module path (`websockify.token_plugins.TokenFile`); another
+    /// module's dotted name stays as it is (and names no plugin).
+    static func tokenPluginName(_ plugin: String) -> String {
+        WebsockifyPluginName.builtIn(plugin, kind: .token) ?? plugin
     }
 
     /// Runs `body`; a file error ends the process with one line on stderr and exit code 1.

@@ -155,6 +155,17 @@ final class TargetsParserTests: XCTestCase {
         guard case .failure = limiter.acquire(client: "a", target: limitedOne) else { return XCTFail() }
     }
 
+    func testWebsockifyDottedPluginNames() {
+        XCTAssertEqual(WebsockifyPluginName.builtIn("TokenFile", kind: .token), "TokenFile")
+        XCTAssertEqual(WebsockifyPluginName.builtIn("websockify.token_plugins.TokenFile", kind: .token), "TokenFile")
+        XCTAssertEqual(WebsockifyPluginName.builtIn("websockify.auth_plugins.BasicHTTPAuth", kind: .auth), "BasicHTTPAuth")
+        for foreign in ["x.TokenFile", "websockify.auth_plugins.TokenFile", "websockify.token_plugins.a.TokenFile", "websockify.token_plugins."] {
+            XCTAssertNil(WebsockifyPluginName.builtIn(foreign, kind: .token), foreign)
+            XCTAssertNotNil(WebsockifyPluginName.refusal(foreign, kind: .token, option: "--token-plugin"), foreign)
+        }
+        XCTAssertNil(WebsockifyPluginName.refusal("websockify.token_plugins.TokenRedis", kind: .token, option: "--token-plugin"))
+    }
+
     /// Targets of token services are measured under one label per service, not one per token.
     func testTokenServiceTargetsShareOneLabel() {
         let a = RedisTokenResolver.target("aaaa-token-1", .tcp(host: "h", port: 1))

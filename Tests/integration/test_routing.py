@@ -46,6 +46,24 @@ def test_websockify_token_file_with_comments_tabs_and_ipv6(bridge_factory, backe
     roundtrip(b3.url("/?token=vnc1"))
 
 
+def test_dotted_plugin_names_are_websockifys_or_refused(wsbridge_bin, bridge_factory, backends, tmp_path):
+    """websockify's full dotted names map to the built-ins; another module's class with the same last component
+    (x.TokenFile) is not websockify's plugin and is refused with a message saying so."""
+    echo = backends.echo()
+    f = write_token_file(tmp_path / "tokens", {"a": echo.addr})
+    for plugin in ("x.TokenFile", "mycompany.plugins.TokenFile", "websockify.auth_plugins.TokenFile",
+                   "websockify.token_plugins.x.TokenFile", "websockify.token_plugins."):
+        r = run_bridge(wsbridge_bin, "--token-plugin", plugin, "--token-source", str(f), "127.0.0.1:0")
+        assert r.returncode == 64, (plugin, r.returncode, r.stderr)
+        assert b"cannot load Python plugins" in r.stderr and plugin.encode() in r.stderr, (plugin, r.stderr)
+    r = run_bridge(wsbridge_bin, "--auth-plugin", "x.BasicHTTPAuth", "--auth-source", "u:p", "127.0.0.1:0", echo.addr)
+    assert r.returncode == 64 and b"cannot load Python plugins" in r.stderr, r.stderr
+    ok = bridge_factory("--token-plugin", "websockify.token_plugins.ReadOnlyTokenFile", "--token-source", str(f))
+    roundtrip(ok.url("/?token=a"))
+    auth = bridge_factory("--auth-plugin", "websockify.auth_plugins.BasicHTTPAuth", "--auth-source", "u:p", target=echo.addr)
+    assert status(auth, "/") == 401
+
+
 def test_read_only_token_file_is_read_once(bridge_factory, backends, tmp_path):
     echo = backends.echo()
     f = write_token_file(tmp_path / "tokens", {"a": echo.addr})
