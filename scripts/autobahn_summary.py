@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """Summarises an Autobahn|Testsuite fuzzingclient report (REPORTDIR/index.json) for scripts/autobahn.
 
-    autobahn_summary.py REPORTDIR AGENT EXPECTED_CASES_FILE [--markdown]
+    autobahn_summary.py [--markdown] [--junit=FILE] REPORTDIR AGENT EXPECTED_CASES_FILE
 
 EXPECTED_CASES_FILE lists the case ids that were asked for, one per line. Prints a table by case group (counts per
 outcome), then every case whose outcome is not OK. Exits 1 when a case FAILED, when an expected case has no result
 (missing) and when the agent is not in the report at all; 0 otherwise. NON-STRICT, INFORMATIONAL and
 UNIMPLEMENTED are reported, not failures (UNIMPLEMENTED only happens for permessage-deflate cases, not asked for).
+With --junit=FILE it also writes every expected case as a JUnit test case (FAILED and missing ones as failures,
+UNIMPLEMENTED as skipped), so that scripts/test counts Autobahn cases as it counts the others; without a report
+at all, every expected case is missing.
 """
 
 import json
 import sys
+import xml.etree.ElementTree as ET
 from collections import Counter, OrderedDict
 from pathlib import Path
 
@@ -36,9 +40,24 @@ def case_key(case_id: str):
     return tuple(int(part) for part in case_id.split("."))
 
 
+def write_junit(path: str, agent: str, outcome: dict, results: dict) -> None:
+    suite = ET.Element("testsuite", name=f"autobahn.{agent}", tests=str(len(outcome)))
+    for case_id in sorted(outcome, key=case_key):
+        case = ET.SubElement(suite, "testcase", classname=f"autobahn.{agent}", name=case_id)
+        behavior = outcome[case_id]
+        if behavior in ("FAILED", "missing"):
+            r = results.get(case_id, {})
+            detail = f"close: {r.get('behaviorClose', '-')}, code {r.get('remoteCloseCode')}" if r else "no result"
+            ET.SubElement(case, "failure", message=f"{behavior} ({detail})")
+        elif behavior == "UNIMPLEMENTED":
+            ET.SubElement(case, "skipped", message="UNIMPLEMENTED")
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+
+
 def main() -> int:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     markdown = "--markdown" in sys.argv[1:]
+    junit = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--junit=")), None)
     if len(args) != 3:
         print(__doc__, file=sys.stderr)
         return 2
@@ -47,17 +66,23 @@ def main() -> int:
     index_path = report_dir / "index.json"
     if not index_path.exists():
         print(f"autobahn: no report at {index_path}")
+        if junit:
+            write_junit(junit, agent, {case_id: "missing" for case_id in expected}, {})
         return 1
     index = json.loads(index_path.read_text())
     results = index.get(agent)
     if results is None:
         print(f"autobahn: agent {agent!r} is not in {index_path} (agents: {', '.join(index) or 'none'})")
+        if junit:
+            write_junit(junit, agent, {case_id: "missing" for case_id in expected}, {})
         return 1
 
     outcome = {}
     for case_id in expected:
         outcome[case_id] = results[case_id]["behavior"] if case_id in results else "missing"
     unexpected = sorted(set(results) - set(expected), key=case_key)
+    if junit:
+        write_junit(junit, agent, outcome, results)
 
     by_group = OrderedDict()
     for case_id in sorted(expected, key=case_key):
