@@ -214,7 +214,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("auth-file"), help: ArgumentHelp("HTTP Basic credentials: lines user:HASH (bcrypt as made by htpasswd -B, $5$/$6$ crypt, yescrypt). Upgrades without valid credentials get 401.", valueName: "FILE"))
     var authFile: String?
 
-    @Option(name: .customLong("trusted-proxy"), help: ArgumentHelp("A proxy (CIDR or address) whose X-Forwarded-For/Forwarded headers give the client's address; repeatable.", valueName: "CIDR"))
+    @Option(name: .customLong("trusted-proxy"), help: ArgumentHelp("A proxy (CIDR or address) whose forwarding header (--trusted-proxy-header) gives the client's address; repeatable.", valueName: "CIDR"))
     var trustedProxies: [String] = []
 
     @Option(name: .customLong("trusted-proxy-header"), help: ArgumentHelp("The one header a --trusted-proxy writes the client's address in: xff (X-Forwarded-For, appended by nginx and HAProxy) or forwarded (RFC 7239). The other is ignored: a client could send it.", valueName: "xff|forwarded"))
