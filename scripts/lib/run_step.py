@@ -159,29 +159,44 @@ def main() -> int:
     copier = threading.Thread(target=copy_output, daemon=True)
     copier.start()
 
+    # As the subreaper, this process inherits every orphan of the step: reap them as they end (a step may check
+    # that what it stopped is gone, and a zombie still counts as there), and take the command's own status then.
+    rc = None
+
+    def reap() -> None:
+        nonlocal rc
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == child.pid:
+                rc = os.waitstatus_to_exitcode(status)
+                child.returncode = rc
+
     pidfd = os.pidfd_open(child.pid)
     deadline = started + args.timeout
     timed_out = False
-    while True:
+    while rc is None:
         left = deadline - time.monotonic()
         if left <= 0:
             timed_out = True
             break
         if stopping.is_set():
             break
-        ready, _, _ = select.select([pidfd], [], [], min(left, 0.5))
-        if ready:
-            break
+        select.select([pidfd], [], [], min(left, 0.1))
+        reap()
     os.close(pidfd)
 
     left_running = []
-    if child.poll() is None:
+    if rc is None:
         # Timed out or stopped: the command itself is one of the descendants to end.
         kill_descendants()
         rc = 124 if timed_out else 143
-        child.wait()
+        child.returncode = rc
     else:
-        rc = child.returncode
         left_running = [describe(pid) for pid in descendants(os.getpid())]
         kill_descendants()
     copier.join(timeout=5)
