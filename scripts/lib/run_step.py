@@ -190,9 +190,10 @@ def main() -> int:
         reap()
     os.close(pidfd)
 
-    left_running = []
+    left_running, ended = [], []
     if rc is None:
         # Timed out or stopped: the command itself is one of the descendants to end.
+        ended = [describe(pid) for pid in descendants(os.getpid())]
         kill_descendants()
         rc = 124 if timed_out else 143
         child.returncode = rc
@@ -204,9 +205,10 @@ def main() -> int:
 
     note = ""
     if timed_out:
-        note = f"\nscripts/test: step {args.name} timed out after {args.timeout:.0f} s; its processes were killed\n"
+        note = f"\nscripts/test: step {args.name} timed out after {args.timeout:.0f} s; its {len(ended)} process(es) killed:\n"
     elif stopping.is_set():
-        note = f"\nscripts/test: step {args.name} was stopped; its processes were killed\n"
+        note = f"\nscripts/test: step {args.name} was stopped; its {len(ended)} process(es) killed:\n"
+    note += "".join(f"  {line}\n" for line in ended)
     if left_running:
         note += f"scripts/test: step {args.name} left {len(left_running)} process(es) running, killed now:\n"
         note += "".join(f"  {line}\n" for line in left_running)
