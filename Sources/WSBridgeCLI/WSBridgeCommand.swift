@@ -91,7 +91,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Flag(name: .customLong("require-origin"), help: "Refuse requests without an Origin header (403).")
     var requireOrigin = false
 
-    @Option(name: .customLong("handshake-timeout"), help: ArgumentHelp("Seconds from accept to a complete request head, then 408.", valueName: "S"))
+    @Option(name: .customLong("handshake-timeout"), help: ArgumentHelp("Seconds from accept to the end of admission (PROXY header, TLS handshake, request head, authentication, token services): then 408, or a plain close before the request can be read.", valueName: "S"))
     var handshakeTimeout: Double = 10
 
     @Option(name: .customLong("connect-timeout"), help: ArgumentHelp("Backend connect timeout in seconds.", valueName: "S"))
@@ -135,6 +135,12 @@ struct WSBridgeCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("max-connections-per-client"), help: ArgumentHelp("Most sessions at once from one client address (503 beyond). 0 = no limit.", valueName: "N"))
     var maxConnectionsPerClient: Int = 0
+
+    @Option(name: .customLong("max-handshakes"), help: ArgumentHelp("Most connections still in their handshake (no 101 yet) across the server; more are closed at once. 0 = no limit.", valueName: "N"))
+    var maxHandshakes: Int = 4096
+
+    @Option(name: .customLong("max-handshakes-per-ip"), help: ArgumentHelp("Most connections in their handshake from one client address (the peer, or its PROXY header's source); more are closed at once. 0 = no limit.", valueName: "N"))
+    var maxHandshakesPerIP: Int = 256
 
     @Option(name: .customLong("handshake-rate"), help: ArgumentHelp("Handshakes per second allowed per client address (429 with Retry-After beyond). 0 = no limit.", valueName: "R"))
     var handshakeRate: Double = 0
@@ -295,6 +301,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         }
         for (name, value) in [
             ("--max-connections", self.maxConnections), ("--max-connections-per-client", self.maxConnectionsPerClient),
+            ("--max-handshakes", self.maxHandshakes), ("--max-handshakes-per-ip", self.maxHandshakesPerIP),
         ] where value < 0 {
             throw ValidationError("\(name) must be 0 (no limit) or a positive number")
         }
@@ -472,7 +479,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         ("connect-timeout", .option), ("idle-timeout", .option), ("ping-interval", .option),
         ("pong-timeout", .option), ("max-frame-size", .option), ("close-timeout", .option),
         ("shutdown-timeout", .option), ("max-connections", .option), ("max-connections-per-client", .option),
-        ("handshake-rate", .option), ("handshake-burst", .option), ("web", .option), ("web-listing", .flag), ("web-auth", .flag),
+        ("handshake-rate", .option), ("handshake-burst", .option), ("max-handshakes", .option), ("max-handshakes-per-ip", .option), ("web", .option), ("web-listing", .flag), ("web-auth", .flag),
         ("file-only", .flag), ("record", .option), ("record-limit", .option), ("metrics-listen", .option),
         ("metrics-on-main-port", .flag), ("unix-listen", .option), ("unix-listen-mode", .option), ("inetd", .flag),
         ("log-format", .option), ("log-level", .option), ("verbose", .flag), ("read-buffer", .option),
@@ -580,6 +587,11 @@ struct WSBridgeCommand: AsyncParsableCommand {
             ),
             metricsOnMainPort: self.metricsOnMainPort
         )
+        configuration.maxHandshakes = self.maxHandshakes > 0 ? self.maxHandshakes : nil
+        configuration.maxHandshakesPerClient = self.maxHandshakesPerIP > 0 ? self.maxHandshakesPerIP : nil
+        if let raised = ResourceLimits.raiseOpenFilesToHardLimit() {
+            logger.debug("open files limit", metadata: ["limit": "\(raised)"])
+        }
         if let path = self.unixListen {
             configuration.unixListenPath = path
             configuration.unixListenMode = mode_t(UInt32(self.unixListenMode, radix: 8)!)
