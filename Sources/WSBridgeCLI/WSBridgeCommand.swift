@@ -140,7 +140,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
     var maxHandshakes: Int = 4096
 
     @Option(name: .customLong("max-handshakes-per-ip"), help: ArgumentHelp("Most connections in their handshake from one client address (the peer, or its PROXY header's source); more are closed at once. 0 = no limit.", valueName: "N"))
-    var maxHandshakesPerIP: Int = 256
+    var maxHandshakesPerIP: Int = 1024
 
     @Option(name: .customLong("handshake-rate"), help: ArgumentHelp("Handshakes per second allowed per client address (429 with Retry-After beyond). 0 = no limit.", valueName: "R"))
     var handshakeRate: Double = 0

@@ -78,7 +78,7 @@ public struct BridgeConfiguration: Sendable {
     /// it new connections are closed at once. Nil disables.
     public var maxHandshakes: Int? = 4096
     /// The same per client address (`--max-handshakes-per-ip`); nil disables.
-    public var maxHandshakesPerClient: Int? = 256
+    public var maxHandshakesPerClient: Int? = 1024
     /// Client bytes kept for the session between the request head and the 101 (frames sent with the request);
     /// beyond them, plus at most one read cycle, the client is not read until the 101.
     public var maxEarlyBytes = HandshakeStateMachine.defaultEarlyBytesLimit

@@ -224,6 +224,15 @@ public final class BridgeServer: Service, Sendable {
             self.metrics.rejected(.handshakeLimit)
             throw HandshakeCapReached()
         }
+        do {
+            try self.setUpConnection(channel, slot: slot)
+        } catch {
+            self.handshakeLimiter.release(slot)
+            throw error
+        }
+    }
+
+    private func setUpConnection(_ channel: Channel, slot: HandshakeLimiter.Slot) throws {
         self.clients.add(channel)
         if channel.remoteAddress?.ipAddress != nil, let options = channel.syncOptions {
             // websockify's default keepalive, and a bound on unacknowledged data (dead peers, both legs).
