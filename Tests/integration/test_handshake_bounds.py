@@ -95,6 +95,7 @@ def test_unfinished_tls_handshakes_are_closed_at_the_deadline(bridge_factory, ba
             s.sendall(PARTIAL_CLIENT_HELLO)
             socks.append(s)
         during = wait_fds_at_least(b, baseline_fds + count, timeout=5)
+        print(f"\nunfinished TLS: fds {baseline_fds} before, {during} during", end="")
         assert during >= baseline_fds + count * 0.9, f"the bridge holds {during} fds for {count} handshakes"
         for s in socks:
             assert closed_by_peer(s, timeout + MARGIN - (time.monotonic() - started) + 1), "socket left open"
@@ -104,6 +105,7 @@ def test_unfinished_tls_handshakes_are_closed_at_the_deadline(bridge_factory, ba
         for s in socks:
             s.close()
     after = wait_fds_at_most(b, baseline_fds + FD_SLACK, timeout=MARGIN)
+    print(f", {after} after; RSS {baseline_rss} KiB before, {b.rss_kib()} KiB after")
     assert after <= baseline_fds + FD_SLACK, f"fds: {baseline_fds} before, {after} after"
     assert b.rss_kib() <= baseline_rss + 32 * 1024
     assert echo.conns == []
@@ -188,6 +190,7 @@ def test_bytes_before_the_101_are_bounded(bridge_factory):
         sent_before_101 = sent
         stop.set()
         sender.join(5)
+        print(f"\nflood before the 101: {sent_before_101 >> 10} KiB sent; RSS {baseline_rss} KiB before, peak {peak[0]} KiB")
         assert sent_before_101 < 32 << 20, f"{sent_before_101 >> 20} MiB taken before the 101: reads were not stopped"
         growth = peak[0] - baseline_rss
         assert growth < 32 * 1024, f"RSS grew by {growth} KiB before the 101"
