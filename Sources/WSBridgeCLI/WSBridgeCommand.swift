@@ -142,6 +142,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-handshakes-per-ip"), help: ArgumentHelp("Most connections in their handshake from one client address (the peer, or its PROXY header's source); more are closed at once. 0 = no limit.", valueName: "N"))
     var maxHandshakesPerIP: Int = 1024
 
+    @Option(name: .customLong("tcp-user-timeout"), help: ArgumentHelp("TCP_USER_TIMEOUT of both legs in seconds: a connection whose sent data stays unacknowledged (or unsent behind a zero window) this long is dropped by the kernel. 0 = the system's default.", valueName: "S"))
+    var tcpUserTimeout: Double = 60
+
     @Option(name: .customLong("handshake-rate"), help: ArgumentHelp("Handshakes per second allowed per client address (429 with Retry-After beyond). 0 = no limit.", valueName: "R"))
     var handshakeRate: Double = 0
 
@@ -293,7 +296,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
             throw ValidationError("\(name) must be a positive number of seconds")
         }
         for (name, value) in [
-            ("--idle-timeout", self.idleTimeout), ("--ping-interval", self.pingInterval),
+            ("--idle-timeout", self.idleTimeout), ("--ping-interval", self.pingInterval), ("--tcp-user-timeout", self.tcpUserTimeout),
             ("--token-cache-ttl", self.tokenCacheTTL), ("--token-cache-negative-ttl", self.tokenCacheNegativeTTL),
             ("--token-stale-for", self.tokenStaleFor), ("--jwt-leeway", self.jwtLeeway),
         ] where !(value >= 0) {
@@ -479,7 +482,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         ("connect-timeout", .option), ("idle-timeout", .option), ("ping-interval", .option),
         ("pong-timeout", .option), ("max-frame-size", .option), ("close-timeout", .option),
         ("shutdown-timeout", .option), ("max-connections", .option), ("max-connections-per-client", .option),
-        ("handshake-rate", .option), ("handshake-burst", .option), ("max-handshakes", .option), ("max-handshakes-per-ip", .option), ("web", .option), ("web-listing", .flag), ("web-auth", .flag),
+        ("handshake-rate", .option), ("handshake-burst", .option), ("max-handshakes", .option), ("max-handshakes-per-ip", .option), ("tcp-user-timeout", .option), ("web", .option), ("web-listing", .flag), ("web-auth", .flag),
         ("file-only", .flag), ("record", .option), ("record-limit", .option), ("metrics-listen", .option),
         ("metrics-on-main-port", .flag), ("unix-listen", .option), ("unix-listen-mode", .option), ("inetd", .flag),
         ("log-format", .option), ("log-level", .option), ("verbose", .flag), ("read-buffer", .option),
@@ -589,6 +592,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         )
         configuration.maxHandshakes = self.maxHandshakes > 0 ? self.maxHandshakes : nil
         configuration.maxHandshakesPerClient = self.maxHandshakesPerIP > 0 ? self.maxHandshakesPerIP : nil
+        configuration.tcpUserTimeout = self.tcpUserTimeout > 0 ? Self.seconds(self.tcpUserTimeout) : nil
         if let raised = ResourceLimits.raiseOpenFilesToHardLimit() {
             logger.debug("open files limit", metadata: ["limit": "\(raised)"])
         }

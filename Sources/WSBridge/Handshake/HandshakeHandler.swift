@@ -201,13 +201,14 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = self.unwrapInboundIn(data)
+        // Decrypted bytes mean the TLS handshake is done, whether or not its event came first.
+        if self.machine.state == .tlsHandshake { self.machine.tlsHandshakeCompleted() }
         switch self.machine.bytesArrived() {
         case .discard:
             return
         case .keepForSession:
             self.keep(&buffer)
         case .parseHead:
-            if self.machine.state == .tlsHandshake { self.machine.tlsHandshakeCompleted() }
             switch self.parser.feed(&buffer) {
             case .incomplete:
                 return
