@@ -45,14 +45,22 @@ struct HealthcheckCommand: AsyncParsableCommand {
 enum HealthProbe {
     static func get(host: String, port: Int, path: String, timeout: TimeAmount, group: EventLoopGroup) async throws -> UInt {
         let promise = group.next().makePromise(of: UInt.self)
-        let channel = try await ClientBootstrap(group: group)
-            .connectTimeout(timeout)
-            .channelInitializer { channel in
-                channel.pipeline.addHTTPClientHandlers().flatMap {
-                    channel.pipeline.addHandler(StatusHandler(promise: promise))
+        let channel: Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .connectTimeout(timeout)
+                .channelInitializer { channel in
+                    channel.pipeline.addHTTPClientHandlers().flatMap {
+                        channel.pipeline.addHandler(StatusHandler(promise: promise))
+                    }
                 }
-            }
-            .connect(host: host, port: port).get()
+                .connect(host: host, port: port).get()
+        } catch {
+            // Complete the promise: NIO's debug builds crash on a promise dropped unfulfilled (SIGILL, seen as a
+            // flaky `healthcheck` against a stopped bridge).
+            promise.fail(error)
+            throw error
+        }
         let deadline = channel.eventLoop.scheduleTask(in: timeout) { promise.fail(ChannelError.connectTimeout(timeout)) }
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: host)
