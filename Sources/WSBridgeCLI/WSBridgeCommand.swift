@@ -91,7 +91,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Flag(name: .customLong("require-origin"), help: "Refuse requests without an Origin header (403).")
     var requireOrigin = false
 
-    @Option(name: .customLong("handshake-timeout"), help: ArgumentHelp("Seconds from accept to a complete request head, then 408.", valueName: "S"))
+    @Option(name: .customLong("handshake-timeout"), help: ArgumentHelp("Seconds from accept to the end of admission (PROXY header, TLS handshake, request head, authentication, token services): then 408, or a plain close before the request can be read.", valueName: "S"))
     var handshakeTimeout: Double = 10
 
     @Option(name: .customLong("connect-timeout"), help: ArgumentHelp("Backend connect timeout in seconds.", valueName: "S"))
@@ -135,6 +135,15 @@ struct WSBridgeCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("max-connections-per-client"), help: ArgumentHelp("Most sessions at once from one client address (503 beyond). 0 = no limit.", valueName: "N"))
     var maxConnectionsPerClient: Int = 0
+
+    @Option(name: .customLong("max-handshakes"), help: ArgumentHelp("Most connections still in their handshake (no 101 yet) across the server; more are closed at once. 0 = no limit.", valueName: "N"))
+    var maxHandshakes: Int = 4096
+
+    @Option(name: .customLong("max-handshakes-per-ip"), help: ArgumentHelp("Most connections in their handshake from one client address (the peer, or its PROXY header's source); more are closed at once. 0 = no limit.", valueName: "N"))
+    var maxHandshakesPerIP: Int = 1024
+
+    @Option(name: .customLong("tcp-user-timeout"), help: ArgumentHelp("TCP_USER_TIMEOUT of both legs in seconds: a connection whose sent data stays unacknowledged (or unsent behind a zero window) this long is dropped by the kernel. 0 = the system's default.", valueName: "S"))
+    var tcpUserTimeout: Double = 60
 
     @Option(name: .customLong("handshake-rate"), help: ArgumentHelp("Handshakes per second allowed per client address (429 with Retry-After beyond). 0 = no limit.", valueName: "R"))
     var handshakeRate: Double = 0
@@ -287,7 +296,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
             throw ValidationError("\(name) must be a positive number of seconds")
         }
         for (name, value) in [
-            ("--idle-timeout", self.idleTimeout), ("--ping-interval", self.pingInterval),
+            ("--idle-timeout", self.idleTimeout), ("--ping-interval", self.pingInterval), ("--tcp-user-timeout", self.tcpUserTimeout),
             ("--token-cache-ttl", self.tokenCacheTTL), ("--token-cache-negative-ttl", self.tokenCacheNegativeTTL),
             ("--token-stale-for", self.tokenStaleFor), ("--jwt-leeway", self.jwtLeeway),
         ] where !(value >= 0) {
@@ -295,6 +304,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         }
         for (name, value) in [
             ("--max-connections", self.maxConnections), ("--max-connections-per-client", self.maxConnectionsPerClient),
+            ("--max-handshakes", self.maxHandshakes), ("--max-handshakes-per-ip", self.maxHandshakesPerIP),
         ] where value < 0 {
             throw ValidationError("\(name) must be 0 (no limit) or a positive number")
         }
@@ -472,7 +482,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         ("connect-timeout", .option), ("idle-timeout", .option), ("ping-interval", .option),
         ("pong-timeout", .option), ("max-frame-size", .option), ("close-timeout", .option),
         ("shutdown-timeout", .option), ("max-connections", .option), ("max-connections-per-client", .option),
-        ("handshake-rate", .option), ("handshake-burst", .option), ("web", .option), ("web-listing", .flag), ("web-auth", .flag),
+        ("handshake-rate", .option), ("handshake-burst", .option), ("max-handshakes", .option), ("max-handshakes-per-ip", .option), ("tcp-user-timeout", .option), ("web", .option), ("web-listing", .flag), ("web-auth", .flag),
         ("file-only", .flag), ("record", .option), ("record-limit", .option), ("metrics-listen", .option),
         ("metrics-on-main-port", .flag), ("unix-listen", .option), ("unix-listen-mode", .option), ("inetd", .flag),
         ("log-format", .option), ("log-level", .option), ("verbose", .flag), ("read-buffer", .option),
@@ -580,6 +590,12 @@ struct WSBridgeCommand: AsyncParsableCommand {
             ),
             metricsOnMainPort: self.metricsOnMainPort
         )
+        configuration.maxHandshakes = self.maxHandshakes > 0 ? self.maxHandshakes : nil
+        configuration.maxHandshakesPerClient = self.maxHandshakesPerIP > 0 ? self.maxHandshakesPerIP : nil
+        configuration.tcpUserTimeout = self.tcpUserTimeout > 0 ? Self.seconds(self.tcpUserTimeout) : nil
+        if let raised = ResourceLimits.raiseOpenFilesToHardLimit() {
+            logger.debug("open files limit", metadata: ["limit": "\(raised)"])
+        }
         if let path = self.unixListen {
             configuration.unixListenPath = path
             configuration.unixListenMode = mode_t(UInt32(self.unixListenMode, radix: 8)!)

@@ -10,19 +10,19 @@ import XCTest
 /// both (and what they hold: the logger, the guard handler, the admission closure).
 final class ConnectionLifetimeTests: XCTestCase {
     private func fallbackIsFreed(after request: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        weak var fallback: HTTPFallbackHandler?
+        weak var fallback: HandshakeHandler?
         try autoreleasepool {
             let harness = try PipelineTests.Harness(
                 table: TargetTable(mode: .tokens(["echo": Target(name: "e", backend: .echo)]))
             )
-            fallback = try harness.client.pipeline.syncOperations.handler(type: HTTPFallbackHandler.self)
+            fallback = try harness.client.pipeline.syncOperations.handler(type: HandshakeHandler.self)
             XCTAssertNotNil(fallback, file: file, line: line)
             try harness.send(request)
             _ = try harness.output()
             if harness.client.isActive { try harness.client.close().wait() }
             harness.loop.run()
         }
-        XCTAssertNil(fallback, "the fallback handler outlived its connection: \(request.prefix(30))", file: file, line: line)
+        XCTAssertNil(fallback, "the handshake handler outlived its connection: \(request.prefix(30))", file: file, line: line)
     }
 
     func testARefusedRequestFreesItsHandlers() throws {

@@ -26,10 +26,12 @@ final class PipelineTests: XCTestCase {
         var backend: EmbeddedChannel?
         var backendReads = ReadCounter()
         var configuration = BridgeConfiguration(pingInterval: nil)
+        private(set) var server: BridgeServer!
 
         init(
             table: TargetTable = TargetTable(mode: .single(Target(name: "t", backend: .tcp(host: "127.0.0.1", port: 1)))),
             connectError: Error? = nil,
+            connector custom: BackendConnector? = nil,
             configure: (inout BridgeConfiguration) -> Void = { _ in }
         ) throws {
             configure(&self.configuration)
@@ -52,8 +54,9 @@ final class PipelineTests: XCTestCase {
                 targets: TargetsStore(fixed: table),
                 group: self.loop,
                 logger: Logger(label: "test"),
-                connector: connector
+                connector: custom ?? connector
             )
+            self.server = server
             try self.client.pipeline.syncOperations.addHandler(self.reads)
             try server.initializeConnection(self.client)
             try self.client.connect(to: SocketAddress(ipAddress: "10.0.0.1", port: 5555)).wait()

@@ -30,6 +30,14 @@ public struct HTTPRejection: Error, Equatable, Sendable, CustomStringConvertible
         case proxyProtocol = "proxy_protocol"
         /// The token service (Redis, …) could not answer.
         case tokenService = "token_service"
+        /// A request head larger than `--max-request-head` (431).
+        case headTooLarge = "head_too_large"
+        /// An upgrade request with a body (`Content-Length` above 0, `Transfer-Encoding`).
+        case requestBody = "request_body"
+        /// Two `Host` headers, or two `Origin`, `Sec-WebSocket-Key` or `Sec-WebSocket-Version` in an upgrade.
+        case duplicateHeader = "duplicate_header"
+        /// Over `--max-handshakes` or `--max-handshakes-per-ip` (the connection is closed at once).
+        case handshakeLimit = "handshake_limit"
     }
 
     public var kind: Kind

@@ -88,47 +88,8 @@ public struct UpgradePolicy: Sendable {
         client: String? = nil,
         identity: ClientIdentity = .init()
     ) -> Decision {
+        if let refusal = Self.strictHeadCheck(head) ?? Self.validate(head) { return .reject(refusal) }
         let headers = head.headers
-        let upgrade = headers["upgrade"]
-        guard !upgrade.isEmpty else {
-            if head.method == .GET || head.method == .HEAD {
-                return .reject(.init(.notWebSocket, .notFound, "not found: this is a WebSocket endpoint"))
-            }
-            return .reject(.init(.method, .methodNotAllowed, "method not allowed", headers: [("Allow", "GET")]))
-        }
-        guard head.method == .GET else {
-            return .reject(
-                .init(.method, .methodNotAllowed, "WebSocket upgrade requires GET", headers: [("Allow", "GET")])
-            )
-        }
-        guard head.version.major == 1, head.version.minor >= 1 else {
-            return .reject(.init(.malformed, .badRequest, "WebSocket upgrade requires HTTP/1.1"))
-        }
-        guard upgrade.count == 1, upgrade[0].trimmingWhitespace().lowercased() == "websocket" else {
-            return .reject(.init(.malformed, .badRequest, "Upgrade header must be 'websocket'"))
-        }
-        let connectionTokens = headers[canonicalForm: "connection"].map { $0.lowercased() }
-        guard connectionTokens.contains("upgrade") else {
-            return .reject(.init(.malformed, .badRequest, "Connection header must contain 'upgrade'"))
-        }
-        guard let host = headers.first(name: "host"), !host.trimmingWhitespace().isEmpty else {
-            return .reject(.init(.malformed, .badRequest, "missing Host header"))
-        }
-        let keys = headers["sec-websocket-key"]
-        guard keys.count == 1, Self.isValidKey(keys[0].trimmingWhitespace()) else {
-            return .reject(.init(.malformed, .badRequest, "Sec-WebSocket-Key must be base64 of 16 bytes"))
-        }
-        let versions = headers["sec-websocket-version"]
-        guard versions.count == 1, versions[0].trimmingWhitespace() == "13" else {
-            return .reject(
-                .init(
-                    .version,
-                    .upgradeRequired,
-                    "unsupported WebSocket version: use 13",
-                    headers: [("Sec-WebSocket-Version", "13")]
-                )
-            )
-        }
 
         let origin = headers.first(name: "origin")
         if origin == nil && self.requireOrigin {
@@ -183,6 +144,73 @@ public struct UpgradePolicy: Sendable {
             subprotocol = tokenEntry
         }
         return .accept(Admission(target: target, subprotocol: subprotocol, token: usedToken))
+    }
+
+    /// Whether `head` is a well-formed WebSocket upgrade request (RFC 6455 §4.2.1), before anything about the
+    /// client or the target is asked: nil when it is, else the refusal (400, 404, 405, 426).
+    public static func validate(_ head: HTTPRequestHead) -> HTTPRejection? {
+        let headers = head.headers
+        let upgrade = headers["upgrade"]
+        guard !upgrade.isEmpty else {
+            if head.method == .GET || head.method == .HEAD {
+                return HTTPRejection(.notWebSocket, .notFound, "not found: this is a WebSocket endpoint")
+            }
+            return HTTPRejection(.method, .methodNotAllowed, "method not allowed", headers: [("Allow", "GET")])
+        }
+        guard head.method == .GET else {
+            return HTTPRejection(.method, .methodNotAllowed, "WebSocket upgrade requires GET", headers: [("Allow", "GET")])
+        }
+        guard head.version.major == 1, head.version.minor >= 1 else {
+            return HTTPRejection(.malformed, .badRequest, "WebSocket upgrade requires HTTP/1.1")
+        }
+        guard upgrade.count == 1, upgrade[0].trimmingWhitespace().lowercased() == "websocket" else {
+            return HTTPRejection(.malformed, .badRequest, "Upgrade header must be 'websocket'")
+        }
+        let connectionTokens = headers[canonicalForm: "connection"].map { $0.lowercased() }
+        guard connectionTokens.contains("upgrade") else {
+            return HTTPRejection(.malformed, .badRequest, "Connection header must contain 'upgrade'")
+        }
+        guard let host = headers.first(name: "host"), !host.trimmingWhitespace().isEmpty else {
+            return HTTPRejection(.malformed, .badRequest, "missing Host header")
+        }
+        let keys = headers["sec-websocket-key"]
+        guard keys.count == 1, Self.isValidKey(keys[0].trimmingWhitespace()) else {
+            return HTTPRejection(.malformed, .badRequest, "Sec-WebSocket-Key must be base64 of 16 bytes")
+        }
+        let versions = headers["sec-websocket-version"]
+        guard versions.count == 1, versions[0].trimmingWhitespace() == "13" else {
+            return HTTPRejection(
+                .version,
+                .upgradeRequired,
+                "unsupported WebSocket version: use 13",
+                headers: [("Sec-WebSocket-Version", "13")]
+            )
+        }
+
+        return nil
+    }
+
+    /// The request-head rules that hold before any other (RFC 9112 §3.2, RFC 6455 §4.1): two `Host` headers are
+    /// refused for every request; an upgrade request must carry no body (`Content-Length` above 0 or any
+    /// `Transfer-Encoding`) and at most one `Origin`, `Sec-WebSocket-Key` and `Sec-WebSocket-Version`. Nil when the
+    /// head passes.
+    public static func strictHeadCheck(_ head: HTTPRequestHead) -> HTTPRejection? {
+        let headers = head.headers
+        if headers["host"].count > 1 {
+            return HTTPRejection(.duplicateHeader, .badRequest, "duplicate Host header")
+        }
+        guard !headers["upgrade"].isEmpty else { return nil }
+        if !headers["transfer-encoding"].isEmpty {
+            return HTTPRejection(.requestBody, .badRequest, "an upgrade request has no body (Transfer-Encoding)")
+        }
+        let lengths = headers["content-length"]
+        if lengths.count > 1 || lengths.contains(where: { $0.trimmingWhitespace() != "0" }) {
+            return HTTPRejection(.requestBody, .badRequest, "an upgrade request has no body (Content-Length)")
+        }
+        for name in ["Origin", "Sec-WebSocket-Key", "Sec-WebSocket-Version"] where headers[name].count > 1 {
+            return HTTPRejection(.duplicateHeader, .badRequest, "duplicate \(name) header")
+        }
+        return nil
     }
 
     /// The origin rule alone (for static files under `--web-auth`): refuses a disallowed `Origin`, or a missing one

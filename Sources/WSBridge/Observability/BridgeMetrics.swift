@@ -14,6 +14,8 @@ public final class BridgeMetrics: Sendable {
     private let rejections: [HTTPRejection.Kind: CoreMetrics.Counter]
     private let connectFailures: [BackendConnectError.Kind: CoreMetrics.Counter]
     private let reloadsOK: CoreMetrics.Counter
+    private let handshakesInProgress: CoreMetrics.Meter
+    private let handshakeTimeouts: [HandshakeStateMachine.Phase: CoreMetrics.Counter]
     private let reloadsFailed: CoreMetrics.Counter
     private let perTarget = NIOLockedValueBox<[String: TargetMetrics]>([:])
     private let closes = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
@@ -60,6 +62,12 @@ public final class BridgeMetrics: Sendable {
                 ($0, CoreMetrics.Counter(label: "wsbridge_backend_connect_failures_total", dimensions: [("kind", $0.rawValue)], factory: factory))
             }
         )
+        self.handshakesInProgress = CoreMetrics.Meter(label: "wsbridge_handshakes_in_progress", factory: factory)
+        self.handshakeTimeouts = Dictionary(
+            uniqueKeysWithValues: HandshakeStateMachine.Phase.allCases.map {
+                ($0, CoreMetrics.Counter(label: "wsbridge_handshake_timeouts_total", dimensions: [("phase", $0.rawValue)], factory: factory))
+            }
+        )
         self.reloadsOK = CoreMetrics.Counter(label: "wsbridge_targets_reloads_total", dimensions: [("result", "ok")], factory: factory)
         self.reloadsFailed = CoreMetrics.Counter(label: "wsbridge_targets_reloads_total", dimensions: [("result", "error")], factory: factory)
     }
@@ -75,6 +83,21 @@ public final class BridgeMetrics: Sendable {
 
     func rejected(_ kind: HTTPRejection.Kind) {
         self.rejections[kind]?.increment()
+    }
+
+    /// A connection entered its handshake (`wsbridge_handshakes_in_progress`).
+    func handshakeStarted() {
+        self.handshakesInProgress.increment()
+    }
+
+    /// A connection's handshake ended: upgraded, refused or closed.
+    func handshakeEnded() {
+        self.handshakesInProgress.decrement()
+    }
+
+    /// The handshake deadline hit a connection in `phase` (`wsbridge_handshake_timeouts_total{phase}`).
+    func handshakeTimedOut(_ phase: HandshakeStateMachine.Phase) {
+        self.handshakeTimeouts[phase]?.increment()
     }
 
     func connectFailed(_ kind: BackendConnectError.Kind) {

@@ -114,7 +114,8 @@ struct BackendConnector: Sendable {
         connectTimeout: TimeAmount,
         writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark,
         readBufferSize: Int = 64 << 10,
-        maxReadsPerCycle: Int = 4
+        maxReadsPerCycle: Int = 4,
+        tcpUserTimeoutMilliseconds: Int = 0
     ) -> BackendConnector {
         BackendConnector { request, eventLoop in
             let handshake: EventLoopPromise<Void>? = request.tls != nil ? eventLoop.makePromise() : nil
@@ -144,11 +145,14 @@ struct BackendConnector: Sendable {
             let connected: EventLoopFuture<Channel>
             switch request.address {
             case .tcp(let host, let port):
-                connected = bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1).connect(host: host, port: port)
+                connected = bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1)
+                    .channelOption(.socketOption(.so_keepalive), value: 1)
+                    .channelOption(BridgeConfiguration.tcpUserTimeoutOption, value: tcpUserTimeoutMilliseconds)
+                    .connect(host: host, port: port)
             case .unix(let path):
                 connected = bootstrap.connect(unixDomainSocketPath: path)
             case .echo:
-                // Echo sessions are made without a backend (BridgeServer.shouldUpgrade); never connected.
+                // Echo sessions are made without a backend (HandshakeHandler); never connected.
                 return eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
             }
             guard let handshake else {

@@ -19,7 +19,9 @@ public struct BridgeConfiguration: Sendable {
     public var inheritedListener: CInt?
     /// Refuse requests without an `Origin` header.
     public var requireOrigin: Bool
-    /// Time from accept to a complete request head.
+    /// Time from accept to the end of admission: PROXY header, TLS handshake, request head, authentication and
+    /// token services (the backend connect has `connectTimeout`). 408 once the request head may be read, else the
+    /// socket is closed at once.
     public var handshakeTimeout: TimeAmount
     /// Backend connect timeout.
     public var connectTimeout: TimeAmount
@@ -72,6 +74,17 @@ public struct BridgeConfiguration: Sendable {
     public var trustedProxies = try! TrustedProxies([])
     /// Every connection starts with a PROXY protocol header (v1 or v2) from a load balancer.
     public var proxyProtocol = false
+    /// Connections still in their handshake (accepted, no 101 yet) across the server (`--max-handshakes`); beyond
+    /// it new connections are closed at once. Nil disables.
+    public var maxHandshakes: Int? = 4096
+    /// The same per client address (`--max-handshakes-per-ip`); nil disables.
+    public var maxHandshakesPerClient: Int? = 1024
+    /// Client bytes kept for the session between the request head and the 101 (frames sent with the request);
+    /// beyond them, plus at most one read cycle, the client is not read until the 101.
+    public var maxEarlyBytes = HandshakeStateMachine.defaultEarlyBytesLimit
+    /// TCP_USER_TIMEOUT on both legs: a connection whose sent data stays unacknowledged this long is dropped by
+    /// the kernel. Nil leaves the system default.
+    public var tcpUserTimeout: TimeAmount? = .seconds(60)
 
     public init(
         host: String? = nil,
@@ -119,6 +132,15 @@ public struct BridgeConfiguration: Sendable {
 }
 
 extension BridgeConfiguration {
+    /// `TCP_USER_TIMEOUT` (Linux, `netinet/tcp.h`).
+    static let tcpUserTimeoutOption = ChannelOptions.Types.SocketOption(level: .tcp, name: NIOBSDSocket.Option(rawValue: 18))
+
+    /// `tcpUserTimeout` as the option's value (0: the system default).
+    var tcpUserTimeoutMilliseconds: Int {
+        guard let timeout = self.tcpUserTimeout, timeout > .zero else { return 0 }
+        return Int(timeout.nanoseconds / 1_000_000)
+    }
+
     /// NIO's adaptive read sizes (they grow while reads come back full and shrink when they don't), capped at
     /// `maximum`: an idle session holds no read buffer, a busy one reads up to `maximum` per system call.
     static func recvAllocator(maximum: Int) -> AdaptiveRecvByteBufferAllocator {

@@ -5,7 +5,6 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
-import NIOWebSocket
 import ServiceLifecycle
 
 /// The WebSocket-to-TCP bridge as a `Service`: listens, admits upgrades with `UpgradePolicy`, connects backends
@@ -16,14 +15,16 @@ public final class BridgeServer: Service, Sendable {
     public let targets: TargetsStore
     private let group: EventLoopGroup
     private let logger: Logger
-    private let onServerRunning: (@Sendable (SocketAddress) -> Void)?
-    private let connector: BackendConnector
+    let onServerRunning: (@Sendable (SocketAddress) -> Void)?
+    let connector: BackendConnector
     /// Counters, gauges and histograms of this server.
     public let metrics: BridgeMetrics
     /// What `/readyz` checks.
     public let readiness: Readiness
     /// Session limits and handshake rate, shared by every event loop.
     public let limiter: AdmissionLimiter
+    /// Caps on connections still in their handshake.
+    let handshakeLimiter: HandshakeLimiter
     private let clients = ChannelRegistry()
     /// Live sessions with the token and target they were admitted with, for revocation on reload.
     private let sessions = NIOLockedValueBox<[ObjectIdentifier: (token: String, target: Target, channel: Channel, resolved: Bool)]>([:])
@@ -54,7 +55,8 @@ public final class BridgeServer: Service, Sendable {
                 connectTimeout: configuration.connectTimeout,
                 writeBufferWaterMark: configuration.writeBufferWaterMark,
                 readBufferSize: configuration.readBufferSize,
-                maxReadsPerCycle: configuration.maxReadsPerCycle
+                maxReadsPerCycle: configuration.maxReadsPerCycle,
+                tcpUserTimeoutMilliseconds: configuration.tcpUserTimeoutMilliseconds
             ),
             resolver: resolver,
             onServerRunning: onServerRunning
@@ -80,6 +82,9 @@ public final class BridgeServer: Service, Sendable {
         self.metrics = metrics
         self.readiness = readiness
         self.limiter = AdmissionLimiter(limits: configuration.limits)
+        self.handshakeLimiter = HandshakeLimiter(
+            limits: .init(total: configuration.maxHandshakes, perClient: configuration.maxHandshakesPerClient)
+        )
         self.connector = connector
         if configuration.proxyProtocol { readiness.expectProxyHeader() }
         self.onServerRunning = onServerRunning
@@ -208,72 +213,59 @@ public final class BridgeServer: Service, Sendable {
         }
     }
 
-    /// Sets up an accepted connection's pipeline (internal for in-memory tests).
+    /// Refuses a connection over the handshake caps (the child channel is closed by the bootstrap).
+    struct HandshakeCapReached: Error {}
+
+    /// Sets up an accepted connection's pipeline (internal for in-memory tests): the PROXY decoder and the TLS
+    /// detector where configured, then the handshake owner behind the HTTP encoder of its answers.
     func initializeConnection(_ channel: Channel) throws {
+        let peerKey = self.configuration.proxyProtocol ? nil : Self.clientKey(channel.remoteAddress)
+        guard let slot = self.handshakeLimiter.acquire(client: peerKey) else {
+            self.metrics.rejected(.handshakeLimit)
+            throw HandshakeCapReached()
+        }
+        do {
+            try self.setUpConnection(channel, slot: slot)
+        } catch {
+            self.handshakeLimiter.release(slot)
+            throw error
+        }
+    }
+
+    private func setUpConnection(_ channel: Channel, slot: HandshakeLimiter.Slot) throws {
         self.clients.add(channel)
+        if channel.remoteAddress?.ipAddress != nil, let options = channel.syncOptions {
+            // websockify's default keepalive, and a bound on unacknowledged data (dead peers, both legs).
+            try? options.setOption(.socketOption(.so_keepalive), value: 1)
+            try? options.setOption(BridgeConfiguration.tcpUserTimeoutOption, value: self.configuration.tcpUserTimeoutMilliseconds)
+        }
         var logger = self.logger
         logger[metadataKey: "client"] = "\(Self.describe(channel.remoteAddress))"
         let metrics = self.metrics
-        let guardHandler = ConnectionGuard(timeout: self.configuration.handshakeTimeout) {
-            metrics.rejected(.timeout)
-        }
-        let connection = ConnectionState(guardHandler: guardHandler, logger: logger)
-        connection.clientIP = channel.remoteAddress.flatMap { $0.ipAddress.map(Self.unmapped) }
-        connection.clientPort = channel.remoteAddress?.port ?? 0
-        connection.destinationIP = channel.localAddress.flatMap { $0.ipAddress.map(Self.unmapped) }
-        connection.destinationPort = channel.localAddress?.port ?? 0
-        connection.clientKey = Self.clientKey(channel.remoteAddress)
         let policy = UpgradePolicy(
             requireOrigin: self.configuration.requireOrigin,
             tokenSources: self.configuration.tokenSources,
             clientCertNames: self.configuration.clientCertNames
         )
-        let targets = self.targets
-
-        let upgrader = NIOWebSocketServerUpgrader(
-            maxFrameSize: 1 << 14,  // unused: our streaming decoder replaces NIO's
-            automaticErrorHandling: false,
-            shouldUpgrade: { [self] channel, head in
-                self.shouldUpgrade(channel: channel, head: head, connection: connection, policy: policy)
-            },
-            upgradePipelineHandler: { [self] channel, _ in
-                self.installSession(channel: channel, connection: connection)
-            }
-        )
-
-        var limits = NIOHTTPDecoderLimitConfiguration()
-        limits.maxHeaderListSize = self.configuration.maxRequestHeadBytes
-        limits.maxHeaderFieldSize = self.configuration.maxRequestHeadBytes
-        limits.maxHeaderFieldCount = 256
-
         let sync = channel.pipeline.syncOperations
         if self.configuration.proxyProtocol {
             // Addresses in PROXY headers are only believed from the load balancers in --trusted-proxy; other peers
             // may only send LOCAL headers (the readiness probe does), which keep their own address.
             let trusted = self.configuration.trustedProxies
-            let peerTrusted = trusted.isEmpty || (connection.clientIP.map(trusted.contains) ?? false)
+            let peerIP = channel.remoteAddress.flatMap { $0.ipAddress.map(Self.unmapped) }
+            let peerTrusted = trusted.isEmpty || (peerIP.map(trusted.contains) ?? false)
             try sync.addHandler(
                 ProxyProtocolDecoder(
                     onHeader: { header in
                         if !peerTrusted, header.addresses != .unknown {
-                            connection.logger.info("connection refused: PROXY protocol peer is not a trusted proxy")
+                            logger.info("connection refused: PROXY protocol peer is not a trusted proxy")
                             metrics.rejected(.proxyProtocol)
                             return false
-                        }
-                        switch header.addresses {
-                        case .tcp4(let source, let sourcePort, let destination, let destinationPort),
-                            .tcp6(let source, let sourcePort, let destination, let destinationPort):
-                            connection.setProxied(
-                                source: source, sourcePort: Int(sourcePort), destination: destination,
-                                destinationPort: Int(destinationPort)
-                            )
-                        case .unknown:
-                            break  // LOCAL or UNKNOWN: the peer's own address stands
                         }
                         return true
                     },
                     onInvalid: { reason in
-                        connection.logger.info("connection refused: invalid PROXY protocol header", metadata: ["reason": "\(reason)"])
+                        logger.info("connection refused: invalid PROXY protocol header", metadata: ["reason": "\(reason)"])
                         metrics.rejected(.proxyProtocol)
                     }
                 )
@@ -283,24 +275,14 @@ public final class BridgeServer: Service, Sendable {
             try sync.addHandler(
                 TLSDetector(
                     store: tls,
-                    onDecision: { isTLS in connection.tls = isTLS },
                     onRefused: {
-                        connection.logger.debug("plain connection refused: TLS only")
+                        logger.debug("plain connection refused: TLS only")
                         metrics.rejected(.tlsRequired)
                     },
                     allowPlain: { [readiness = self.readiness] buffer in readiness.isSelfCheck(buffer) }
                 )
             )
         }
-        try sync.addHandler(guardHandler)
-        try sync.configureHTTPServerPipeline(
-            withPipeliningAssistance: false,
-            withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }),
-            withErrorHandling: false,
-            withOutboundHeaderValidation: true,
-            withEncoderConfiguration: .init(),
-            withDecoderLimitConfiguration: limits
-        )
         let endpoints = HTTPEndpoints(
             readiness: self.readiness,
             metrics: self.configuration.metricsOnMainPort ? self.metrics : nil,
@@ -308,30 +290,11 @@ public final class BridgeServer: Service, Sendable {
             staticFilesAccess: self.staticFilesAccess(policy: policy),
             tokenSources: policy.tokenSources
         )
-        let limiter = self.limiter
-        let fallback = HTTPFallbackHandler(connection: connection, endpoints: endpoints, metrics: metrics) { head in
-            // An upgrade request that NIO refused before `shouldUpgrade` (bad version or key) still counts
-            // against the client's handshake rate.
-            if !connection.rateCharged, !head.headers["upgrade"].isEmpty {
-                connection.rateCharged = true
-                if let rejection = limiter.takeHandshake(client: connection.clientKey) {
-                    return .reject(rejection)
-                }
-            }
-            return policy.decide(head, targets: targets.current, client: connection.clientKey, identity: connection.identity)
-        }
-        connection.fallbackHandler = fallback
-        try sync.addHandler(fallback)
-
-        // A backend connected for an upgrade that never completed must not outlive its client.
-        channel.closeFuture.whenComplete { _ in
-            if !connection.sessionInstalled, case .success(let backend) = connection.backend {
-                backend.channel?.close(promise: nil)
-            }
-            // The fallback handler and the connection state refer to each other; a session breaks the cycle when
-            // it is installed, a refused request here (it leaked about 5 KiB per refused connection).
-            connection.fallbackHandler = nil
-        }
+        let encoder = HTTPResponseEncoder()
+        try sync.addHandler(encoder)
+        try sync.addHandler(
+            HandshakeHandler(server: self, policy: policy, endpoints: endpoints, encoder: encoder, slot: slot, logger: logger)
+        )
     }
 
     /// The `--web-auth` rules for static files, or nil when files are served to everyone.
@@ -356,249 +319,87 @@ public final class BridgeServer: Service, Sendable {
         }
     }
 
-    private func shouldUpgrade(
-        channel: Channel,
-        head: HTTPRequestHead,
-        connection: ConnectionState,
-        policy: UpgradePolicy
-    ) -> EventLoopFuture<HTTPHeaders?> {
-        connection.guardHandler.requestHeadReceived()
-        if head.uri == Readiness.selfCheckPath,
-            head.headers.first(name: Readiness.selfCheckHeader) == self.readiness.secret
-        {
-            connection.selfCheck = true
-            return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
-        }
-        self.identifyClient(head: head, connection: connection)
-        connection.rateCharged = true
-        if let rejection = self.limiter.takeHandshake(client: connection.clientKey) {
-            connection.rejection = rejection
-            return channel.eventLoop.makeSucceededFuture(nil)
-        }
-        if connection.tls, let handler = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
-            let certificate = handler.peerCertificate
-        {
-            connection.identity.certificateNames = CertificateNames.identities(of: certificate)
-            connection.logger[metadataKey: "client_cert"] = "\(CertificateNames.commonName(of: certificate) ?? connection.identity.certificateNames?.first ?? "?")"
-        }
-        guard let authenticator = self.configuration.authenticator else {
-            return self.admit(channel: channel, head: head, connection: connection, policy: policy)
-        }
-        return authenticator.check(head.headers, on: channel.eventLoop).flatMap { result in
-            connection.identity.authentication = result
-            if case .authenticated(let user) = result { connection.logger[metadataKey: "user"] = "\(user)" }
-            return self.admit(channel: channel, head: head, connection: connection, policy: policy)
-        }
+    /// Adds an admitted connection to the revocation registry (from the admission decision on, before the 101).
+    func registerSession(channel: Channel, token: String, target: Target, resolved: Bool) {
+        let id = ObjectIdentifier(channel)
+        let sessions = self.sessions
+        sessions.withLockedValue { $0[id] = (token, target, channel, resolved) }
+        channel.closeFuture.whenComplete { _ in sessions.withLockedValue { _ = $0.removeValue(forKey: id) } }
     }
 
-    /// The client's address for logs, limits and PROXY headers: a trusted proxy's `Forwarded`/`X-Forwarded-For`
-    /// replaces the peer's.
-    private func identifyClient(head: HTTPRequestHead, connection: ConnectionState) {
-        let trusted = self.configuration.trustedProxies
-        guard !trusted.isEmpty, let peer = connection.clientIP else { return }
-        let client = trusted.clientAddress(peer: peer, headers: head.headers)
-        guard client != peer else { return }
-        connection.logger[metadataKey: "peer"] = connection.logger[metadataKey: "client"]
-        connection.logger[metadataKey: "client"] = "\(client)"
-        connection.clientIP = client
-        connection.clientPort = 0
-        connection.clientKey = client
+    /// Connects the backend of an admitted connection on its event loop; a failure is a value (reported to the
+    /// page after the 101 as Close 1014).
+    func connectBackend(
+        _ target: Target,
+        client: ClientEndpoint?,
+        on eventLoop: EventLoop
+    ) -> EventLoopFuture<Result<BackendHandler, BackendConnectError>> {
+        let backends = self.backends
+        let started = NIODeadline.now()
+        let targetMetrics = self.metrics.target(target.metricLabel)
+        let metrics = self.metrics
+        let request = BackendRequest(
+            address: target.backend,
+            tls: target.tls,
+            proxyHeader: target.proxyProtocol.map { version in
+                ProxyHeader.forConnection(
+                    version: version,
+                    source: client?.ip.map { ($0, client?.port ?? 0) },
+                    destination: client?.destinationIP.map { ($0, client?.destinationPort ?? 0) }
+                ).encoded()
+            }
+        )
+        return self.connector.connect(request, eventLoop)
+            .map { handler -> Result<BackendHandler, BackendConnectError> in
+                if let backendChannel = handler.channel { backends.add(backendChannel) }
+                targetMetrics.connectLatency.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
+                return .success(handler)
+            }
+            .recover { error in
+                let failure = BackendConnectError.classify(error)
+                metrics.connectFailed(failure.kind)
+                return .failure(failure)
+            }
     }
 
-    private func admit(
+    /// The frame decoder and session of an upgraded connection (the handshake owner installs them after its 101).
+    func makeSession(
         channel: Channel,
-        head: HTTPRequestHead,
-        connection: ConnectionState,
-        policy: UpgradePolicy
-    ) -> EventLoopFuture<HTTPHeaders?> {
-        let table = self.targets.current
-        let client = connection.clientKey
-        let decision = policy.decide(head, targets: table, client: client, identity: connection.identity)
-        if let resolver = self.resolver, case .reject(let rejection) = decision, rejection.kind == .unknownToken,
-            let token = policy.token(in: head)
-        {
-            // Not in the loaded table: ask the token service, without blocking the event loop.
-            return resolver.resolve(token, on: channel.eventLoop).flatMap { resolution in
-                switch resolution {
-                case .found(let target):
-                    connection.resolvedByService = true
-                    let resolved = TargetTable(mode: .tokens([token: target]), origins: table.origins)
-                    return self.admit(
-                        policy.decide(head, targets: resolved, client: client, identity: connection.identity),
-                        channel: channel,
-                        client: client,
-                        connection: connection
-                    )
-                case .notFound:
-                    connection.rejection = rejection
-                case .invalid(let reason):
-                    connection.rejection = HTTPRejection(.invalidToken, .forbidden, reason)
-                case .unavailable(let reason):
-                    connection.rejection = HTTPRejection(
-                        .tokenService,
-                        .serviceUnavailable,
-                        reason,
-                        headers: [("Retry-After", "5")]
-                    )
-                }
-                return channel.eventLoop.makeSucceededFuture(nil)
+        admission: UpgradePolicy.Admission,
+        backend: Result<BackendHandler, BackendConnectError>?,
+        logger: Logger
+    ) throws -> [ChannelHandler] {
+        if let deadline = admission.target.sessionDeadline {
+            let close = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(max(0, deadline.timeIntervalSinceNow) * 1e9))) {
+                channel.pipeline.fireUserInboundEventTriggered(BridgeRevocationEvent(reason: "token expired"))
             }
+            channel.closeFuture.whenComplete { _ in close.cancel() }
         }
-        return self.admit(decision, channel: channel, client: client, connection: connection)
-    }
-
-    /// Applies the session limits to an admission decision, then connects the backend.
-    private func admit(
-        _ decision: UpgradePolicy.Decision,
-        channel: Channel,
-        client: String,
-        connection: ConnectionState
-    ) -> EventLoopFuture<HTTPHeaders?> {
-        switch decision {
-        case .reject(let rejection):
-            connection.rejection = rejection
-            return channel.eventLoop.makeSucceededFuture(nil)
-        case .accept(let admission):
-            switch self.limiter.acquire(client: connection.clientKey, target: admission.target) {
-            case .failure(let rejection):
-                connection.rejection = rejection
-                return channel.eventLoop.makeSucceededFuture(nil)
-            case .success(let lease):
-                let limiter = self.limiter
-                channel.closeFuture.whenComplete { _ in limiter.release(lease) }
-            }
-            connection.admission = admission
-            connection.logger[metadataKey: "target"] = "\(admission.target.name)"
-            var headers = HTTPHeaders()
-            if let subprotocol = admission.subprotocol {
-                headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol)
-            }
-            if admission.target.backend == .echo {
-                // An echo target has no backend to connect: the session mirrors the client (SessionHandler).
-                return channel.eventLoop.makeSucceededFuture(headers)
-            }
-            let backends = self.backends
-            let started = NIODeadline.now()
-            let targetMetrics = self.metrics.target(admission.target.metricLabel)
-            let metrics = self.metrics
-            let target = admission.target
-            let request = BackendRequest(
-                address: target.backend,
-                tls: target.tls,
-                proxyHeader: target.proxyProtocol.map { version in
-                    ProxyHeader.forConnection(
-                        version: version,
-                        source: connection.clientIP.map { ($0, connection.clientPort) },
-                        destination: connection.destinationIP.map { ($0, connection.destinationPort) }
-                    ).encoded()
-                }
+        let echoes = admission.target.backend == .echo
+        let session: SessionHandler
+        if echoes {
+            session = SessionHandler(echoing: admission.target, configuration: self.configuration, logger: logger, metrics: self.metrics)
+        } else {
+            guard let backend else { throw ChannelError.inappropriateOperationForState }
+            session = SessionHandler(
+                configuration: self.configuration,
+                target: admission.target,
+                backend: backend,
+                logger: logger,
+                metrics: self.metrics
             )
-            return self.connector.connect(request, channel.eventLoop)
-                .map { handler -> Result<BackendHandler, BackendConnectError> in
-                    if let backendChannel = handler.channel { backends.add(backendChannel) }
-                    targetMetrics.connectLatency.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
-                    return .success(handler)
-                }
-                .recover { error in
-                    let failure = BackendConnectError.classify(error)
-                    metrics.connectFailed(failure.kind)
-                    return .failure(failure)
-                }
-                .map { result -> HTTPHeaders? in
-                    connection.backend = result
-                    if !channel.isActive, case .success(let handler) = result {
-                        handler.channel?.close(promise: nil)
-                    }
-                    return headers
-                }
         }
-    }
-
-    private func installSession(channel: Channel, connection: ConnectionState) -> EventLoopFuture<Void> {
-        channel.eventLoop.makeCompletedFuture {
-            let sync = channel.pipeline.syncOperations
-            let nioDecoder = try sync.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
-            sync.removeHandler(nioDecoder, promise: nil)
-            sync.removeHandler(connection.guardHandler, promise: nil)
-            if let fallback = connection.fallbackHandler {
-                sync.removeHandler(fallback, promise: nil)
-                connection.fallbackHandler = nil
-            }
-            if connection.selfCheck {
-                // The readiness probe got its 101: say goodbye without a backend or a session log line.
-                try sync.addHandler(SelfCheckHandler())
-                return
-            }
-            guard let admission = connection.admission else { throw ChannelError.inappropriateOperationForState }
-            if let token = admission.token {
-                let id = ObjectIdentifier(channel)
-                let sessions = self.sessions
-                let resolved = connection.resolvedByService
-                sessions.withLockedValue { $0[id] = (token, admission.target, channel, resolved) }
-                channel.closeFuture.whenComplete { _ in sessions.withLockedValue { _ = $0.removeValue(forKey: id) } }
-            }
-            if let deadline = admission.target.sessionDeadline {
-                let close = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(max(0, deadline.timeIntervalSinceNow) * 1e9))) {
-                    channel.pipeline.fireUserInboundEventTriggered(BridgeRevocationEvent(reason: "token expired"))
-                }
-                channel.closeFuture.whenComplete { _ in close.cancel() }
-            }
-            let echoes = admission.target.backend == .echo
-            let session: SessionHandler
-            if echoes {
-                session = SessionHandler(
-                    echoing: admission.target,
-                    configuration: self.configuration,
-                    logger: connection.logger,
-                    metrics: self.metrics
-                )
-            } else {
-                guard let backend = connection.backend else { throw ChannelError.inappropriateOperationForState }
-                session = SessionHandler(
-                    configuration: self.configuration,
-                    target: admission.target,
-                    backend: backend,
-                    logger: connection.logger,
-                    metrics: self.metrics
-                )
-            }
-            // An echo mirrors frames, so its decoder reports their headers; the relay's does not need them.
-            let frameDecoder = FrameDecoderHandler(
-                maxFrameSize: self.configuration.maxFrameSize,
-                reportsDataFrames: echoes
-            )
-            // Both go in front of NIO's frame decoder, not behind it. NIO's decoder (a ByteToMessageHandler) leaves
-            // the pipeline only on a later event loop turn, and bytes that came with or right after the request are
-            // replayed by the upgrade handlers before that: behind it, they were decoded by NIO into WebSocketFrames,
-            // which our decoder cannot take (the process crashed; found by the FuzzUpgradePolicy harness). In front,
-            // our decoder gets them as bytes, and NIO's sees nothing, since the session never passes reads on.
-            try sync.addHandler(frameDecoder, position: .before(nioDecoder))
-            try sync.addHandler(session, position: .after(frameDecoder))
-            connection.sessionInstalled = true
-        }
+        // An echo mirrors frames, so its decoder reports their headers; the relay's does not need them.
+        let frameDecoder = FrameDecoderHandler(maxFrameSize: self.configuration.maxFrameSize, reportsDataFrames: echoes)
+        return [frameDecoder, session]
     }
 
     /// An IP address as logged: IPv4-mapped IPv6 as IPv4.
-    static func unmapped(_ ip: String) -> String {
-        if ip.hasPrefix("::ffff:"), ip.contains(".") { return String(ip.dropFirst(7)) }
-        return ip
-    }
+    static func unmapped(_ ip: String) -> String { ClientEndpoint.unmapped(ip) }
 
     /// The client's address without its port, the key of per-client limits (IPv4-mapped IPv6 as IPv4).
-    static func clientKey(_ address: SocketAddress?) -> String {
-        guard let ip = address?.ipAddress else { return address?.pathname ?? "unknown" }
-        if ip.hasPrefix("::ffff:"), ip.contains(".") { return String(ip.dropFirst(7)) }
-        return ip
-    }
+    static func clientKey(_ address: SocketAddress?) -> String { ClientEndpoint.key(address) }
 
     /// `ip:port`, `[v6]:port` (IPv4-mapped IPv6 shown as IPv4), or a Unix path.
-    static func describe(_ address: SocketAddress?) -> String {
-        guard let address else { return "unknown" }
-        guard let ip = address.ipAddress, let port = address.port else {
-            let path = address.pathname ?? ""
-            return path.isEmpty ? "unix" : "unix:\(path)"
-        }
-        if ip.hasPrefix("::ffff:"), ip.contains(".") { return "\(ip.dropFirst(7)):\(port)" }
-        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
-    }
+    static func describe(_ address: SocketAddress?) -> String { ClientEndpoint.describe(address) }
 }

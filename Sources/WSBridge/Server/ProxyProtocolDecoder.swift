@@ -1,7 +1,7 @@
 import NIOCore
 
 /// Reads the PROXY protocol header (v1 or v2) that a load balancer sends before anything else (`--proxy-protocol`),
-/// reports the address it carries, then removes itself and passes the rest on. A connection that does not start
+/// reports the address it carries (a `ProxyHeaderEvent` down the pipeline), then removes itself and passes the rest on. A connection that does not start
 /// with a valid header is closed.
 final class ProxyProtocolDecoder: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
@@ -44,6 +44,7 @@ final class ProxyProtocolDecoder: ChannelInboundHandler, RemovableChannelHandler
                 context.close(promise: nil)
                 return
             }
+            context.fireUserInboundEventTriggered(ProxyHeaderEvent(addresses: header.addresses))
             if rest.readableBytes > 0 {
                 context.fireChannelRead(self.wrapInboundOut(rest))
             }

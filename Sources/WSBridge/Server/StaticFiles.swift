@@ -210,6 +210,9 @@ public struct StaticFiles: Sendable {
 }
 
 /// An open file sent as the body of an answer (sendfile on plain sockets); the handle closes after the write.
+///
+/// `@unchecked`: made on the connection's event loop and used only there (the answer future completes on it), by
+/// one answer; the handle is never shared.
 struct FileBody: @unchecked Sendable {
     let handle: NIOFileHandle
     let region: FileRegion

@@ -237,6 +237,9 @@ public struct ServerTLSSettings: Sendable, Equatable {
 }
 
 /// A loaded server context and what it serves, for logs.
+///
+/// `@unchecked`: immutable once loaded; `NIOSSLContext` is thread-safe for creating handlers (BoringSSL's
+/// `SSL_CTX` is shared by every connection), it is only not marked `Sendable`.
 public struct ServerTLSContext: @unchecked Sendable {
     public let context: NIOSSLContext
     public struct Certificate: Sendable, Equatable {

@@ -3,30 +3,27 @@ import NIOSSL
 
 /// Tells TLS and plain connections apart on one port by their first byte, as websockify does: `0x16` (a TLS
 /// handshake record) gets a TLS server handler with the current certificates; anything else stays plain, or is
-/// refused with a plain-text `400` when the listener only speaks TLS.
+/// refused with a plain-text `400` when the listener only speaks TLS. The decision goes down the pipeline as a
+/// `TLSDetectedEvent` before the first byte.
 final class TLSDetector: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private let store: ServerTLSStore
-    private let onDecision: (Bool) -> Void
     private let onRefused: () -> Void
     private let allowPlain: (ByteBuffer) -> Bool
     private var decided = false
 
     /// - Parameters:
-    ///   - onDecision: called with `true` for TLS, `false` for a plain connection that is let through.
     ///   - onRefused: called when a plain connection is refused (`--ssl-only`).
     ///   - allowPlain: a plain connection a TLS-only listener still lets through (the readiness self-check).
     init(
         store: ServerTLSStore,
-        onDecision: @escaping (Bool) -> Void,
         onRefused: @escaping () -> Void,
         allowPlain: @escaping (ByteBuffer) -> Bool = { _ in false }
     ) {
         self.store = store
-        self.onDecision = onDecision
         self.onRefused = onRefused
         self.allowPlain = allowPlain
     }
@@ -40,7 +37,7 @@ final class TLSDetector: ChannelInboundHandler, RemovableChannelHandler {
             do {
                 let sync = context.pipeline.syncOperations
                 try sync.addHandler(NIOSSLServerHandler(context: self.store.context), position: .after(self))
-                self.onDecision(true)
+                context.fireUserInboundEventTriggered(TLSDetectedEvent(isTLS: true))
                 context.fireChannelRead(data)
                 sync.removeHandler(context: context, promise: nil)
             } catch {
@@ -58,7 +55,7 @@ final class TLSDetector: ChannelInboundHandler, RemovableChannelHandler {
                 .whenComplete { _ in context.close(promise: nil) }
             return
         }
-        self.onDecision(false)
+        context.fireUserInboundEventTriggered(TLSDetectedEvent(isTLS: false))
         context.fireChannelRead(data)
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
