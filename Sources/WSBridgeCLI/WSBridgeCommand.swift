@@ -662,6 +662,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         let tlsHangups: UnixSignalsSequence? = tlsStore == nil ? nil : await UnixSignalsSequence(trapping: .sighup)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: self.threads ?? System.coreCount)
         let metrics = BridgeMetrics()
+        store.reportWarnings(logger: logger, metrics: metrics)
         var resolver: RedisTokenResolver?
         var jwt: JWTTokenResolver?
         if let keys = self.jwtSource {

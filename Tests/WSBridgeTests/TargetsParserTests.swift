@@ -45,6 +45,50 @@ final class TargetsParserTests: XCTestCase {
         }
     }
 
+    /// Lines end as Python's universal newlines end them (LF, CRLF, lone CR); a leading BOM is dropped.
+    func testTokenFileLineEndingsAndBOM() throws {
+        let expected = ["a", "b", "c"]
+        for text in [
+            "# comment\r\na: 1.2.3.4:1\r\nb:\t1.2.3.4:2\r\n\r\nc: 1.2.3.4:3\r\n",
+            "# comment\ra: 1.2.3.4:1\rb:\t1.2.3.4:2\r\rc: 1.2.3.4:3",
+            "\u{FEFF}# comment\na: 1.2.3.4:1\nb: 1.2.3.4:2\n\nc: 1.2.3.4:3\n",
+            "\u{FEFF}a: 1.2.3.4:1\r\nb: 1.2.3.4:2\n\rc: 1.2.3.4:3",
+        ] {
+            let contents = try TokenFileParser.parse(text, file: "t.cfg")
+            XCTAssertEqual(contents.entries.map(\.token), expected, text.debugDescription)
+            XCTAssertEqual(contents.entries.map(\.target.backend).last, .tcp(host: "1.2.3.4", port: 3), text.debugDescription)
+        }
+        XCTAssertEqual(try TokenFileParser.parse("# c\r\n\r\nc: 1.2.3.4:3\r\n", file: "t").entries.map(\.line), [3])
+    }
+
+    /// At run time a token file is read as websockify reads it: bad lines skipped, the last definition of a token
+    /// wins, a missing file is empty; each is a warning, and `wsbridge check` still reports them as errors.
+    func testTokenFilesAreReadLenientlyWithWarnings() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "a: 1.2.3.4:1\nbroken\nb: nohost\nc: 1.2.3.4:3\n".write(to: dir.appendingPathComponent("one.cfg"), atomically: true, encoding: .utf8)
+        try "c: 1.2.3.4:4\n".write(to: dir.appendingPathComponent("two.cfg"), atomically: true, encoding: .utf8)
+        let table = try TargetsLoader(path: dir.path).load()
+        guard case .tokens(let map) = table.mode else { return XCTFail() }
+        XCTAssertEqual(Set(map.keys), ["a", "c"])
+        XCTAssertEqual(map["c"]?.backend, .tcp(host: "1.2.3.4", port: 4), "the last definition read wins")
+        XCTAssertEqual(table.warnings.map { "\(($0.file as NSString).lastPathComponent):\($0.line ?? 0)" }, ["one.cfg:2", "one.cfg:3", "two.cfg:1"])
+        XCTAssertTrue(table.warnings[0].message.hasSuffix("; line skipped"), table.warnings[0].message)
+        XCTAssertTrue(table.warnings[2].message.contains("already defined at \(dir.path)/one.cfg:4"), table.warnings[2].message)
+        let (checked, errors) = TargetsLoader(path: dir.path).check()
+        XCTAssertNil(checked)
+        XCTAssertEqual(errors.count, 3)
+
+        let missing = dir.appendingPathComponent("later.cfg").path
+        let empty = try TargetsLoader(path: missing).load()
+        XCTAssertEqual(empty.targetCount, 0)
+        XCTAssertEqual(empty.warnings.map(\.file), [missing])
+        XCTAssertNotNil(TargetsLoader(path: missing).check().errors.first)
+        XCTAssertThrowsError(try TargetsLoader(path: dir.appendingPathComponent("ours.yaml").path).load(), "YAML stays strict")
+        XCTAssertEqual(try TargetsLoader(path: dir.appendingPathComponent("gone").path, format: .tokenFileNames).load().warnings.count, 1)
+    }
+
     func testYAMLForms() throws {
         let text = """
             origins: ["https://app.example.com", "https://*.example.com"]
@@ -180,16 +224,16 @@ final class TargetsParserTests: XCTestCase {
     }
 
     func testStoreKeepsThePreviousTableWhenAReloadFails() throws {
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-\(UUID()).cfg")
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-\(UUID()).yaml")
         defer { try? FileManager.default.removeItem(at: file) }
-        try "a: 127.0.0.1:1\n".write(to: file, atomically: true, encoding: .utf8)
+        try "targets:\n  a: 127.0.0.1:1\n".write(to: file, atomically: true, encoding: .utf8)
         let store = try TargetsStore(loader: TargetsLoader(path: file.path))
-        try "a: 127.0.0.1:1\nbroken\n".write(to: file, atomically: true, encoding: .utf8)
+        try "targets:\n  a: 127.0.0.1:1\n  b: nohost\n".write(to: file, atomically: true, encoding: .utf8)
         guard case .failure(let error) = store.reload(logger: .init(label: "test")) else { return XCTFail() }
-        XCTAssertEqual(error.line, 2)
+        XCTAssertEqual(error.line, 3)
         guard case .tokens(let map) = store.current.mode else { return XCTFail() }
         XCTAssertEqual(map["a"]?.backend, .tcp(host: "127.0.0.1", port: 1))
-        try "b: 127.0.0.1:2\n".write(to: file, atomically: true, encoding: .utf8)
+        try "targets:\n  b: 127.0.0.1:2\n".write(to: file, atomically: true, encoding: .utf8)
         XCTAssertNoThrow(try store.reload(logger: .init(label: "test")).get())
         guard case .tokens(let newMap) = store.current.mode else { return XCTFail() }
         XCTAssertEqual(Set(newMap.keys), ["b"])

@@ -108,16 +108,26 @@ def test_positional_target_with_targets_file_is_error(wsbridge_bin, tmp_path):
     assert_nothing_listens(port)
 
 
-def test_broken_token_file(wsbridge_bin, tmp_path):
+def test_malformed_token_file_line_is_skipped_as_websockify_does(bridge_factory, backends, tmp_path):
+    """websockify logs a syntax error for a bad line and serves the others; so does wsbridge (with FILE:LINE)."""
+    echo = backends.echo()
+    f = tmp_path / "tokens.conf"
+    f.write_text(f"# first line is a comment\ngood: {echo.addr}\ntok 1.2.3.4:5\nafter: {echo.addr}\n")
+    b = bridge_factory("--targets", f)
+    m = b.stderr.wait_for(re.escape(f"{f}:3: ") + r".*line skipped", 10)
+    assert m, f"no '{f}:3: ... line skipped' warning; stderr:\n{b.log()}"
+    assert "warning" in m.string.lower(), m.string
+    assert status_for(b, "good") == 101
+    assert status_for(b, "after") == 101
+    assert status_for(b, "tok") == 404
+
+
+def test_check_still_fails_on_a_malformed_token_file_line(wsbridge_bin, tmp_path):
     f = tmp_path / "tokens.conf"
     f.write_text("# first line is a comment\ngood: 127.0.0.1:5900\ntok 1.2.3.4:5\n")
-    port = free_port()
-    r = run_bridge(wsbridge_bin, "--targets", str(f), f"127.0.0.1:{port}")
+    r = run_bridge(wsbridge_bin, "check", str(f))
     assert r.returncode == 1, f"exit {r.returncode}; stderr: {r.stderr!r}"
-    lines = nonempty_lines(r.stderr)
-    assert len(lines) == 1, f"expected one line on stderr: {r.stderr!r}"
-    assert f"{f}:3:" in lines[0], lines[0]
-    assert_nothing_listens(port)
+    assert f"{f}:3:".encode() in r.stderr, r.stderr
 
 
 def test_broken_yaml_unknown_key(wsbridge_bin, tmp_path):
@@ -374,17 +384,24 @@ def test_reload_on_sighup(bridge_factory, backends, tmp_path):
         kept.send(b"after reload")
         assert kept.recv(timeout=10) == b"after reload"
 
-        # a broken file keeps the previous targets and logs FILE:LINE:
+        # a malformed line is skipped with FILE:LINE (as websockify does); the other lines are served
         mark = len(b.stderr.snapshot())
-        write_atomic(f, "# broken\nb: " + eb.addr + "\nbroken line without separator\n")
+        write_atomic(f, "# broken\nb: " + eb.addr + "\nk: " + ea.addr + "\nbroken line without separator\n")
         b.signal(signal.SIGHUP)
-        m = b.stderr.wait_for(re.escape(str(f)) + r":3:", 10, start=mark)
-        assert m, f"no '{f}:3:' error line after reloading a broken file; stderr:\n{b.log()}"
-        err_line = m.string
-        assert "error" in err_line.lower(), err_line
-        assert b.proc.poll() is None, "bridge exited on a broken reload"
+        m = b.stderr.wait_for(re.escape(str(f)) + r":4: .*line skipped", 10, start=mark)
+        assert m, f"no '{f}:4: ... line skipped' warning after reloading a file with a bad line; stderr:\n{b.log()}"
+        assert "warning" in m.string.lower(), m.string
+        assert b.proc.poll() is None, "bridge exited on a reload with a bad line"
         assert status_for(b, "b") == 101
         assert status_for(b, "a") == 404
+        # a file that cannot be read as text keeps the previous targets, with the error logged
+        mark = len(b.stderr.snapshot())
+        f.write_bytes(b"b: 1.2.3.4:5\n\xff\xfe\n")
+        b.signal(signal.SIGHUP)
+        m = b.stderr.wait_for(re.escape(str(f)) + r".*not valid UTF-8", 10, start=mark)
+        assert m, f"no UTF-8 error after reloading a binary file; stderr:\n{b.log()}"
+        assert "previous targets stay" in m.string, m.string
+        assert status_for(b, "b") == 101
         with ws_connect(b.url("/?token=b")) as again:
             again.send(b"still works")
             assert again.recv(timeout=10) == b"still works"

@@ -4,6 +4,7 @@ precedence, per-target policy, revocation on reload, and `wsbridge check` (docs/
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -44,6 +45,52 @@ def test_websockify_token_file_with_comments_tabs_and_ipv6(bridge_factory, backe
     roundtrip(b2.url("/?token=vnc1"))
     b3 = bridge_factory("--target-config", str(f))
     roundtrip(b3.url("/?token=vnc1"))
+
+
+def test_token_files_with_crlf_cr_and_a_bom_read_as_websockify_reads_them(bridge_factory, backends, tmp_path):
+    """Python reads text files with universal newlines: CRLF and lone CR end lines too. A CRLF file that starts
+    with a comment used to load empty (Swift's "\\r\\n" is one Character, so the file was one comment line)."""
+    echo = backends.echo()
+    crlf = tmp_path / "windows.cfg"
+    crlf.write_bytes(f"# written on Windows\r\nw1: {echo.addr}\r\nw2:\t{echo.addr}\r\n".encode())
+    cr = tmp_path / "old-mac.cfg"
+    cr.write_bytes(f"# lone CR\rm1: {echo.addr}\r".encode())
+    bom = tmp_path / "bom.cfg"
+    bom.write_bytes(b"\xef\xbb\xbf" + f"b1: {echo.addr}\n".encode())
+    for f, tokens in ((crlf, ["w1", "w2"]), (cr, ["m1"]), (bom, ["b1"])):
+        b = bridge_factory("--token-plugin", "TokenFile", "--token-source", str(f))
+        for token in tokens:
+            roundtrip(b.url(f"/?token={token}"), token.encode())
+        assert status_for(b, "missing") == 404
+        assert "line skipped" not in b.log(), b.log()
+
+
+def test_the_same_token_in_two_token_files_last_one_wins(bridge_factory, backends, tmp_path):
+    first, second = backends.collect(), backends.collect()
+    d = tmp_path / "tokens.d"
+    d.mkdir()
+    (d / "a.cfg").write_text(f"vm: {first.addr}\n")
+    (d / "b.cfg").write_text(f"vm: {second.addr}\n")
+    b = bridge_factory("--token-plugin", "TokenFile", "--token-source", str(d))
+    assert b.stderr.wait_for(re.escape(f"{d}/b.cfg:1: ") + r".*already defined at " + re.escape(f"{d}/a.cfg:1"), 10), b.log()
+    with ws_connect(b.url("/?token=vm")) as ws:
+        ws.send(b"to the last definition")
+        conn = second.wait_conn()
+        assert conn.wait_bytes(len(b"to the last definition"), 10)
+    assert not first.conns, "the first definition was used"
+
+
+def test_missing_token_file_at_start_is_a_warning_then_served_once_written(bridge_factory, backends, tmp_path):
+    """websockify starts without the file (a management system writes it later) and answers unknown tokens."""
+    echo = backends.echo()
+    f = tmp_path / "later.cfg"
+    b = bridge_factory("--token-plugin", "TokenFile", "--token-source", str(f))
+    assert b.stderr.wait_for(re.escape(f"{f}: no such file or directory"), 10), b.log()
+    assert status_for(b, "late") == 404
+    write_atomic(f, f"late: {echo.addr}\n")
+    b.signal(signal.SIGHUP)
+    wait_status(b, "late", 101)
+    roundtrip(b.url("/?token=late"), b"written after start")
 
 
 def test_dotted_plugin_names_are_websockifys_or_refused(wsbridge_bin, bridge_factory, backends, tmp_path):

@@ -17,6 +17,7 @@ public final class BridgeMetrics: Sendable {
     private let handshakesInProgress: CoreMetrics.Meter
     private let handshakeTimeouts: [HandshakeStateMachine.Phase: CoreMetrics.Counter]
     private let reloadsFailed: CoreMetrics.Counter
+    private let targetsWarningsGauge: CoreMetrics.Gauge
     private let perTarget = NIOLockedValueBox<[String: TargetMetrics]>([:])
     private let closes = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
 
@@ -70,6 +71,7 @@ public final class BridgeMetrics: Sendable {
         )
         self.reloadsOK = CoreMetrics.Counter(label: "wsbridge_targets_reloads_total", dimensions: [("result", "ok")], factory: factory)
         self.reloadsFailed = CoreMetrics.Counter(label: "wsbridge_targets_reloads_total", dimensions: [("result", "error")], factory: factory)
+        self.targetsWarningsGauge = CoreMetrics.Gauge(label: "wsbridge_targets_warnings", factory: factory)
     }
 
     public func target(_ name: String) -> TargetMetrics {
@@ -106,6 +108,12 @@ public final class BridgeMetrics: Sendable {
 
     func reloaded(ok: Bool) {
         (ok ? self.reloadsOK : self.reloadsFailed).increment()
+    }
+
+    /// What the targets in force read past (`TargetTable.warnings`): skipped lines, tokens defined again, a
+    /// missing token file.
+    func targetsWarnings(_ count: Int) {
+        self.targetsWarningsGauge.record(count)
     }
 
     /// Counts a finished session by target and close code (see `codeLabel`).

@@ -102,6 +102,10 @@ public struct TargetTable: Sendable {
     public var mode: Mode
     /// The global origin allow-list; nil accepts every origin.
     public var origins: OriginAllowList?
+    /// What was read past, as websockify reads past it: malformed lines of token files (skipped), tokens defined
+    /// again in a later token file (the last one wins), a token file or directory that does not exist (yet).
+    /// Logged at each load and counted in `wsbridge_targets_warnings`; `wsbridge check` reports them as errors.
+    public var warnings: [TargetsFileError] = []
 
     public init(mode: Mode, origins: OriginAllowList? = nil) {
         self.mode = mode

@@ -49,10 +49,28 @@ public struct TargetsLoader: Sendable {
         }
     }
 
-    /// Loads every file; throws the first error with its location.
+    /// Whether `path` names a YAML targets file (ours, read strictly) rather than websockify's token format.
+    static func isYAML(_ path: String) -> Bool {
+        let lower = path.lowercased()
+        return lower.hasSuffix(".yaml") || lower.hasSuffix(".yml")
+    }
+
+    /// Loads every file; throws the first error with its location. Token files are read as websockify reads them:
+    /// a malformed line is skipped, a token defined again in a later token file replaces the earlier one, and a
+    /// token file or directory that does not exist yet is an empty table; each is in the table's `warnings`. YAML
+    /// files stay strict: any error there, or a YAML token defined twice, fails the load.
     public func load() throws -> TargetTable {
         var map: [String: Target] = [:]
         var origins = self.extraOrigins
+        var warnings: [TargetsFileError] = []
+        if !Self.isYAML(self.path), !FileManager.default.fileExists(atPath: self.path) {
+            // websockify starts without it and answers every token as unknown until the file appears.
+            var table = TargetTable(mode: .tokens([:]), origins: try self.allowList(origins))
+            table.warnings = [
+                TargetsFileError(file: self.path, line: nil, message: "no such file or directory: every token is unknown until it exists")
+            ]
+            return table
+        }
         switch self.format {
         case .targetsFiles:
             break
@@ -73,6 +91,7 @@ public struct TargetsLoader: Sendable {
         do { defaultTLS = try self.defaultTLS.map { try $0.load() } } catch {
             throw TargetsFileError(file: self.path, line: nil, message: "--ssl-target: \(error)")
         }
+        var definedInYAML: Set<String> = []
         for file in try self.files() {
             let text: String
             do {
@@ -86,7 +105,15 @@ public struct TargetsLoader: Sendable {
             } catch {
                 throw TargetsFileError(file: file, line: nil, message: "cannot read: \(error.localizedDescription)")
             }
-            let contents = try Self.parse(text, file: file)
+            let yaml = Self.isYAML(file)
+            let contents: TargetsFileContents
+            if yaml {
+                contents = try YAMLTargetsParser.parse(text, file: file)
+            } else {
+                var skipped: [TargetsFileError] = []
+                contents = TokenFileParser.parse(text, file: file, errors: &skipped)
+                warnings += skipped.map { TargetsFileError(file: $0.file, line: $0.line, message: "\($0.message); line skipped") }
+            }
             origins += contents.origins
             for var entry in contents.entries {
                 if entry.target.tls == nil, let tls = defaultTLS, case .tcp = entry.target.backend {
@@ -100,16 +127,20 @@ public struct TargetsLoader: Sendable {
                     }
                 }
                 if let existing = map[entry.token] {
-                    throw TargetsFileError(
-                        file: file,
-                        line: entry.line,
-                        message: "token \(Target.redact(entry.token)) is already defined at \(existing.definedAt ?? "?")"
-                    )
+                    let message = "token \(Target.redact(entry.token)) is already defined at \(existing.definedAt ?? "?")"
+                    if yaml || definedInYAML.contains(entry.token) {
+                        throw TargetsFileError(file: file, line: entry.line, message: message)
+                    }
+                    // websockify's dictionary keeps the last definition read.
+                    warnings.append(TargetsFileError(file: file, line: entry.line, message: "\(message); this later one is used"))
                 }
+                if yaml { definedInYAML.insert(entry.token) }
                 map[entry.token] = entry.target
             }
         }
-        return TargetTable(mode: .tokens(Self.identified(map)), origins: try self.allowList(origins))
+        var table = TargetTable(mode: .tokens(Self.identified(map)), origins: try self.allowList(origins))
+        table.warnings = warnings
+        return table
     }
 
     /// Gives every target its identity (its token: limits count by it) and a metric label of its own: targets
@@ -155,7 +186,7 @@ public struct TargetsLoader: Sendable {
             guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
                 throw TargetsFileError(file: file, line: nil, message: "cannot read as UTF-8 text")
             }
-            let line = text.split(separator: "\n", omittingEmptySubsequences: true).first.map(String.init) ?? ""
+            let line = TokenFileParser.lines(text).first { !$0.isEmpty }.map { String($0).trimmingWhitespace() } ?? ""
             switch BackendAddress.parseHostPort(line) {
             case .success(let backend):
                 map[token] = Target(name: Target.redact(token), backend: backend, definedAt: "\(file):1")
@@ -184,7 +215,10 @@ public struct TargetsLoader: Sendable {
     /// lines of token files, all bad targets of YAML files, duplicate tokens).
     public func check() -> (table: TargetTable?, errors: [TargetsFileError]) {
         guard self.format == .targetsFiles else {
-            do { return (try self.load(), []) } catch let error as TargetsFileError { return (nil, [error]) } catch {
+            do {
+                let table = try self.load()
+                return table.warnings.isEmpty ? (table, []) : (nil, table.warnings)
+            } catch let error as TargetsFileError { return (nil, [error]) } catch {
                 return (nil, [TargetsFileError(file: self.path, line: nil, message: "\(error)")])
             }
         }
@@ -199,9 +233,8 @@ public struct TargetsLoader: Sendable {
                 errors.append(TargetsFileError(file: file, line: nil, message: "cannot read as UTF-8 text"))
                 continue
             }
-            let lower = file.lowercased()
             var contents = TargetsFileContents()
-            if lower.hasSuffix(".yaml") || lower.hasSuffix(".yml") {
+            if Self.isYAML(file) {
                 do {
                     contents = try YAMLTargetsParser.parse(text, file: file, errors: &errors)
                 } catch let error as TargetsFileError {
@@ -235,8 +268,7 @@ public struct TargetsLoader: Sendable {
     /// Parses one file's text, choosing the format by its name: `.yaml`/`.yml` is YAML, anything else is
     /// websockify's token format.
     public static func parse(_ text: String, file: String) throws -> TargetsFileContents {
-        let lower = file.lowercased()
-        if lower.hasSuffix(".yaml") || lower.hasSuffix(".yml") {
+        if Self.isYAML(file) {
             return try YAMLTargetsParser.parse(text, file: file)
         }
         return try TokenFileParser.parse(text, file: file)

@@ -24,6 +24,17 @@ public final class TargetsStore: Sendable {
 
     public var current: TargetTable { self.snapshot.withLockedValue { $0 } }
 
+    /// Logs what the load in force read past (skipped lines, tokens defined again, a missing file) and sets
+    /// `wsbridge_targets_warnings`; for the first load, whose store had no logger yet.
+    public func reportWarnings(logger: Logger, metrics: BridgeMetrics?) {
+        Self.report(self.current, logger: logger, metrics: metrics)
+    }
+
+    private static func report(_ table: TargetTable, logger: Logger, metrics: BridgeMetrics?) {
+        for warning in table.warnings { logger.warning("\(warning.description)") }
+        metrics?.targetsWarnings(table.warnings.count)
+    }
+
     /// Calls `observer` with every table that replaces the current one (after the swap).
     public func onReload(_ observer: @escaping @Sendable (TargetTable) -> Void) {
         self.observers.withLockedValue { $0.append(observer) }
@@ -59,6 +70,7 @@ public final class TargetsStore: Sendable {
             self.snapshot.withLockedValue { $0 = table }
             for observer in self.observers.withLockedValue({ $0 }) { observer(table) }
             logger.info("targets reloaded", metadata: ["targets": "\(table.targetCount)", "source": "\(self.loader?.path ?? "")"])
+            Self.report(table, logger: logger, metrics: metrics)
             metrics?.reloaded(ok: true)
         case .failure(let error):
             logger.error("\(error.description) (previous targets stay in force)")

@@ -1,8 +1,19 @@
 /// websockify's `TokenFile` format: `token: host:port` per line, `#` comments, blank lines ignored.
 ///
 /// The token ends at the first `:` followed by white space (websockify splits on the regex `:\s`); the target is
-/// split on its last colon, so IPv6 may be written bare (`::1:5900`) or bracketed (`[::1]:5900`).
+/// split on its last colon, so IPv6 may be written bare (`::1:5900`) or bracketed (`[::1]:5900`). Lines end as
+/// Python's text files end them (LF, CRLF or a lone CR) and a leading byte-order mark is dropped, so files written
+/// on Windows or by other generators read as websockify reads them. websockify skips a malformed line (it logs a
+/// syntax error and serves the others): `parse(_:file:errors:)` collects such lines for the caller to warn about.
 public enum TokenFileParser {
+    /// The lines of a token file: split on LF, CRLF and CR (Swift's `"\r\n"` is one `Character`, so splitting on
+    /// `"\n"` alone would make a CRLF file one line), after a leading BOM. Empty lines are kept, for line numbers.
+    public static func lines(_ text: String) -> [Substring] {
+        var body = Substring(text)
+        if body.first == "\u{FEFF}" { body = body.dropFirst() }
+        return body.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" })
+    }
+
     public static func parse(_ text: String, file: String) throws -> TargetsFileContents {
         var errors: [TargetsFileError] = []
         let contents = Self.parse(text, file: file, errors: &errors)
@@ -14,7 +25,7 @@ public enum TokenFileParser {
     public static func parse(_ text: String, file: String, errors: inout [TargetsFileError]) -> TargetsFileContents {
         var contents = TargetsFileContents()
         var lineNumber = 0
-        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        for rawLine in Self.lines(text) {
             lineNumber += 1
             let line = rawLine.trimmingWhitespace()
             if line.isEmpty || line.hasPrefix("#") { continue }
