@@ -150,20 +150,22 @@ def test_broken_yaml_unknown_top_level_key(wsbridge_bin, tmp_path):
     assert f"{f}:3:" in r.stderr.decode(), r.stderr
 
 
-def test_duplicate_token_in_directory(wsbridge_bin, tmp_path):
+def test_duplicate_token_in_directory_with_yaml_is_refused(wsbridge_bin, tmp_path):
+    """YAML files are ours and strict; between token files the last definition wins (test_routing)."""
     d = tmp_path / "targets.d"
     d.mkdir()
     (d / "a").write_text("dup: 127.0.0.1:5900\n")
-    (d / "b").write_text("# x\ndup: 127.0.0.1:5901\n")
+    (d / "b.yaml").write_text("# x\ntargets:\n  dup: 127.0.0.1:5901\n")
     r = run_bridge(wsbridge_bin, "--targets", str(d), f"127.0.0.1:{free_port()}")
     assert r.returncode == 1, r.stderr
     assert len(nonempty_lines(r.stderr)) == 1, r.stderr
-    assert re.search(rf"{re.escape(str(d))}/b:2:", r.stderr.decode()), r.stderr
+    assert re.search(rf"{re.escape(str(d))}/b.yaml:3:", r.stderr.decode()), r.stderr
 
 
 def test_missing_targets_file(wsbridge_bin, tmp_path):
     port = free_port()
-    r = run_bridge(wsbridge_bin, "--targets", str(tmp_path / "nope"), f"127.0.0.1:{port}")
+    # a YAML file is ours: missing is an error (a missing token file is websockify's warning, see test_routing)
+    r = run_bridge(wsbridge_bin, "--targets", str(tmp_path / "nope.yaml"), f"127.0.0.1:{port}")
     assert r.returncode == 1, f"exit {r.returncode}; stderr: {r.stderr!r}"
     assert len(nonempty_lines(r.stderr)) == 1, r.stderr
     assert_nothing_listens(port)
