@@ -76,14 +76,17 @@ def describe(pid: int) -> str:
     return f"{pid} {text[:160]}"
 
 
-def reap_all() -> None:
+def reap_all() -> dict:
+    """Reaps every child that has ended (as the subreaper, orphans of the step are ours); pid -> exit code."""
+    ended = {}
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return ended
         if pid == 0:
-            return
+            return ended
+        ended[pid] = os.waitstatus_to_exitcode(status)
 
 
 def kill_descendants() -> None:
@@ -162,20 +165,6 @@ def main() -> int:
     # As the subreaper, this process inherits every orphan of the step: reap them as they end (a step may check
     # that what it stopped is gone, and a zombie still counts as there), and take the command's own status then.
     rc = None
-
-    def reap() -> None:
-        nonlocal rc
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            if pid == child.pid:
-                rc = os.waitstatus_to_exitcode(status)
-                child.returncode = rc
-
     pidfd = os.pidfd_open(child.pid)
     deadline = started + args.timeout
     timed_out = False
@@ -187,7 +176,7 @@ def main() -> int:
         if stopping.is_set():
             break
         select.select([pidfd], [], [], min(left, 0.1))
-        reap()
+        rc = reap_all().get(child.pid)
     os.close(pidfd)
 
     left_running, ended = [], []
@@ -196,8 +185,8 @@ def main() -> int:
         ended = [describe(pid) for pid in descendants(os.getpid())]
         kill_descendants()
         rc = 124 if timed_out else 143
-        child.returncode = rc
     else:
+        child.returncode = rc
         left_running = [describe(pid) for pid in descendants(os.getpid())]
         kill_descendants()
     copier.join(timeout=5)
