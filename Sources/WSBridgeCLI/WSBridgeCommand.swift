@@ -112,6 +112,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("close-timeout"), help: ArgumentHelp("Seconds allowed for each closing step (peer's Close, flushing to a backend, backend EOF).", valueName: "S"))
     var closeTimeout: Double = 5
 
+    @Option(name: .customLong("stall-timeout"), help: ArgumentHelp("Close an HTTP answer (static file, health, metrics, refusal) that made no progress for S seconds: the client does not read.", valueName: "S"))
+    var stallTimeout: Double = 15
+
     @Option(name: .customLong("shutdown-timeout"), help: ArgumentHelp("Seconds live sessions get after Close 1001 on SIGTERM/SIGINT.", valueName: "S"))
     var shutdownTimeout: Double = 10
 
@@ -290,6 +293,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         for (name, value) in [
             ("--handshake-timeout", self.handshakeTimeout), ("--connect-timeout", self.connectTimeout),
             ("--pong-timeout", self.pongTimeout), ("--close-timeout", self.closeTimeout),
+            ("--stall-timeout", self.stallTimeout),
             ("--shutdown-timeout", self.shutdownTimeout),
             ("--redis-timeout", self.redisTimeout), ("--token-api-timeout", self.tokenAPITimeout),
         ] where !(value > 0) {
@@ -480,7 +484,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         ("token-api-timeout", .option), ("jwt-leeway", .option), ("jwt-audience", .option), ("jwt-issuer", .option), ("jwt-close-at-exp", .flag), ("host-token", .flag), ("unix-target", .option),
         ("origin", .repeatable), ("require-origin", .flag), ("handshake-timeout", .option),
         ("connect-timeout", .option), ("idle-timeout", .option), ("ping-interval", .option),
-        ("pong-timeout", .option), ("max-frame-size", .option), ("close-timeout", .option),
+        ("pong-timeout", .option), ("max-frame-size", .option), ("close-timeout", .option), ("stall-timeout", .option),
         ("shutdown-timeout", .option), ("max-connections", .option), ("max-connections-per-client", .option),
         ("handshake-rate", .option), ("handshake-burst", .option), ("max-handshakes", .option), ("max-handshakes-per-ip", .option), ("tcp-user-timeout", .option), ("web", .option), ("web-listing", .flag), ("web-auth", .flag),
         ("file-only", .flag), ("record", .option), ("record-limit", .option), ("metrics-listen", .option),
@@ -593,6 +597,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         configuration.maxHandshakes = self.maxHandshakes > 0 ? self.maxHandshakes : nil
         configuration.maxHandshakesPerClient = self.maxHandshakesPerIP > 0 ? self.maxHandshakesPerIP : nil
         configuration.tcpUserTimeout = self.tcpUserTimeout > 0 ? Self.seconds(self.tcpUserTimeout) : nil
+        configuration.stallTimeout = Self.seconds(self.stallTimeout)
         if let raised = ResourceLimits.raiseOpenFilesToHardLimit() {
             logger.debug("open files limit", metadata: ["limit": "\(raised)"])
         }
@@ -748,7 +753,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
                     readiness: server.readiness,
                     group: group,
                     logger: logger,
-                    optional: self.metricsListen == "127.0.0.1:9680"
+                    optional: self.metricsListen == "127.0.0.1:9680",
+                    headTimeout: configuration.handshakeTimeout,
+                    stallTimeout: configuration.stallTimeout
                 )
             )
         }

@@ -10,8 +10,10 @@ import NIOPosix
 ///
 /// Hashes are crypt(3) strings verified by the system's libcrypt: bcrypt (`$2b$`, `$2y$`, as `htpasswd -B` makes),
 /// SHA-512-crypt (`$6$`), SHA-256-crypt (`$5$`, `openssl passwd -5`) and yescrypt (`$y$`, `mkpasswd`). Hashing is
-/// slow on purpose, so it runs on a thread pool, never on an event loop. Every comparison is constant-time, and
-/// an unknown user costs a hash like a known one.
+/// slow on purpose, so it runs on a thread pool of its own (half the cores, at least one thread), never on an event
+/// loop nor on the pool that serves static files; at most `maxPendingHashes` hashes wait or run at once, and a
+/// request beyond that is answered 503 with `Retry-After` at once (`.busy`), so a flood of wrong passwords cannot
+/// queue work without bound. Every comparison is constant-time, and an unknown user costs a hash like a known one.
 public struct BasicAuthenticator: Sendable {
     public enum Credential: Sendable, Equatable {
         case plain(password: [UInt8])
@@ -24,19 +26,44 @@ public struct BasicAuthenticator: Sendable {
         case missing
         /// Malformed header, unknown user or wrong password.
         case invalid
+        /// Too many hashes wait already: try again shortly (503).
+        case busy
     }
+
+    /// Hashes waiting or running at once, by default.
+    public static let defaultMaxPendingHashes = 64
 
     /// The users in force and the hash verified for unknown users (so they take as long as known ones); replaced
     /// as a whole when the credentials file is reloaded.
     private let table: NIOLockedValueBox<(users: [String: Credential], decoy: String)>
     private let threadPool: NIOThreadPool
+    /// Hashes waiting or running now (shared by copies of this authenticator).
+    private let pending: NIOLockedValueBox<Int>
+    private let maxPendingHashes: Int
     /// The realm announced in `WWW-Authenticate`.
     public static let realm = "wsbridge"
 
-    public init(users: [String: Credential], threadPool: NIOThreadPool = .singleton) {
+    /// The threads that verify hashes: half the cores (at least one), so that a flood of logins leaves cores to the
+    /// event loops and never waits in front of static files. Started once, for the life of the process.
+    public static let hashingPool: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: max(1, System.coreCount / 2))
+        pool.start()
+        return pool
+    }()
+
+    public init(
+        users: [String: Credential],
+        threadPool: NIOThreadPool = Self.hashingPool,
+        maxPendingHashes: Int = Self.defaultMaxPendingHashes
+    ) {
         self.table = NIOLockedValueBox((users, Self.decoy(for: users)))
         self.threadPool = threadPool
+        self.pending = NIOLockedValueBox(0)
+        self.maxPendingHashes = max(1, maxPendingHashes)
     }
+
+    /// Hashes waiting or running now.
+    public var pendingHashes: Int { self.pending.withLockedValue { $0 } }
 
     /// Puts a reloaded credentials file in force (copies of this authenticator share it).
     public func replaceUsers(_ users: [String: Credential]) {
@@ -123,15 +150,30 @@ public struct BasicAuthenticator: Sendable {
                 Self.constantTimeEquals(expected, password) ? .authenticated(user: user) : .invalid
             )
         case .hashed(let hash):
-            return self.threadPool.runIfActive(eventLoop: eventLoop) {
+            return self.hash(on: eventLoop) {
                 Self.verify(password: password, hash: hash) ? .authenticated(user: user) : .invalid
             }
         case nil:
-            return self.threadPool.runIfActive(eventLoop: eventLoop) {
+            return self.hash(on: eventLoop) {
                 _ = Self.verify(password: password, hash: decoy)
                 return .invalid
             }
         }
+    }
+
+    /// Runs a hash on the hashing pool unless `maxPendingHashes` already wait or run: then `.busy` at once.
+    private func hash(on eventLoop: EventLoop, _ work: @escaping @Sendable () -> Result) -> EventLoopFuture<Result> {
+        let limit = self.maxPendingHashes
+        let admitted = self.pending.withLockedValue { count -> Bool in
+            guard count < limit else { return false }
+            count += 1
+            return true
+        }
+        guard admitted else { return eventLoop.makeSucceededFuture(.busy) }
+        let pending = self.pending
+        let result = self.threadPool.runIfActive(eventLoop: eventLoop, work)
+        result.whenComplete { _ in pending.withLockedValue { $0 -= 1 } }
+        return result
     }
 
     /// `Basic base64(user:password)` → (user, password bytes).

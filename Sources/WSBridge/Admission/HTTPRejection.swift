@@ -38,6 +38,8 @@ public struct HTTPRejection: Error, Equatable, Sendable, CustomStringConvertible
         case duplicateHeader = "duplicate_header"
         /// Over `--max-handshakes` or `--max-handshakes-per-ip` (the connection is closed at once).
         case handshakeLimit = "handshake_limit"
+        /// Too many password hashes wait already.
+        case authBusy = "auth_busy"
     }
 
     public var kind: Kind

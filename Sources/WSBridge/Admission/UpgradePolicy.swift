@@ -65,6 +65,11 @@ public struct UpgradePolicy: Sendable {
     }
 
     /// The 401 for missing or wrong credentials.
+    /// Too many password hashes wait already (`BasicAuthenticator.maxPendingHashes`): 503, try again in a second.
+    public static let authenticationBusy = HTTPRejection(
+        .authBusy, .serviceUnavailable, "too many logins at once, try again", headers: [("Retry-After", "1")]
+    )
+
     public static func unauthorized(_ reason: String) -> HTTPRejection {
         HTTPRejection(
             .auth, .unauthorized, reason,
@@ -99,6 +104,7 @@ public struct UpgradePolicy: Sendable {
         switch identity.authentication {
         case .missing?: return .reject(Self.unauthorized("authentication required"))
         case .invalid?: return .reject(Self.unauthorized("invalid credentials"))
+        case .busy?: return .reject(Self.authenticationBusy)
         case .authenticated?, nil: break
         }
 

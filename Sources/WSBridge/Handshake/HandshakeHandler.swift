@@ -286,8 +286,9 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.deadline = nil
             self.endHandshake()
             if let answer = self.endpoints.answer(head, on: context.eventLoop) {
+                let stallTimeout = self.server.configuration.stallTimeout
                 answer.whenSuccess { answer in
-                    answer.write(to: context, method: head.method, wrap: self.wrapOutboundOut)
+                    answer.write(to: context, method: head.method, stallTimeout: stallTimeout, wrap: self.wrapOutboundOut)
                 }
                 return
             }
@@ -438,7 +439,7 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
             guard let self, let context = self.context else { return }
             self.closeNow(context: context)
         }
-        answer.write(to: context, method: method, wrap: self.wrapOutboundOut)
+        answer.write(to: context, method: method, stallTimeout: self.server.configuration.stallTimeout, wrap: self.wrapOutboundOut)
     }
 
     /// Closes the socket without a TLS close_notify exchange, which a peer that does not answer would stretch.

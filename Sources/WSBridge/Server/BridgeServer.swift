@@ -314,6 +314,7 @@ public final class BridgeServer: Service, Sendable {
                 case .authenticated: return nil
                 case .missing: return UpgradePolicy.unauthorized("authentication required")
                 case .invalid: return UpgradePolicy.unauthorized("invalid credentials")
+                case .busy: return UpgradePolicy.authenticationBusy
                 }
             }
         }
@@ -376,19 +377,20 @@ public final class BridgeServer: Service, Sendable {
             channel.closeFuture.whenComplete { _ in close.cancel() }
         }
         let echoes = admission.target.backend == .echo
-        let session: SessionHandler
+        let partner: Result<RelayPartner, BackendConnectError>
         if echoes {
-            session = SessionHandler(echoing: admission.target, configuration: self.configuration, logger: logger, metrics: self.metrics)
+            partner = .success(EchoPartner())
         } else {
             guard let backend else { throw ChannelError.inappropriateOperationForState }
-            session = SessionHandler(
-                configuration: self.configuration,
-                target: admission.target,
-                backend: backend,
-                logger: logger,
-                metrics: self.metrics
-            )
+            partner = backend.map { $0 as RelayPartner }
         }
+        let session = SessionHandler(
+            configuration: self.configuration,
+            target: admission.target,
+            partner: partner,
+            logger: logger,
+            metrics: self.metrics
+        )
         // An echo mirrors frames, so its decoder reports their headers; the relay's does not need them.
         let frameDecoder = FrameDecoderHandler(maxFrameSize: self.configuration.maxFrameSize, reportsDataFrames: echoes)
         return [frameDecoder, session]

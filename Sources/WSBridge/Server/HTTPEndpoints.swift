@@ -24,12 +24,15 @@ struct HTTPAnswer: Sendable {
         self.init(rejection.status, rejection.reason, headers: rejection.headers)
     }
 
-    /// Writes the answer (no body for HEAD) and closes the connection.
+    /// Writes the answer (no body for HEAD) and closes the connection; a client that stops reading it is closed
+    /// after `stallTimeout` without progress (`StallWatch`).
     func write(
         to context: ChannelHandlerContext,
         method: HTTPMethod,
+        stallTimeout: TimeAmount,
         wrap: @escaping (HTTPServerResponsePart) -> NIOAny
     ) {
+        StallWatch.start(on: context.channel, timeout: stallTimeout)
         var headers = HTTPHeaders(self.headers)
         headers.add(name: "Content-Type", value: self.contentType)
         if self.status != .notModified {
@@ -117,25 +120,51 @@ struct HTTPEndpoints: Sendable {
 }
 
 /// Serves `HTTPEndpoints` on a listener of its own (the metrics port); everything else is 404.
+///
+/// Bounded like the main port: the request head must arrive within `headTimeout` of accept (else the socket is
+/// closed), and the answer is written under a stall deadline.
 final class EndpointsHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     private let endpoints: HTTPEndpoints
-    private var answered = false
+    private let headTimeout: TimeAmount
+    private let stallTimeout: TimeAmount
+    private var state = State.waitingForHead
+    private var headDeadline: Scheduled<Void>?
 
-    init(endpoints: HTTPEndpoints) {
+    private enum State {
+        case waitingForHead
+        case answering
+    }
+
+    init(endpoints: HTTPEndpoints, headTimeout: TimeAmount, stallTimeout: TimeAmount) {
         self.endpoints = endpoints
+        self.headTimeout = headTimeout
+        self.stallTimeout = stallTimeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let channel = context.channel
+        self.headDeadline = context.eventLoop.scheduleTask(in: self.headTimeout) { channel.close(promise: nil) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.headDeadline?.cancel()
+        self.headDeadline = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .head(let head) = self.unwrapInboundIn(data), !self.answered else { return }
-        self.answered = true
+        guard case .head(let head) = self.unwrapInboundIn(data), self.state == .waitingForHead else { return }
+        self.state = .answering
+        self.headDeadline?.cancel()
+        self.headDeadline = nil
         let answer =
             self.endpoints.answer(head, on: context.eventLoop)
             ?? context.eventLoop.makeSucceededFuture(HTTPAnswer(.notFound, "not found: /metrics, /healthz, /readyz"))
+        let stallTimeout = self.stallTimeout
         answer.whenSuccess { answer in
-            answer.write(to: context, method: head.method, wrap: self.wrapOutboundOut)
+            answer.write(to: context, method: head.method, stallTimeout: stallTimeout, wrap: self.wrapOutboundOut)
         }
     }
 

@@ -16,6 +16,9 @@ public final class MetricsServer: Service, Sendable {
     /// When binding fails: false stops the process (an address the operator chose), true logs a warning and
     /// runs without the listener (the default address, which a second instance on the same host already holds).
     private let optional: Bool
+    /// Time from accept to the request head (then the socket is closed), and the answer's stall deadline.
+    private let headTimeout: TimeAmount
+    private let stallTimeout: TimeAmount
 
     public init(
         host: String,
@@ -25,9 +28,13 @@ public final class MetricsServer: Service, Sendable {
         group: EventLoopGroup,
         logger: Logger,
         optional: Bool = false,
+        headTimeout: TimeAmount = .seconds(10),
+        stallTimeout: TimeAmount = .seconds(15),
         onServerRunning: (@Sendable (SocketAddress) -> Void)? = nil
     ) {
         self.optional = optional
+        self.headTimeout = headTimeout
+        self.stallTimeout = stallTimeout
         self.host = host
         self.port = port
         self.endpoints = HTTPEndpoints(readiness: readiness, metrics: metrics)
@@ -65,12 +72,16 @@ public final class MetricsServer: Service, Sendable {
     }
 
     private func bind(_ endpoints: HTTPEndpoints) async throws -> Channel {
-        try await ServerBootstrap(group: self.group)
+        let headTimeout = self.headTimeout
+        let stallTimeout = self.stallTimeout
+        return try await ServerBootstrap(group: self.group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(EndpointsHandler(endpoints: endpoints))
+                    try channel.pipeline.syncOperations.addHandler(
+                        EndpointsHandler(endpoints: endpoints, headTimeout: headTimeout, stallTimeout: stallTimeout)
+                    )
                 }
             }
             .bind(host: self.host, port: self.port).get()
