@@ -54,19 +54,19 @@ def test_a_client_that_pings_and_never_reads_holds_one_pong(bridge_factory, back
         grown = b.rss_kib() - baseline_rss
         print(f"\nping flood without reading: RSS grew by {grown} KiB for {pings} pings")
         assert grown < 8 * 1024, f"RSS grew by {grown} KiB: Pongs are queued without bound"
-        # Now read: Pongs come back in order, the last one carries the last Ping's payload, then the data.
+        # Now read: the Pongs written while the client could take them, the echoed marker (data kept flowing while
+        # a Pong waited), then the one Pong that waited, answering the latest Ping.
         pongs, data = [], b""
-        while data != b"marker":
+        while not (data == b"marker" and pongs and pongs[-1] == last):
             frame = ws.recv_frame(timeout=10)
-            assert frame is not None, "the session ended"
+            assert frame is not None, f"the session ended; {len(pongs)} pongs, data {data!r}"
             if frame.opcode == OP_PONG:
                 pongs.append(frame.payload)
             else:
                 assert frame.opcode == OP_BINARY, frame
                 data += frame.payload
-        assert pongs, "no Pong at all"
+        print(f"; {len(pongs)} Pongs came back")
         assert len(pongs) < pings, "every Ping was answered although the client did not read"
-        assert pongs[-1] == last, "the waiting Pong must answer the latest Ping"
         ws.send_close(1000)
         _, close = ws.read_until_close(timeout=10)
         assert close is not None and close.close_code == 1000
