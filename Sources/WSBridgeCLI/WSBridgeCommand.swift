@@ -43,6 +43,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("token-source"), help: ArgumentHelp("The file or directory of --token-plugin.", valueName: "PATH"))
     var tokenSource: String?
 
+    @Option(name: .customLong("token-reread-interval"), help: ArgumentHelp("A token the targets files do not know re-reads them first when they changed (as websockify reads them at every lookup): at most once per S seconds, unknown tokens in between wait for the next look; 0 = only the poll and SIGHUP.", valueName: "S"))
+    var tokenRereadInterval: Double = 0.25
+
     @Option(name: .customLong("token-cache-ttl"), help: ArgumentHelp("Seconds a token service's answer (TokenRedis) is reused; 0 = ask every time.", valueName: "S"))
     var tokenCacheTTL: Double = 5
 
@@ -299,6 +302,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
             ("--idle-timeout", self.idleTimeout), ("--ping-interval", self.pingInterval), ("--tcp-user-timeout", self.tcpUserTimeout),
             ("--token-cache-ttl", self.tokenCacheTTL), ("--token-cache-negative-ttl", self.tokenCacheNegativeTTL),
             ("--token-stale-for", self.tokenStaleFor), ("--jwt-leeway", self.jwtLeeway),
+            ("--token-reread-interval", self.tokenRereadInterval),
         ] where !(value >= 0) {
             throw ValidationError("\(name) must be 0 (off) or a positive number of seconds")
         }
@@ -307,6 +311,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
             ("--max-handshakes", self.maxHandshakes), ("--max-handshakes-per-ip", self.maxHandshakesPerIP),
         ] where value < 0 {
             throw ValidationError("\(name) must be 0 (no limit) or a positive number")
+        }
+        guard self.tokenRereadInterval < self.handshakeTimeout else {
+            throw ValidationError("--token-reread-interval must be shorter than --handshake-timeout (unknown tokens wait for the next re-read)")
         }
         guard self.recordLimit > 0 else { throw ValidationError("--record-limit must be positive") }
         guard self.handshakeRate >= 0 else { throw ValidationError("--handshake-rate must be 0 (off) or positive") }
@@ -475,7 +482,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
     /// Every option and whether it takes a value, for `WSBRIDGE_…` environment variables.
     static let environmentOptions: [(String, EnvironmentArguments.Kind)] = [
         ("targets", .option), ("token-plugin", .option), ("token-source", .option), ("token-path", .option),
-        ("token-cache-ttl", .option), ("token-cache-negative-ttl", .option), ("token-stale-for", .option),
+        ("token-reread-interval", .option), ("token-cache-ttl", .option), ("token-cache-negative-ttl", .option), ("token-stale-for", .option),
         ("redis-username", .option), ("redis-revoke-channel", .option), ("redis-timeout", .option),
         ("token-api-timeout", .option), ("jwt-leeway", .option), ("jwt-audience", .option), ("jwt-issuer", .option), ("jwt-close-at-exp", .flag), ("host-token", .flag), ("unix-target", .option),
         ("origin", .repeatable), ("require-origin", .flag), ("handshake-timeout", .option),
@@ -593,6 +600,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
         configuration.maxHandshakes = self.maxHandshakes > 0 ? self.maxHandshakes : nil
         configuration.maxHandshakesPerClient = self.maxHandshakesPerIP > 0 ? self.maxHandshakesPerIP : nil
         configuration.tcpUserTimeout = self.tcpUserTimeout > 0 ? Self.seconds(self.tcpUserTimeout) : nil
+        // ReadOnlyTokenFile reads once, as in websockify.
+        let reloads = self.tokenPlugin.flatMap(Self.plugin(named:))?.reloads ?? true
+        configuration.unknownTokenRereadInterval = reloads && self.tokenRereadInterval > 0 ? Self.seconds(self.tokenRereadInterval) : nil
         if let raised = ResourceLimits.raiseOpenFilesToHardLimit() {
             logger.debug("open files limit", metadata: ["limit": "\(raised)"])
         }

@@ -85,6 +85,10 @@ public struct BridgeConfiguration: Sendable {
     /// TCP_USER_TIMEOUT on both legs: a connection whose sent data stays unacknowledged this long is dropped by
     /// the kernel. Nil leaves the system default.
     public var tcpUserTimeout: TimeAmount? = .seconds(60)
+    /// A token the targets table does not know re-reads the targets files first when they changed (websockify
+    /// reads them at every lookup): at most once per this interval, one read at a time, off the event loops. Nil
+    /// leaves reloads to the watcher alone (websockify's `ReadOnlyTokenFile`).
+    public var unknownTokenRereadInterval: TimeAmount? = .milliseconds(250)
 
     public init(
         host: String? = nil,

@@ -31,6 +31,8 @@ public final class BridgeServer: Service, Sendable {
     private let backends = ChannelRegistry()
     /// Asked for tokens the targets table does not know (Redis, …); nil when tokens come from files only.
     public let resolver: (any TokenResolver)?
+    /// Re-reads changed targets files for an unknown token; nil for a fixed table or when turned off.
+    let rereader: TargetsRereader?
 
     /// - Parameter onServerRunning: called with the bound address once the server listens (the real port when
     ///   the configuration asked for port 0).
@@ -86,6 +88,12 @@ public final class BridgeServer: Service, Sendable {
             limits: .init(total: configuration.maxHandshakes, perClient: configuration.maxHandshakesPerClient)
         )
         self.connector = connector
+        self.rereader = TargetsRereader(
+            store: targets,
+            interval: configuration.unknownTokenRereadInterval,
+            logger: logger,
+            metrics: metrics
+        )
         if configuration.proxyProtocol { readiness.expectProxyHeader() }
         self.onServerRunning = onServerRunning
         targets.onReload { [weak self] table in self?.revokeSessions(against: table) }
