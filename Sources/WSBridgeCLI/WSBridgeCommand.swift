@@ -46,13 +46,13 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("token-reread-interval"), help: ArgumentHelp("A token the targets files do not know re-reads them first when they changed (as websockify reads them at every lookup): at most once per S seconds, unknown tokens in between wait for the next look; 0 = only the poll and SIGHUP.", valueName: "S"))
     var tokenRereadInterval: Double = 0.25
 
-    @Option(name: .customLong("token-cache-ttl"), help: ArgumentHelp("Seconds a token service's answer (TokenRedis) is reused; 0 = ask every time.", valueName: "S"))
-    var tokenCacheTTL: Double = 5
+    @Option(name: .customLong("token-cache-ttl"), help: ArgumentHelp("Seconds a token service's answer (TokenRedis, BaseTokenAPI, JSONTokenApi) is reused; 0 (default) = ask at every connection, as websockify does.", valueName: "S"))
+    var tokenCacheTTL: Double = 0
 
-    @Option(name: .customLong("token-cache-negative-ttl"), help: ArgumentHelp("Seconds an unknown token stays unknown without asking the token service again.", valueName: "S"))
-    var tokenCacheNegativeTTL: Double = 1
+    @Option(name: .customLong("token-cache-negative-ttl"), help: ArgumentHelp("Seconds an unknown token stays unknown without asking the token service again; 0 (default) = ask every time.", valueName: "S"))
+    var tokenCacheNegativeTTL: Double = 0
 
-    @Option(name: .customLong("token-stale-for"), help: ArgumentHelp("While the token service is unreachable, keep admitting a token whose last answer is at most S seconds old; 0 = refuse (503).", valueName: "S"))
+    @Option(name: .customLong("token-stale-for"), help: ArgumentHelp("While the token service is unreachable, keep admitting a token whose last answer is at most S seconds old (answers are kept that long for this only); 0 = refuse (503).", valueName: "S"))
     var tokenStaleFor: Double = 0
 
     @Option(name: .customLong("redis-username"), help: ArgumentHelp("TokenRedis: ACL user name for AUTH (the password is the 4th field of --token-source).", valueName: "NAME"))
