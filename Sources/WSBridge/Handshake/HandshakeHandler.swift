@@ -405,6 +405,7 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
             channel.closeFuture.whenComplete { _ in limiter.release(lease) }
         }
         self.admission = admission
+        self.server.sessionAdmitted(channel: channel)
         self.logger[metadataKey: "target"] = "\(admission.target.name)"
         if let token = admission.token {
             // From the decision on, a reload that removes the token refuses this connection (404 before the 101,
