@@ -771,7 +771,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
             let environmentPassword = ProcessInfo.processInfo.environment["WSBRIDGE_KEY_PASSWORD"].map { Array($0.utf8) }
             let settings = ServerTLSSettings(
                 certificates: pairs,
-                keyPassword: self.keyPasswordOnCommandLine.map { Array($0.utf8) } ?? environmentPassword,
+                keyPassword: environmentPassword ?? self.keyPasswordOnCommandLine.map { Array($0.utf8) },
                 keyPasswordFile: self.keyPasswordFile,
                 minimumVersion: ServerTLSSettings.parseVersion(self.sslVersion)!,
                 ciphers: self.sslCiphers,
