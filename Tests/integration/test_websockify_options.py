@@ -29,7 +29,10 @@ def refused(port: int) -> bool:
     s = socket.socket()
     try:
         s.connect(("127.0.0.1", port))
-    except ConnectionRefusedError:
+        s.settimeout(5)
+        # Queued in the closing listener's backlog: reset, never served.
+        return s.recv(1) == b""
+    except (ConnectionRefusedError, ConnectionResetError):
         return True
     finally:
         s.close()

@@ -197,10 +197,12 @@ public final class BridgeServer: Service, Sendable {
                 self.perform(self.lifetime.withLockedValue { $0.timeoutFired() })
             }
         case .stop(let reason):
-            // websockify's own words, which launchers may wait for.
-            self.logger.info("listener exit due to \(reason.rawValue)")
             self.readiness.draining()
-            self.listener.withLockedValue { $0 }?.close(promise: nil)
+            let logger = self.logger
+            // websockify's own words, which launchers may wait for, once nothing is accepted any more.
+            self.listener.withLockedValue { $0 }?.close().whenComplete { _ in
+                logger.info("listener exit due to \(reason.rawValue)")
+            }
         }
     }
 
