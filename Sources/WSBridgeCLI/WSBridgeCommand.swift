@@ -27,6 +27,10 @@ struct WSBridgeCommand: AsyncParsableCommand {
             `wsbridge check FILE` validates a targets file without starting a server; `wsbridge healthcheck` \
             exits 0 when the health endpoint answers 200 (for Docker's HEALTHCHECK).
 
+            Wrap mode, as websockify's: [SOURCE_ADDR:]SOURCE_PORT -- COMMAND ARGS... starts the program, stops it \
+            with the bridge, and relays to the target it serves (--unix-target PATH or TARGET_HOST:TARGET_PORT); \
+            --wrap-mode says what happens when it exits.
+
             Handshake statuses and close codes: docs/behaviour.md.
             """,
         version: "wsbridge \(WSBridgeVersion.current)"
@@ -34,6 +38,12 @@ struct WSBridgeCommand: AsyncParsableCommand {
 
     @Argument(help: "[SOURCE_ADDR:]SOURCE_PORT to listen on (default 6080, all addresses), then optionally TARGET_HOST:TARGET_PORT.")
     var positional: [String] = []
+
+    /// websockify's wrap mode: the words after `--`, a program to start (and to stop with the bridge). Taken off the
+    /// command line before ArgumentParser sees it (which allows no positional list after another).
+    nonisolated(unsafe) static var wrapCommandLine: [String] = []
+
+    var wrapCommand: [String] { Self.wrapCommandLine }
 
     @Option(name: [.customLong("targets"), .customLong("target-config")], help: ArgumentHelp("Targets file or directory (YAML if .yaml/.yml, else websockify's 'token: host:port'). --target-config is websockify's deprecated alias.", valueName: "FILE"))
     var targets: String?
@@ -119,7 +129,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("pid-file"), help: ArgumentHelp("Write the server's process id to FILE (with --daemon: the daemon's, before the command returns).", valueName: "FILE"))
     var pidFile: String?
 
-    @Option(name: .customLong("wrap-mode"), help: ArgumentHelp("websockify's wrap mode (-- COMMAND) is not supported yet: accepted (exit, ignore or respawn) and has no effect.", valueName: "MODE"))
+    @Option(name: .customLong("wrap-mode"), help: ArgumentHelp("Wrap mode (-- COMMAND): when the program exits, exit (the bridge exits with its status), ignore, or respawn (not a fourth time within 10 s of three starts).", valueName: "MODE"))
     var wrapMode: String = "exit"
 
     @Option(name: [.customLong("ping-interval"), .customLong("heartbeat")], help: ArgumentHelp("Ping clients every S seconds; 0 = off. --heartbeat is websockify's name.", valueName: "S"))
@@ -325,6 +335,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
             throw ValidationError("choose one of: a positional TARGET_HOST:TARGET_PORT, --targets FILE, --unix-target PATH")
         }
         guard modes == 1 else {
+            if !self.wrapCommand.isEmpty {
+                throw ValidationError("wrap mode needs the target the program serves: --unix-target PATH or TARGET_HOST:TARGET_PORT (making the program listen where the bridge relays, websockify's rebind.so, is not supported yet)")
+            }
             throw ValidationError("no backend: give TARGET_HOST:TARGET_PORT, --targets FILE or --unix-target PATH")
         }
         for (name, value) in [
@@ -572,8 +585,13 @@ struct WSBridgeCommand: AsyncParsableCommand {
         }
         let command: WSBridgeCommand
         do {
+            var own = Array(CommandLine.arguments.dropFirst())
+            if let terminator = own.firstIndex(of: "--") {
+                Self.wrapCommandLine = Array(own[(terminator + 1)...])
+                own = Array(own[..<terminator])
+            }
             let arguments = try EnvironmentArguments.merge(
-                arguments: Array(CommandLine.arguments.dropFirst()),
+                arguments: own,
                 environment: ProcessInfo.processInfo.environment,
                 options: Self.environmentOptions
             )
@@ -902,6 +920,10 @@ struct WSBridgeCommand: AsyncParsableCommand {
             )
         }
         if let tokenService { services.append(tokenService) }
+        // Started with the server, stopped after it (shutdown runs in reverse order).
+        let wrapped = self.wrapCommand.isEmpty
+            ? nil : WrappedCommand(command: self.wrapCommand, mode: WrappedCommand.Mode(rawValue: self.wrapMode)!, logger: logger)
+        if let wrapped { services.append(wrapped) }
         services.append(server)
         // ReadOnlyTokenFile reads once: no watcher (SIGHUP stays trapped, and does nothing).
         if store.loader != nil, self.tokenPlugin.flatMap(Self.plugin(named:))?.reloads ?? true {
@@ -936,6 +958,10 @@ struct WSBridgeCommand: AsyncParsableCommand {
         }
         try await group.shutdownGracefully()
         if let pidFile = self.pidFile { unlink(pidFile) }
+        if let status = wrapped?.exitStatus, status != 0 {
+            // --wrap-mode exit: the bridge ends with the wrapped program's status, as websockify does.
+            throw ExitCode(status)
+        }
     }
 
     /// websockify's plugin name without its module path (`websockify.auth_plugins.BasicHTTPAuth`); another

@@ -7,8 +7,9 @@ The reference is websockify 0.13 from PyPI in .venv-websockify/ (scripts/lib/ins
 $WEBSOCKIFY_BIN, or Debian's /usr/bin/websockify (0.10). The reference half is skipped only when none is installed.
 
 Values that make a test slow are scaled down (Foreman's 120 s become 2 s); everything else is as written there.
-Wrap mode (`PORT -- vncserver ...`, as Jupyter's remote desktop proxy ran it) is a later part of the issue and not in
-this table yet.
+Wrap mode (`PORT -- vncserver ...`, as Jupyter's remote desktop proxy ran it) is tested in test_wrap.py, not here:
+websockify from PyPI has no rebind.so and refuses every wrap-mode command line ("rebind.so not found"), even with
+--unix-target, so there is nothing to observe with it.
 """
 
 from __future__ import annotations
