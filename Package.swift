@@ -24,6 +24,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         // Signed tokens (JWTTokenApi): JWS verification, HS256/384/512, RS256, ES256, EdDSA, JWK sets.
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        // HMAC for JWT secrets shorter than their hash (jwt-kit asserts on them; websockify accepts them). Already
+        // jwt-kit's own dependency.
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.0.0"),
         // Token HTTP API (BaseTokenAPI/JSONTokenApi): GET with timeouts, pooled connections, TLS.
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.21.0"),
     ],
@@ -46,6 +49,7 @@ let package = Package(
                 .product(name: "NIOTLS", package: "swift-nio"),
                 "CCrypt",
                 .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
@@ -87,6 +91,7 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
     ],

@@ -27,12 +27,23 @@ struct WSBridgeCommand: AsyncParsableCommand {
             `wsbridge check FILE` validates a targets file without starting a server; `wsbridge healthcheck` \
             exits 0 when the health endpoint answers 200 (for Docker's HEALTHCHECK).
 
+            Wrap mode, as websockify's: [SOURCE_ADDR:]SOURCE_PORT -- COMMAND ARGS... starts the program, stops it \
+            with the bridge, and relays to the target it serves (--unix-target PATH or TARGET_HOST:TARGET_PORT); \
+            --wrap-mode says what happens when it exits.
+
             Handshake statuses and close codes: docs/behaviour.md.
-            """
+            """,
+        version: "wsbridge \(WSBridgeVersion.current)"
     )
 
     @Argument(help: "[SOURCE_ADDR:]SOURCE_PORT to listen on (default 6080, all addresses), then optionally TARGET_HOST:TARGET_PORT.")
     var positional: [String] = []
+
+    /// websockify's wrap mode: the words after `--`, a program to start (and to stop with the bridge). Taken off the
+    /// command line before ArgumentParser sees it (which allows no positional list after another).
+    nonisolated(unsafe) static var wrapCommandLine: [String] = []
+
+    var wrapCommand: [String] { Self.wrapCommandLine }
 
     @Option(name: [.customLong("targets"), .customLong("target-config")], help: ArgumentHelp("Targets file or directory (YAML if .yaml/.yml, else websockify's 'token: host:port'). --target-config is websockify's deprecated alias.", valueName: "FILE"))
     var targets: String?
@@ -43,13 +54,16 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("token-source"), help: ArgumentHelp("The file or directory of --token-plugin.", valueName: "PATH"))
     var tokenSource: String?
 
-    @Option(name: .customLong("token-cache-ttl"), help: ArgumentHelp("Seconds a token service's answer (TokenRedis) is reused; 0 = ask every time.", valueName: "S"))
-    var tokenCacheTTL: Double = 5
+    @Option(name: .customLong("token-reread-interval"), help: ArgumentHelp("A token the targets files do not know re-reads them first when they changed (as websockify reads them at every lookup): at most once per S seconds, unknown tokens in between wait for the next look; 0 = only the poll and SIGHUP.", valueName: "S"))
+    var tokenRereadInterval: Double = 0.25
 
-    @Option(name: .customLong("token-cache-negative-ttl"), help: ArgumentHelp("Seconds an unknown token stays unknown without asking the token service again.", valueName: "S"))
-    var tokenCacheNegativeTTL: Double = 1
+    @Option(name: .customLong("token-cache-ttl"), help: ArgumentHelp("Seconds a token service's answer (TokenRedis, BaseTokenAPI, JSONTokenApi) is reused; 0 (default) = ask at every connection, as websockify does.", valueName: "S"))
+    var tokenCacheTTL: Double = 0
 
-    @Option(name: .customLong("token-stale-for"), help: ArgumentHelp("While the token service is unreachable, keep admitting a token whose last answer is at most S seconds old; 0 = refuse (503).", valueName: "S"))
+    @Option(name: .customLong("token-cache-negative-ttl"), help: ArgumentHelp("Seconds an unknown token stays unknown without asking the token service again; 0 (default) = ask every time.", valueName: "S"))
+    var tokenCacheNegativeTTL: Double = 0
+
+    @Option(name: .customLong("token-stale-for"), help: ArgumentHelp("While the token service is unreachable, keep admitting a token whose last answer is at most S seconds old (answers are kept that long for this only); 0 = refuse (503).", valueName: "S"))
     var tokenStaleFor: Double = 0
 
     @Option(name: .customLong("redis-username"), help: ArgumentHelp("TokenRedis: ACL user name for AUTH (the password is the 4th field of --token-source).", valueName: "NAME"))
@@ -97,8 +111,26 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("connect-timeout"), help: ArgumentHelp("Backend connect timeout in seconds.", valueName: "S"))
     var connectTimeout: Double = 10
 
-    @Option(name: .customLong("idle-timeout"), help: ArgumentHelp("Close a session (1001) after S seconds without data either way; 0 = off.", valueName: "S"))
+    @Option(name: .customLong("session-idle-timeout"), help: ArgumentHelp("Close a session (1001 'idle timeout') after S seconds without data either way; 0 = off. (--idle-timeout has websockify's meaning.)", valueName: "S"))
+    var sessionIdleTimeout: Double = 0
+
+    @Option(name: .customLong("idle-timeout"), help: ArgumentHelp("websockify: the server exits after S seconds without a WebSocket session (counted from the start and from the end of the last one); 0 = never. Idle sessions: --session-idle-timeout.", valueName: "S"))
     var idleTimeout: Double = 0
+
+    @Option(name: .customLong("timeout"), help: ArgumentHelp("websockify: stop listening S seconds after the start; the live sessions go on, and the server exits once they have ended. 0 = never.", valueName: "S"))
+    var timeout: Double = 0
+
+    @Flag(name: .customLong("run-once"), help: "websockify: exit after the first WebSocket session has ended (refused upgrades and static files do not count).")
+    var runOnce = false
+
+    @Flag(name: [.customShort("D"), .customLong("daemon")], help: "Run in the background once listening (websockify's -D): the command returns when the port is bound; stdio goes to /dev/null and the working directory to /. See --pid-file, --log-file, --syslog.")
+    var daemon = false
+
+    @Option(name: .customLong("pid-file"), help: ArgumentHelp("Write the server's process id to FILE (with --daemon: the daemon's, before the command returns).", valueName: "FILE"))
+    var pidFile: String?
+
+    @Option(name: .customLong("wrap-mode"), help: ArgumentHelp("Wrap mode (-- COMMAND): when the program exits, exit (the bridge exits with its status), ignore, or respawn (not a fourth time within 10 s of three starts).", valueName: "MODE"))
+    var wrapMode: String = "exit"
 
     @Option(name: [.customLong("ping-interval"), .customLong("heartbeat")], help: ArgumentHelp("Ping clients every S seconds; 0 = off. --heartbeat is websockify's name.", valueName: "S"))
     var pingInterval: Double = 30
@@ -196,7 +228,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("key-password-file"), help: ArgumentHelp("File whose first line is the passphrase of encrypted keys (or set WSBRIDGE_KEY_PASSWORD). Never on the command line.", valueName: "FILE"))
     var keyPasswordFile: String?
 
-    @Option(name: .customLong("key-password"), help: .hidden)
+    @Option(name: .customLong("key-password"), help: ArgumentHelp("Passphrase of encrypted keys, as websockify takes it. Visible to every user in ps: prefer --key-password-file or WSBRIDGE_KEY_PASSWORD (a warning is logged).", valueName: "PW"))
     var keyPasswordOnCommandLine: String?
 
     @Flag(name: .customLong("ssl-only"), help: "Refuse plain connections (a plain-text 400 'this port requires TLS').")
@@ -237,6 +269,24 @@ struct WSBridgeCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("log-format"), help: ArgumentHelp("text, or json (one object per line).", valueName: "FORMAT"))
     var logFormat: String = "text"
+
+    @Option(name: .customLong("log-file"), help: ArgumentHelp("Also append log lines to FILE (as on stderr; reopened on SIGHUP, for logrotate).", valueName: "FILE"))
+    var logFile: String?
+
+    @Option(name: .customLong("syslog"), help: ArgumentHelp("Also send log lines to syslog: a local socket such as /dev/log, or UDP host:port; RFC 5424, facility user (daemon with --daemon).", valueName: "SERVER"))
+    var syslog: String?
+
+    @Flag(name: .customLong("legacy-syslog"), help: "With --syslog: the old BSD syslog format instead of RFC 5424.")
+    var legacySyslog = false
+
+    @Flag(name: .customLong("traffic"), help: "websockify compatibility: accepted. websockify's per-frame characters are not printed; each session's log line has the bytes each way.")
+    var traffic = false
+
+    @Flag(name: [.customShort("6"), .customLong("prefer-ipv6")], help: "Bind SOURCE_ADDR to its IPv6 address when it has one (websockify's -6). A bare port listens on IPv6 and IPv4 anyway.")
+    var preferIPv6 = false
+
+    @Flag(name: .customLong("libserver"), help: "websockify compatibility: accepted and ignored (a warning is logged).")
+    var libserver = false
 
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "LEVEL"))
     var logLevel: String = "info"
@@ -288,6 +338,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
             throw ValidationError("choose one of: a positional TARGET_HOST:TARGET_PORT, --targets FILE, --unix-target PATH")
         }
         guard modes == 1 else {
+            if !self.wrapCommand.isEmpty {
+                throw ValidationError("wrap mode needs the target the program serves: --unix-target PATH or TARGET_HOST:TARGET_PORT (making the program listen where the bridge relays, websockify's rebind.so, is not supported yet)")
+            }
             throw ValidationError("no backend: give TARGET_HOST:TARGET_PORT, --targets FILE or --unix-target PATH")
         }
         for (name, value) in [
@@ -300,9 +353,11 @@ struct WSBridgeCommand: AsyncParsableCommand {
             throw ValidationError("\(name) must be a positive number of seconds")
         }
         for (name, value) in [
-            ("--idle-timeout", self.idleTimeout), ("--ping-interval", self.pingInterval), ("--tcp-user-timeout", self.tcpUserTimeout),
+            ("--idle-timeout", self.idleTimeout), ("--session-idle-timeout", self.sessionIdleTimeout), ("--timeout", self.timeout),
+            ("--ping-interval", self.pingInterval), ("--tcp-user-timeout", self.tcpUserTimeout),
             ("--token-cache-ttl", self.tokenCacheTTL), ("--token-cache-negative-ttl", self.tokenCacheNegativeTTL),
             ("--token-stale-for", self.tokenStaleFor), ("--jwt-leeway", self.jwtLeeway),
+            ("--token-reread-interval", self.tokenRereadInterval),
         ] where !(value >= 0) {
             throw ValidationError("\(name) must be 0 (off) or a positive number of seconds")
         }
@@ -311,6 +366,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
             ("--max-handshakes", self.maxHandshakes), ("--max-handshakes-per-ip", self.maxHandshakesPerIP),
         ] where value < 0 {
             throw ValidationError("\(name) must be 0 (no limit) or a positive number")
+        }
+        guard self.tokenRereadInterval < self.handshakeTimeout else {
+            throw ValidationError("--token-reread-interval must be shorter than --handshake-timeout (unknown tokens wait for the next re-read)")
         }
         guard self.recordLimit > 0 else { throw ValidationError("--record-limit must be positive") }
         guard self.handshakeRate >= 0 else { throw ValidationError("--handshake-rate must be 0 (off) or positive") }
@@ -328,19 +386,28 @@ struct WSBridgeCommand: AsyncParsableCommand {
             throw ValidationError("--unix-listen-mode must be an octal mode such as 0660")
         }
         _ = mode
-        if self.keyPasswordOnCommandLine != nil {
-            throw ValidationError("--key-password is not accepted on the command line (visible to every user): use --key-password-file FILE or WSBRIDGE_KEY_PASSWORD")
-        }
-        if self.certificates.isEmpty {
+        if self.effectiveCertificates.isEmpty {
             for (name, given) in [
                 ("--key", !self.keys.isEmpty), ("--ssl-only", self.sslOnly), ("--verify-client", self.verifyClient),
                 ("--cafile", self.cafile != nil), ("--key-password-file", self.keyPasswordFile != nil),
-                ("--ssl-ciphers", self.sslCiphers != nil),
+                ("--key-password", self.keyPasswordOnCommandLine != nil), ("--ssl-ciphers", self.sslCiphers != nil),
             ] where given {
-                throw ValidationError("\(name) needs --cert FILE")
+                throw ValidationError("\(name) needs --cert FILE (or \(Self.defaultCertificate) in the working directory, as websockify)")
             }
         }
-        guard self.keys.isEmpty || self.keys.count == self.certificates.count else {
+        if self.legacySyslog && self.syslog == nil {
+            throw ValidationError("--legacy-syslog needs --syslog SERVER")
+        }
+        if let syslog = self.syslog, case .failure(let error) = SyslogWriter.Destination.parse(syslog) {
+            throw ValidationError("\(error)")
+        }
+        guard ["exit", "ignore", "respawn"].contains(self.wrapMode) else {
+            throw ValidationError("--wrap-mode must be exit, ignore or respawn")
+        }
+        if self.daemon && self.inetd {
+            throw ValidationError("give --daemon or --inetd, not both (inetd starts the server itself)")
+        }
+        guard self.keys.isEmpty || self.keys.count == self.effectiveCertificates.count else {
             throw ValidationError("give one --key per --cert (or none: keys inside the certificate files)")
         }
         guard ServerTLSSettings.parseVersion(self.sslVersion) != nil else {
@@ -404,6 +471,15 @@ struct WSBridgeCommand: AsyncParsableCommand {
             return self.targets
         }
         return self.targets ?? self.tokenSource
+    }
+
+    /// websockify's `--cert` default: used when it exists in the working directory and no `--cert` is given.
+    static let defaultCertificate = "self.pem"
+
+    /// `--cert`, or websockify's default `self.pem` when that file exists.
+    private var effectiveCertificates: [String] {
+        if !self.certificates.isEmpty { return self.certificates }
+        return FileManager.default.fileExists(atPath: Self.defaultCertificate) ? [Self.defaultCertificate] : []
     }
 
     /// The key file or directory of websockify's `JWTTokenApi`.
@@ -479,11 +555,14 @@ struct WSBridgeCommand: AsyncParsableCommand {
     /// Every option and whether it takes a value, for `WSBRIDGE_…` environment variables.
     static let environmentOptions: [(String, EnvironmentArguments.Kind)] = [
         ("targets", .option), ("token-plugin", .option), ("token-source", .option), ("token-path", .option),
-        ("token-cache-ttl", .option), ("token-cache-negative-ttl", .option), ("token-stale-for", .option),
+        ("token-reread-interval", .option), ("token-cache-ttl", .option), ("token-cache-negative-ttl", .option), ("token-stale-for", .option),
         ("redis-username", .option), ("redis-revoke-channel", .option), ("redis-timeout", .option),
         ("token-api-timeout", .option), ("jwt-leeway", .option), ("jwt-audience", .option), ("jwt-issuer", .option), ("jwt-close-at-exp", .flag), ("host-token", .flag), ("unix-target", .option),
         ("origin", .repeatable), ("require-origin", .flag), ("handshake-timeout", .option),
-        ("connect-timeout", .option), ("idle-timeout", .option), ("ping-interval", .option),
+        ("connect-timeout", .option), ("idle-timeout", .option), ("session-idle-timeout", .option), ("timeout", .option),
+        ("run-once", .flag), ("daemon", .flag), ("pid-file", .option), ("wrap-mode", .option), ("log-file", .option),
+        ("syslog", .option), ("legacy-syslog", .flag), ("traffic", .flag), ("prefer-ipv6", .flag), ("libserver", .flag),
+        ("ping-interval", .option),
         ("pong-timeout", .option), ("max-frame-size", .option), ("close-timeout", .option), ("stall-timeout", .option),
         ("shutdown-timeout", .option), ("max-connections", .option), ("max-connections-per-client", .option),
         ("handshake-rate", .option), ("handshake-burst", .option), ("max-handshakes", .option), ("max-handshakes-per-ip", .option), ("tcp-user-timeout", .option), ("web", .option), ("web-listing", .flag), ("web-auth", .flag),
@@ -510,8 +589,13 @@ struct WSBridgeCommand: AsyncParsableCommand {
         }
         let command: WSBridgeCommand
         do {
+            var own = Array(CommandLine.arguments.dropFirst())
+            if let terminator = own.firstIndex(of: "--") {
+                Self.wrapCommandLine = Array(own[(terminator + 1)...])
+                own = Array(own[..<terminator])
+            }
             let arguments = try EnvironmentArguments.merge(
-                arguments: Array(CommandLine.arguments.dropFirst()),
+                arguments: own,
                 environment: ProcessInfo.processInfo.environment,
                 options: Self.environmentOptions
             )
@@ -530,15 +614,82 @@ struct WSBridgeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if self.daemon && !Daemon.isDaemon {
+            // Started again in the background; this process ends once the daemon listens (or fails to).
+            Daemon.spawnAndWait(arguments: Array(CommandLine.arguments.dropFirst()), pidFile: Daemon.absolute(self.pidFile), keepStandardInput: false)
+        }
+        var command = self
+        if Daemon.isDaemon {
+            command.makePathsAbsolute()
+            Daemon.enterDaemon()
+        }
+        try await command.serve()
+    }
+
+    /// The daemon leaves its working directory: every path option is made absolute first.
+    private mutating func makePathsAbsolute() {
+        self.certificates = self.effectiveCertificates.map { Daemon.absolute($0)! }
+        self.keys = self.keys.map { Daemon.absolute($0)! }
+        if self.tokenPlugin.map({ Self.plugin(named: $0) != nil || Self.isJWTPlugin($0) }) ?? true {
+            self.tokenSource = Daemon.absolute(self.tokenSource)
+        }
+        self.targets = Daemon.absolute(self.targets)
+        self.keyPasswordFile = Daemon.absolute(self.keyPasswordFile)
+        self.cafile = Daemon.absolute(self.cafile)
+        self.web = Daemon.absolute(self.web)
+        self.record = Daemon.absolute(self.record)
+        self.authFile = Daemon.absolute(self.authFile)
+        self.logFile = Daemon.absolute(self.logFile)
+        self.pidFile = Daemon.absolute(self.pidFile)
+        self.unixListen = Daemon.absolute(self.unixListen)
+        self.unixTarget = Daemon.absolute(self.unixTarget)
+        if let syslog = self.syslog, case .success(.local(let path)) = SyslogWriter.Destination.parse(syslog) {
+            self.syslog = Daemon.absolute(path)
+        }
+    }
+
+    private func serve() async throws {
         let level = self.verbose ? Logger.Level.debug : Logger.Level(rawValue: self.logLevel.lowercased()) ?? .info
         let json = self.logFormat == "json"
+        let logFile = try self.logFile.map { path in try Self.orExit { try LogFile(path: path) } }
+        let syslog = self.syslog.flatMap { try? SyslogWriter.Destination.parse($0).get() }.map {
+            SyslogWriter(destination: $0, facility: Daemon.isDaemon ? .daemon : .user, legacy: self.legacySyslog)
+        }
         LoggingSystem.bootstrap { label in
-            if json { return JSONLogHandler(label: label, level: level) }
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+            var handlers: [any LogHandler] = []
+            if json {
+                handlers.append(JSONLogHandler(label: label, level: level))
+            } else {
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                handlers.append(handler)
+            }
+            if let logFile {
+                if json {
+                    handlers.append(JSONLogHandler(label: label, level: level, stream: { logFile.write($0) }))
+                } else {
+                    handlers.append(TextLogHandler(label: label, level: level, sink: { _, line in logFile.write(line + "\n") }))
+                }
+            }
+            if let syslog {
+                handlers.append(TextLogHandler(label: label, level: level, style: .syslog, sink: { level, line in syslog.send(line, level: level) }))
+            }
+            return handlers.count == 1 ? handlers[0] : MultiplexLogHandler(handlers)
         }
         let logger = Logger(label: "wsbridge")
+        if self.keyPasswordOnCommandLine != nil {
+            logger.warning("--key-password is visible to every user of this machine (ps, /proc): prefer --key-password-file FILE or WSBRIDGE_KEY_PASSWORD")
+        }
+        if self.libserver {
+            logger.warning("--libserver is ignored: wsbridge has one server engine, with every option")
+        }
+        if self.traffic {
+            logger.info("--traffic: per-frame traffic characters are not printed; each session's 'session closed' line has the bytes each way")
+        }
+        if let pidFile = self.pidFile, !Daemon.isDaemon, let error = Daemon.writePidFile(pidFile, pid: getpid()) {
+            FileHandle.standardError.write(Data("wsbridge: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
 
         let listen = try self.positionalListen.map { try ListenAddress.parse($0).get() } ?? ListenAddress(host: nil, port: 6080)
         let store: TargetsStore
@@ -577,7 +728,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
             requireOrigin: self.requireOrigin,
             handshakeTimeout: Self.seconds(self.handshakeTimeout),
             connectTimeout: Self.seconds(self.connectTimeout),
-            idleTimeout: self.idleTimeout > 0 ? Self.seconds(self.idleTimeout) : nil,
+            idleTimeout: self.sessionIdleTimeout > 0 ? Self.seconds(self.sessionIdleTimeout) : nil,
             pingInterval: self.pingInterval > 0 ? Self.seconds(self.pingInterval) : nil,
             pongTimeout: Self.seconds(self.pongTimeout),
             maxFrameSize: self.maxFrameSize,
@@ -595,9 +746,18 @@ struct WSBridgeCommand: AsyncParsableCommand {
             metricsOnMainPort: self.metricsOnMainPort
         )
         configuration.maxHandshakes = self.maxHandshakes > 0 ? self.maxHandshakes : nil
+        configuration.preferIPv6 = self.preferIPv6
+        configuration.lifetime = .init(
+            stopAfter: self.timeout > 0 ? Self.seconds(self.timeout) : nil,
+            stopWhenIdleFor: self.idleTimeout > 0 ? Self.seconds(self.idleTimeout) : nil,
+            stopAfterFirstSession: self.runOnce
+        )
         configuration.maxHandshakesPerClient = self.maxHandshakesPerIP > 0 ? self.maxHandshakesPerIP : nil
         configuration.tcpUserTimeout = self.tcpUserTimeout > 0 ? Self.seconds(self.tcpUserTimeout) : nil
         configuration.stallTimeout = Self.seconds(self.stallTimeout)
+        // ReadOnlyTokenFile reads once, as in websockify.
+        let reloads = self.tokenPlugin.flatMap(Self.plugin(named:))?.reloads ?? true
+        configuration.unknownTokenRereadInterval = reloads && self.tokenRereadInterval > 0 ? Self.seconds(self.tokenRereadInterval) : nil
         if let raised = ResourceLimits.raiseOpenFilesToHardLimit() {
             logger.debug("open files limit", metadata: ["limit": "\(raised)"])
         }
@@ -625,14 +785,16 @@ struct WSBridgeCommand: AsyncParsableCommand {
             logger.warning("recording every session to \(record).N: recordings contain everything typed")
         }
         var tlsStore: ServerTLSStore?
-        if !self.certificates.isEmpty {
-            let pairs = self.certificates.enumerated().map { index, certificate in
+        let certificates = self.effectiveCertificates
+        if !certificates.isEmpty {
+            if self.certificates.isEmpty { logger.info("TLS with \(Self.defaultCertificate) from the working directory (websockify's default --cert)") }
+            let pairs = certificates.enumerated().map { index, certificate in
                 ServerTLSSettings.CertificatePair(certificate: certificate, key: self.keys.isEmpty ? nil : self.keys[index])
             }
             let environmentPassword = ProcessInfo.processInfo.environment["WSBRIDGE_KEY_PASSWORD"].map { Array($0.utf8) }
             let settings = ServerTLSSettings(
                 certificates: pairs,
-                keyPassword: environmentPassword,
+                keyPassword: environmentPassword ?? self.keyPasswordOnCommandLine.map { Array($0.utf8) },
                 keyPasswordFile: self.keyPasswordFile,
                 minimumVersion: ServerTLSSettings.parseVersion(self.sslVersion)!,
                 ciphers: self.sslCiphers,
@@ -654,6 +816,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
         }
         // The credentials file is re-read on change and on SIGHUP (its own subscription, trapped before listening).
         let credentialsHangups: UnixSignalsSequence? = self.authFile == nil ? nil : await UnixSignalsSequence(trapping: .sighup)
+        let logFileHangups: UnixSignalsSequence? = logFile == nil ? nil : await UnixSignalsSequence(trapping: .sighup)
         configuration.trustedProxies = try TrustedProxies(self.trustedProxies, header: TrustedProxies.Header(rawValue: self.trustedProxyHeader)!)
         configuration.proxyProtocol = self.proxyProtocol
         if store.current.origins == nil {
@@ -735,7 +898,11 @@ struct WSBridgeCommand: AsyncParsableCommand {
             group: group,
             logger: logger,
             metrics: metrics,
-            resolver: (resolver as (any TokenResolver)?) ?? jwt ?? api
+            resolver: (resolver as (any TokenResolver)?) ?? jwt ?? api,
+            onServerRunning: { _ in
+                // The daemon listens: the original process, which relayed the start-up lines, returns.
+                if Daemon.isDaemon { Daemon.detachStandardError() }
+            }
         )
         if let resolver {
             resolver.onRevoke { [weak server] token in server?.revokeSessions(token: token) }
@@ -760,6 +927,10 @@ struct WSBridgeCommand: AsyncParsableCommand {
             )
         }
         if let tokenService { services.append(tokenService) }
+        // Started with the server, stopped after it (shutdown runs in reverse order).
+        let wrapped = self.wrapCommand.isEmpty
+            ? nil : WrappedCommand(command: self.wrapCommand, mode: WrappedCommand.Mode(rawValue: self.wrapMode)!, logger: logger)
+        if let wrapped { services.append(wrapped) }
         services.append(server)
         // ReadOnlyTokenFile reads once: no watcher (SIGHUP stays trapped, and does nothing).
         if store.loader != nil, self.tokenPlugin.flatMap(Self.plugin(named:))?.reloads ?? true {
@@ -767,6 +938,9 @@ struct WSBridgeCommand: AsyncParsableCommand {
         }
         if let tlsStore {
             services.append(ServerTLSWatcher(store: tlsStore, logger: logger, hangups: tlsHangups))
+        }
+        if let logFile, let logFileHangups {
+            services.append(LogFileReopener(file: logFile, logger: logger, hangups: logFileHangups))
         }
         if let file = self.authFile, let authenticator = configuration.authenticator {
             services.append(CredentialsWatcher(path: file, authenticator: authenticator, logger: logger, hangups: credentialsHangups))
@@ -783,12 +957,18 @@ struct WSBridgeCommand: AsyncParsableCommand {
             withExtendedLifetime(hangups) {}
             withExtendedLifetime(tlsHangups) {}
             withExtendedLifetime(credentialsHangups) {}
+            withExtendedLifetime(logFileHangups) {}
         } catch {
             logger.error("\(error)")
             try? await group.shutdownGracefully()
             throw ExitCode.failure
         }
         try await group.shutdownGracefully()
+        if let pidFile = self.pidFile { unlink(pidFile) }
+        if let status = wrapped?.exitStatus, status != 0 {
+            // --wrap-mode exit: the bridge ends with the wrapped program's status, as websockify does.
+            throw ExitCode(status)
+        }
     }
 
     /// websockify's plugin name without its module path (`websockify.auth_plugins.BasicHTTPAuth`); another

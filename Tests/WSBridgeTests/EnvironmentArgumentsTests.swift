@@ -24,6 +24,17 @@ final class EnvironmentArgumentsTests: XCTestCase {
         )
     }
 
+    /// Wrap mode: what follows `--` is the wrapped command's, so its `--connect-timeout` does not hide the variable
+    /// and its words are not positional arguments of the bridge.
+    func testNothingAfterTheDoubleDashIsScanned() throws {
+        let merged = try EnvironmentArguments.merge(
+            arguments: ["--", "prog", "--connect-timeout", "1"],
+            environment: ["WSBRIDGE_CONNECT_TIMEOUT": "3", "WSBRIDGE_LISTEN": "6080"],
+            options: self.options
+        )
+        XCTAssertEqual(merged, ["--connect-timeout", "3", "6080", "--", "prog", "--connect-timeout", "1"])
+    }
+
     func testPositionalsFromTheEnvironment() throws {
         let merged = try EnvironmentArguments.merge(
             arguments: ["--connect-timeout", "7"],

@@ -1,4 +1,5 @@
 import Foundation
+import Crypto
 import JWTKit
 import Logging
 import NIOEmbedded
@@ -226,9 +227,44 @@ OrI+bQ+2nNYGRyuaCeq8LqRqqq3XTwxSio+vT6jBwijBDpStemezDTYzeUtg9bpf
         XCTAssertEqual(verdict, .invalid("invalid token: no signature algorithm"))
     }
 
+    /// websockify (jwcrypto) verifies HMAC with secrets of any length, and its own test key is short: such a
+    /// secret loads (with a warning) and verifies HS256/384/512, with a wrong signature still refused.
+    func testHMACSecretsShorterThanTheirHashLoadAndVerify() async throws {
+        let secret = Data("sixteen-byte-key".utf8)
+        let file = secret.base64EncodedString().replacingOccurrences(of: "=", with: "")
+        let resolver = try await self.resolver(self.write("short.key", file + "\n"))
+        XCTAssertEqual(resolver.keyCount, 3)
+        func token(_ alg: String, _ sign: (Data) -> Data) -> String {
+            func b64(_ data: Data) -> String {
+                data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+                    .replacingOccurrences(of: "=", with: "")
+            }
+            let exp = Int(Date().timeIntervalSince1970) + 300
+            let signed = b64(Data("{\"alg\":\"\(alg)\",\"typ\":\"JWT\"}".utf8)) + "."
+                + b64(Data("{\"host\":\"127.0.0.1\",\"port\":5901,\"exp\":\(exp)}".utf8))
+            return signed + "." + b64(sign(Data(signed.utf8)))
+        }
+        let key = SymmetricKey(data: secret)
+        let tokens = [
+            token("HS256") { Data(HMAC<SHA256>.authenticationCode(for: $0, using: key)) },
+            token("HS384") { Data(HMAC<SHA384>.authenticationCode(for: $0, using: key)) },
+            token("HS512") { Data(HMAC<SHA512>.authenticationCode(for: $0, using: key)) },
+        ]
+        for token in tokens {
+            let verdict = await resolver.verify(token)
+            XCTAssertEqual(verdict, self.backend, token)
+        }
+        let other = SymmetricKey(data: Data("another-16-bytes".utf8))
+        let forged = token("HS256") { Data(HMAC<SHA256>.authenticationCode(for: $0, using: other)) }
+        let verdict = await resolver.verify(forged)
+        XCTAssertEqual(verdict, .invalid("invalid token: bad signature"))
+        let warnings = JWTTokenResolver.warnings(try await JWTTokenResolver.loadKeys(self.directory.appendingPathComponent("short.key").path))
+        XCTAssertEqual(warnings.count, 1)
+        XCTAssertTrue(warnings[0].contains("HMAC secret of 16 bytes"), warnings[0])
+    }
+
     func testBadKeyFiles() async {
-        let short = Data("sixteen-byte-key".utf8).base64EncodedString()
-        for (name, text) in [("short", short), ("empty", ""), ("pem", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"), ("json", "{\"keys\": [{\"kty\": \"zzz\"}]}")] {
+        for (name, text) in [("empty", ""), ("pem", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"), ("json", "{\"keys\": [{\"kty\": \"zzz\"}]}")] {
             do {
                 _ = try await self.resolver(self.write(name, text))
                 XCTFail("accepted \(name)")

@@ -86,10 +86,11 @@ class LineLog:
 
 
 class Bridge:
-    def __init__(self, binary: str, args: list[str], *, wait_ready: bool = True):
+    def __init__(self, binary: str, args: list[str], *, wait_ready: bool = True, cwd: str | None = None):
         self.args = [binary, *args]
         self.proc = subprocess.Popen(
             self.args,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -193,17 +194,18 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def bridge_factory(wsbridge_bin, request):
-    """``start(*options, target=None, listen="127.0.0.1:0", wait_ready=True) -> Bridge``."""
+    """``start(*options, target=None, listen="127.0.0.1:0", wait_ready=True, cwd=None) -> Bridge``."""
     bridges: list[Bridge] = []
     request.node._wsbridges = bridges
 
-    def start(*options: str, target: str | None = None, listen: str | None = "127.0.0.1:0", wait_ready: bool = True) -> Bridge:
+    def start(*options: str, target: str | None = None, listen: str | None = "127.0.0.1:0", wait_ready: bool = True,
+              cwd: str | None = None) -> Bridge:
         args = [str(o) for o in options]
         if listen is not None:
             args.append(listen)
         if target is not None:
             args.append(target)
-        b = Bridge(wsbridge_bin, args, wait_ready=False)
+        b = Bridge(wsbridge_bin, args, wait_ready=False, cwd=cwd)
         bridges.append(b)
         if wait_ready:
             b.wait_ready()

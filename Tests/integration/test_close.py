@@ -226,13 +226,13 @@ def test_backend_reset_mid_stream(bridge_factory, backends):
 
 def test_idle_timeout(bridge_factory, backends):
     sink = backends.sink()
-    b = bridge_factory("--idle-timeout", "1", target=sink.addr)
+    b = bridge_factory("--session-idle-timeout", "1", target=sink.addr)
     with ws_connect(b.url()) as ws:
         t0 = time.monotonic()
         _, exc = recv_until_closed(ws, timeout=15)
         elapsed = time.monotonic() - t0
     assert_rcvd(exc, 1001, "idle timeout")
-    assert 0.8 <= elapsed <= 5, f"idle close after {elapsed:.2f}s with --idle-timeout 1"
+    assert 0.8 <= elapsed <= 5, f"idle close after {elapsed:.2f}s with --session-idle-timeout 1"
 
 
 def test_idle_timeout_reset_by_traffic(echo_bridge_idle):
@@ -254,12 +254,12 @@ def test_idle_timeout_reset_by_traffic(echo_bridge_idle):
 @pytest.fixture
 def echo_bridge_idle(bridge_factory, backends):
     echo = backends.echo()
-    return bridge_factory("--idle-timeout", "1", target=echo.addr)
+    return bridge_factory("--session-idle-timeout", "1", target=echo.addr)
 
 
 def test_idle_timeout_decimal(bridge_factory, backends):
     sink = backends.sink()
-    b = bridge_factory("--idle-timeout", "0.5", target=sink.addr)
+    b = bridge_factory("--session-idle-timeout", "0.5", target=sink.addr)
     with ws_connect(b.url()) as ws:
         t0 = time.monotonic()
         _, exc = recv_until_closed(ws, timeout=15)

@@ -157,3 +157,22 @@ def test_close_at_exp(bridge_factory, backends, tmp_path):
                 ws.recv(timeout=5)
         assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "token expired")
         assert abs(time.time() - (int(expires) + 1)) < 1.0
+
+
+def test_a_short_hmac_secret_loads_with_a_warning(bridge_factory, backends, tmp_path):
+    """websockify (jwcrypto) accepts HMAC secrets of any length and its own test key is short: refusing them would
+    break deployments at the switch, so they load with a loud warning (and tokens signed with them verify)."""
+    echo = backends.echo()
+    host, port = echo.addr.rsplit(":", 1)
+    secret = b"short-secret"
+    path = tmp_path / "short.key"
+    path.write_text(b64url(secret) + "\n")
+    b = bridge_factory("--token-plugin", "JWTTokenApi", "--token-source", str(path), "--metrics-listen", "off")
+    m = b.stderr.wait_for(rf"warning.*{path}: HMAC secret of {len(secret)} bytes", 10)
+    assert m, b.log()
+    good = hs256({"host": host, "port": int(port)}, secret=secret)
+    with ws_connect(b.url(f"/?token={good}")) as ws:
+        ws.send(b"short key")
+        assert ws.recv(timeout=5) == b"short key"
+    resp = answer(b, hs256({"host": host, "port": int(port)}, secret=b"other-secret"))
+    assert (resp.status, resp.body.strip()) == (403, b"invalid token: bad signature")

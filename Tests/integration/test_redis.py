@@ -95,13 +95,41 @@ def test_bad_source_is_a_usage_error(wsbridge_bin):
     assert r.returncode == 64 and b"unbalanced double quote" in r.stderr, r.stderr
 
 
+def test_a_deleted_key_is_refused_at_the_next_connection(bridge_factory, backends, redis):
+    """websockify asks Redis at every connection: an operator who deletes a console token expects the next
+    connection to be refused. That is the default (no cache), with the revocation channel turned off, so only the
+    lookup itself can refuse it."""
+    echo = backends.echo()
+    redis.cmd("SET", "console", echo.addr)
+    b = redis_bridge(bridge_factory, redis.source, "--redis-revoke-channel", "off")
+    with ws_connect(b.url("/?token=console")) as ws:
+        echo_once(ws)
+    assert redis.cmd("DEL", "console") == 1
+    resp = answer(b, "console")
+    assert (resp.status, resp.body.strip()) == (404, b"unknown token")
+    # A key created after an unknown answer is found at once too (no negative cache).
+    redis.cmd("SET", "console", echo.addr)
+    assert answer(b, "console").status == 101
+
+
 def test_expire_stops_resolving(bridge_factory, backends, redis):
     echo = backends.echo()
     redis.cmd("SET", "short", echo.addr, "PX", "1200")
-    b = redis_bridge(bridge_factory, redis.source, "--token-cache-ttl", "0.2")
+    b = redis_bridge(bridge_factory, redis.source)
     assert answer(b, "short").status == 101
     time.sleep(1.5)  # the key's lifetime in Redis
     assert answer(b, "short").status == 404
+
+
+def test_a_configured_cache_keeps_answers_for_its_ttl(bridge_factory, backends, redis):
+    """--token-cache-ttl is there for operators who want fewer lookups: a deleted key keeps working until the
+    cached answer is older than the TTL (here longer than the test)."""
+    echo = backends.echo()
+    redis.cmd("SET", "cached", echo.addr)
+    b = redis_bridge(bridge_factory, redis.source, "--token-cache-ttl", "3600", "--redis-revoke-channel", "off")
+    assert answer(b, "cached").status == 101
+    redis.cmd("DEL", "cached")
+    assert answer(b, "cached").status == 101
 
 
 def test_negative_cache_then_created_token_resolves(bridge_factory, backends, redis):

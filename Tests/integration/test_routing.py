@@ -3,6 +3,7 @@ precedence, per-target policy, revocation on reload, and `wsbridge check` (docs/
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from conftest import run_bridge, write_atomic, write_token_file, ws_connect
 from test_cli import status_for, wait_status
+from test_operability import metrics_port, scrape
 from wsraw import http_exchange, upgrade_request
 
 
@@ -88,9 +90,56 @@ def test_missing_token_file_at_start_is_a_warning_then_served_once_written(bridg
     assert b.stderr.wait_for(re.escape(f"{f}: no such file or directory"), 10), b.log()
     assert status_for(b, "late") == 404
     write_atomic(f, f"late: {echo.addr}\n")
-    b.signal(signal.SIGHUP)
-    wait_status(b, "late", 101)
+    # Found at the first connection: an unknown token re-reads the files that changed (no SIGHUP, no poll).
+    assert status_for(b, "late") == 101
     roundtrip(b.url("/?token=late"), b"written after start")
+
+
+def rereads(port: int) -> float:
+    return scrape(port).get("wsbridge_targets_rereads_total", 0.0)
+
+
+@pytest.mark.parametrize("layout", ["file", "directory"])
+def test_a_token_written_just_before_connecting_is_found_at_once(bridge_factory, backends, tmp_path, layout):
+    """OpenNebula writes one token file per VM into a --target-config directory and hands the URL to the browser at
+    once; websockify reads the files at every lookup. wsbridge re-reads changed files for an unknown token before
+    answering 404, so the first connection gets its 101 (not only after the next poll)."""
+    echo = backends.echo()
+    source = tmp_path / ("tokens.d" if layout == "directory" else "tokens.cfg")
+    if layout == "directory":
+        source.mkdir()
+        write_token_file(source / "vm-1", {"vm-1": echo.addr})
+    else:
+        write_token_file(source, {"vm-1": echo.addr})
+    b = bridge_factory("--target-config", str(source), "--metrics-listen", "127.0.0.1:0")
+    port = metrics_port(b)
+    assert status_for(b, "vm-2") == 404
+    assert rereads(port) == 0, "an unchanged file was read again"
+    if layout == "directory":
+        write_token_file(source / "vm-2", {"vm-2": echo.addr})
+    else:
+        write_token_file(source, {"vm-1": echo.addr, "vm-2": echo.addr})
+    roundtrip(b.url("/?token=vm-2"), b"right after writing")
+    assert status_for(b, "vm-3") == 404, "an unknown token is still unknown"
+    roundtrip(b.url("/?token=vm-1"))
+
+
+def test_a_flood_of_unknown_tokens_rereads_at_most_once_per_interval(bridge_factory, backends, tmp_path):
+    """The file is rewritten before a flood of unknown tokens: they arrive within the re-read interval of the last
+    look, so they all wait for one look (single flight, one read) and then get 404."""
+    echo = backends.echo()
+    f = write_token_file(tmp_path / "tokens.cfg", {"a": echo.addr})
+    b = bridge_factory("--targets", str(f), "--token-reread-interval", "5", "--metrics-listen", "127.0.0.1:0")
+    port = metrics_port(b)
+    write_token_file(f, {"a": echo.addr, "late": echo.addr})
+    assert status_for(b, "late") == 101
+    assert rereads(port) == 1
+    write_token_file(f, {"a": echo.addr, "late": echo.addr}, header="# rewritten\n")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=30) as pool:
+        statuses = list(pool.map(lambda i: status_for(b, f"unknown-{i}"), range(30)))
+    assert statuses == [404] * 30
+    # One look for the whole flood: it reads the files unless the watcher's poll has applied the rewrite first.
+    assert rereads(port) <= 2, "the flood read the files more than once"
 
 
 def test_dotted_plugin_names_are_websockifys_or_refused(wsbridge_bin, bridge_factory, backends, tmp_path):

@@ -108,6 +108,20 @@ def test_timeout_and_server_errors_are_503(bridge_factory, api):
     assert answer(b, "broken").status == 503
 
 
+def test_every_connection_asks_the_api_by_default(bridge_factory, backends, api):
+    """As websockify: no cache unless --token-cache-ttl asks for one, so a token the API stops answering is refused
+    at the next connection."""
+    echo = backends.echo()
+    api.answers["c"] = (200, echo.addr, 0.0)
+    b = api_bridge(bridge_factory, "BaseTokenAPI", api.url)
+    for _ in range(3):
+        assert answer(b, "c").status == 101
+        assert answer(b, "gone").status == 404
+    assert (api.hits("/t/c"), api.hits("/t/gone")) == (3, 3)
+    api.answers["c"] = (404, "", 0.0)
+    assert answer(b, "c").status == 404
+
+
 def test_cache_ttl_and_negative_cache(bridge_factory, backends, api):
     echo = backends.echo()
     api.answers["c"] = (200, echo.addr, 0.0)

@@ -337,8 +337,29 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func decide(_ head: HTTPRequestHead, identity: UpgradePolicy.ClientIdentity, context: ChannelHandlerContext) {
         let table = self.server.targets.current
+        let decision = self.policy.decide(head, targets: table, client: self.endpoint?.key, identity: identity)
+        guard let rereader = self.server.rereader, case .reject(let rejection) = decision, rejection.kind == .unknownToken else {
+            self.decide(decision, table: table, head: head, identity: identity, context: context)
+            return
+        }
+        // Not in the table in force: the files may have changed since (a token written just before the page
+        // connects). Looked at off the event loop; the handshake deadline still applies.
+        rereader.tableForUnknownToken(on: context.eventLoop).whenSuccess { fresh in
+            guard self.machine.state == .admitting else { return }  // the deadline came first
+            let decision = self.policy.decide(head, targets: fresh, client: self.endpoint?.key, identity: identity)
+            self.decide(decision, table: fresh, head: head, identity: identity, context: context)
+        }
+    }
+
+    /// Admits `decision`, or, for a token `table` does not know, asks the token service first.
+    private func decide(
+        _ decision: UpgradePolicy.Decision,
+        table: TargetTable,
+        head: HTTPRequestHead,
+        identity: UpgradePolicy.ClientIdentity,
+        context: ChannelHandlerContext
+    ) {
         let client = self.endpoint?.key
-        let decision = self.policy.decide(head, targets: table, client: client, identity: identity)
         guard let resolver = self.server.resolver, case .reject(let rejection) = decision, rejection.kind == .unknownToken,
             let token = self.policy.token(in: head)
         else {
@@ -385,6 +406,7 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
             channel.closeFuture.whenComplete { _ in limiter.release(lease) }
         }
         self.admission = admission
+        self.server.sessionAdmitted(channel: channel)
         self.logger[metadataKey: "target"] = "\(admission.target.name)"
         if let token = admission.token {
             // From the decision on, a reload that removes the token refuses this connection (404 before the 101,

@@ -18,6 +18,7 @@ public final class BridgeMetrics: Sendable {
     private let handshakeTimeouts: [HandshakeStateMachine.Phase: CoreMetrics.Counter]
     private let reloadsFailed: CoreMetrics.Counter
     private let targetsWarningsGauge: CoreMetrics.Gauge
+    private let rereads: CoreMetrics.Counter
     private let perTarget = NIOLockedValueBox<[String: TargetMetrics]>([:])
     private let closes = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
 
@@ -72,6 +73,7 @@ public final class BridgeMetrics: Sendable {
         self.reloadsOK = CoreMetrics.Counter(label: "wsbridge_targets_reloads_total", dimensions: [("result", "ok")], factory: factory)
         self.reloadsFailed = CoreMetrics.Counter(label: "wsbridge_targets_reloads_total", dimensions: [("result", "error")], factory: factory)
         self.targetsWarningsGauge = CoreMetrics.Gauge(label: "wsbridge_targets_warnings", factory: factory)
+        self.rereads = CoreMetrics.Counter(label: "wsbridge_targets_rereads_total", factory: factory)
     }
 
     public func target(_ name: String) -> TargetMetrics {
@@ -108,6 +110,11 @@ public final class BridgeMetrics: Sendable {
 
     func reloaded(ok: Bool) {
         (ok ? self.reloadsOK : self.reloadsFailed).increment()
+    }
+
+    /// An unknown token found the targets files changed and read them (`wsbridge_targets_rereads_total`).
+    func reread() {
+        self.rereads.increment()
     }
 
     /// What the targets in force read past (`TargetTable.warnings`): skipped lines, tokens defined again, a

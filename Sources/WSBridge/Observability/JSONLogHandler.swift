@@ -26,9 +26,7 @@ public struct JSONLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var fields = self.metadata
-        if let provided = self.metadataProvider?.get() { fields.merge(provided) { $1 } }
-        if let extra = event.metadata { fields.merge(extra) { $1 } }
+        let fields = Logger.Metadata.merged(self.metadata, provider: self.metadataProvider, event: event.metadata)
         var object: [String: Any] = [
             "ts": Date().formatted(Self.timestamp),
             "level": event.level.rawValue,
@@ -61,5 +59,16 @@ public struct JSONLogHandler: LogHandler {
         case .array(let array): return array.map(Self.plain)
         case .dictionary(let dictionary): return dictionary.mapValues(Self.plain)
         }
+    }
+}
+
+extension Logger.Metadata {
+    /// A handler's metadata, then what its provider adds, then the event's own (later keys win): what every
+    /// wsbridge log handler writes.
+    static func merged(_ base: Logger.Metadata, provider: Logger.MetadataProvider?, event: Logger.Metadata?) -> Logger.Metadata {
+        var fields = base
+        if let provided = provider?.get() { fields.merge(provided) { $1 } }
+        if let event { fields.merge(event) { $1 } }
+        return fields
     }
 }

@@ -9,6 +9,9 @@ import NIOCore
 public struct BridgeConfiguration: Sendable {
     /// Address to listen on; nil listens on every address, IPv4 and IPv6.
     public var host: String?
+    /// Bind `host` to its IPv6 address when it has one (websockify's `-6/--prefer-ipv6`); else the first address
+    /// the resolver gives.
+    public var preferIPv6 = false
     /// Port to listen on; 0 picks a free one (reported through `onServerRunning`).
     public var port: Int
     /// Listen on this Unix-domain socket instead of TCP (`--unix-listen`).
@@ -88,6 +91,13 @@ public struct BridgeConfiguration: Sendable {
     /// TCP_USER_TIMEOUT on both legs: a connection whose sent data stays unacknowledged this long is dropped by
     /// the kernel. Nil leaves the system default.
     public var tcpUserTimeout: TimeAmount? = .seconds(60)
+    /// A token the targets table does not know re-reads the targets files first when they changed (websockify
+    /// reads them at every lookup): at most once per this interval, one read at a time, off the event loops. Nil
+    /// leaves reloads to the watcher alone (websockify's `ReadOnlyTokenFile`).
+    public var unknownTokenRereadInterval: TimeAmount? = .milliseconds(250)
+    /// When the server stops listening by itself (websockify's `--timeout`, `--idle-timeout`, `--run-once`); by
+    /// default it listens until shut down.
+    public var lifetime = ServerLifetime.Policy()
 
     public init(
         host: String? = nil,

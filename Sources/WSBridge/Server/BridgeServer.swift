@@ -31,6 +31,11 @@ public final class BridgeServer: Service, Sendable {
     private let backends = ChannelRegistry()
     /// Asked for tokens the targets table does not know (Redis, …); nil when tokens come from files only.
     public let resolver: (any TokenResolver)?
+    /// Re-reads changed targets files for an unknown token; nil for a fixed table or when turned off.
+    let rereader: TargetsRereader?
+    /// When the server stops listening by itself (`BridgeConfiguration.lifetime`).
+    private let lifetime: NIOLockedValueBox<ServerLifetime>
+    private let listener = NIOLockedValueBox<Channel?>(nil)
 
     /// - Parameter onServerRunning: called with the bound address once the server listens (the real port when
     ///   the configuration asked for port 0).
@@ -86,6 +91,13 @@ public final class BridgeServer: Service, Sendable {
             limits: .init(total: configuration.maxHandshakes, perClient: configuration.maxHandshakesPerClient)
         )
         self.connector = connector
+        self.rereader = TargetsRereader(
+            store: targets,
+            interval: configuration.unknownTokenRereadInterval,
+            logger: logger,
+            metrics: metrics
+        )
+        self.lifetime = NIOLockedValueBox(ServerLifetime(policy: configuration.lifetime))
         if configuration.proxyProtocol { readiness.expectProxyHeader() }
         self.onServerRunning = onServerRunning
         targets.onReload { [weak self] table in self?.revokeSessions(against: table) }
@@ -138,6 +150,10 @@ public final class BridgeServer: Service, Sendable {
         guard let address = channel.localAddress else { throw ChannelError.inappropriateOperationForState }
         self.logger.info("listening on \(Self.describe(address))")
         self.readiness.listening(on: address)
+        self.listener.withLockedValue { $0 = channel }
+        if self.configuration.lifetime.isEnabled {
+            for action in self.lifetime.withLockedValue({ $0.started() }) { self.perform(action) }
+        }
         self.onServerRunning?(address)
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
@@ -150,7 +166,68 @@ public final class BridgeServer: Service, Sendable {
             self.readiness.draining()
             channel.close(promise: nil)
         }
+        if self.lifetime.withLockedValue({ $0.stopped }) != nil {
+            await self.awaitLiveConnections()
+        }
         await self.drain()
+    }
+
+    // MARK: lifetime (--timeout, --idle-timeout, --run-once)
+
+    /// An admitted WebSocket session (not the readiness self-check) counts for the server's lifetime until it closes.
+    func sessionAdmitted(channel: Channel) {
+        guard self.configuration.lifetime.isEnabled else { return }
+        self.lifetime.withLockedValue { $0.sessionOpened() }
+        channel.closeFuture.whenComplete { _ in
+            self.perform(self.lifetime.withLockedValue { $0.sessionClosed() })
+        }
+    }
+
+    private func perform(_ action: ServerLifetime.Action) {
+        switch action {
+        case .none:
+            return
+        case .scheduleIdleCheck(let generation):
+            guard let idle = self.configuration.lifetime.stopWhenIdleFor else { return }
+            self.group.next().scheduleTask(in: idle) {
+                self.perform(self.lifetime.withLockedValue { $0.idleTimerFired(generation: generation) })
+            }
+        case .scheduleTimeout(let after):
+            self.group.next().scheduleTask(in: after) {
+                self.perform(self.lifetime.withLockedValue { $0.timeoutFired() })
+            }
+        case .stop(let reason):
+            self.readiness.draining()
+            let logger = self.logger
+            // websockify's own words, which launchers may wait for, once nothing is accepted any more.
+            self.listener.withLockedValue { $0 }?.close().whenComplete { _ in
+                logger.info("listener exit due to \(reason.rawValue)")
+            }
+        }
+    }
+
+    /// After the listener stopped by itself: the live connections end by themselves (websockify lets them finish),
+    /// unless a graceful shutdown (SIGTERM) comes first, which drains them.
+    private func awaitLiveConnections() async {
+        let clients = self.clients.all
+        guard !clients.isEmpty else { return }
+        self.logger.info("waiting for the live connections to end", metadata: ["connections": "\(clients.count)"])
+        let eventLoop = self.group.next()
+        let done = eventLoop.makePromise(of: Void.self)
+        let finished = NIOLockedValueBox(false)
+        let finish: @Sendable () -> Void = {
+            let first = finished.withLockedValue { already in
+                defer { already = true }
+                return !already
+            }
+            if first { done.succeed(()) }
+        }
+        EventLoopFuture.andAllComplete(clients.map(\.closeFuture), on: eventLoop).whenComplete { _ in finish() }
+        await withGracefulShutdownHandler {
+            try? await done.futureResult.get()
+        } onGracefulShutdown: {
+            finish()
+        }
     }
 
     /// Sends Close 1001 to every session and waits until every connection, client and backend, is closed, or
@@ -203,6 +280,9 @@ public final class BridgeServer: Service, Sendable {
             return channel
         }
         if let host = self.configuration.host {
+            if self.configuration.preferIPv6, let address = Self.ipv6Address(host: host, port: self.configuration.port) {
+                return try await bootstrap.bind(to: address).get()
+            }
             return try await bootstrap.bind(host: host, port: self.configuration.port).get()
         }
         do {
@@ -211,6 +291,18 @@ public final class BridgeServer: Service, Sendable {
         } catch {
             return try await bootstrap.bind(host: "0.0.0.0", port: self.configuration.port).get()
         }
+    }
+
+    /// `host`'s first IPv6 address (`-6`), nil when it has none (the usual resolution applies then).
+    static func ipv6Address(host: String, port: Int) -> SocketAddress? {
+        var hints = addrinfo()
+        hints.ai_family = AF_INET6
+        hints.ai_socktype = CInt(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &result) == 0, let info = result else { return nil }
+        defer { freeaddrinfo(result) }
+        guard let address = info.pointee.ai_addr else { return nil }
+        return address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { SocketAddress($0.pointee, host: host) }
     }
 
     /// Refuses a connection over the handshake caps (the child channel is closed by the bootstrap).

@@ -24,11 +24,13 @@ public enum EnvironmentArguments {
         options: [(String, Kind)]
     ) throws -> [String] {
         var added: [String] = []
+        // Everything after `--` is a wrapped command's own (wrap mode): never taken for options here.
+        let own = arguments.prefix(while: { $0 != "--" })
         for (name, kind) in options {
             let variable = Self.variable(for: name)
             guard let value = environment[variable], !value.isEmpty else { continue }
             let flag = "--" + name
-            if arguments.contains(where: { $0 == flag || $0.hasPrefix(flag + "=") }) { continue }
+            if own.contains(where: { $0 == flag || $0.hasPrefix(flag + "=") }) { continue }
             switch kind {
             case .option:
                 added += [flag, value]
@@ -68,7 +70,7 @@ public enum EnvironmentArguments {
         var index = 0
         while index < arguments.count {
             let word = arguments[index]
-            if word == "--" { return index + 1 < arguments.count }
+            if word == "--" { return false }  // a wrapped command follows, not a positional argument
             if word.hasPrefix("-") {
                 index += takesValue.contains(word) ? 2 : 1
                 continue

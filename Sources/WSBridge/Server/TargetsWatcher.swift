@@ -47,6 +47,8 @@ public struct TargetsWatcher: Service {
         await watcher.run(
             load: { store.read() },
             apply: { result in
+                // The watcher read them while they were stable: this is how they look.
+                store.markSeen(FileWatcher.snapshot([loader.path]))
                 switch result {
                 case .success(let read): store.apply(read, logger: logger, metrics: metrics)
                 case .failure(let error): store.apply(.failure(TargetsFileError(file: loader.path, line: nil, message: "\(error)")), logger: logger, metrics: metrics)

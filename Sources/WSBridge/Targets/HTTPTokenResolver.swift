@@ -7,7 +7,8 @@ import ServiceLifecycle
 /// websockify's `BaseTokenAPI` and `JSONTokenApi`: GET a URL with the token in place of `%s`; a 2xx body is
 /// `host:port` (BaseTokenAPI) or JSON `{"host": ..., "port": ...}` (JSONTokenApi; `{"host": "h:p"}` works too).
 /// Unlike websockify, the token is percent-encoded (everything but RFC 3986's unreserved characters), each request
-/// has a timeout, and answers are cached (`TokenCache`: TTL, negative TTL, stale answers while the API is down).
+/// has a timeout, and answers may be cached (`TokenCache`: TTL, negative TTL, stale answers while the API is down;
+/// none by default: every lookup asks, as websockify does).
 /// A 4xx answer (or a 2xx body that names no backend) is an unknown token; no answer, a timeout or a 5xx is
 /// "unavailable" (503). Bodies above 64 KiB are refused.
 ///

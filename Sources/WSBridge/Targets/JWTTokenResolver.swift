@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import JWTKit
 import Logging
@@ -33,12 +34,36 @@ public final class JWTTokenResolver: TokenResolver, Service {
         }
     }
 
-    /// One verification key: the algorithms it may verify, its `kid` (nil matches any), and the collection.
+    /// One verification key: the algorithms it may verify, its `kid` (nil matches any), and what verifies.
     struct Key: Sendable {
         var algorithms: Set<String>
         var kid: String?
-        var collection: JWTKeyCollection
+        var verifier: Verifier
         var file: String
+        /// Said loudly at every load (a secret shorter than RFC 7518 wants).
+        var warning: String?
+
+        init(algorithms: Set<String>, kid: String?, collection: JWTKeyCollection, file: String) {
+            self.algorithms = algorithms
+            self.kid = kid
+            self.verifier = .collection(collection)
+            self.file = file
+        }
+
+        init(shortSecret secret: Data, algorithm: String, file: String, warning: String?) {
+            self.algorithms = [algorithm]
+            self.kid = nil
+            self.verifier = .shortHMAC(SymmetricKey(data: secret))
+            self.file = file
+            self.warning = warning
+        }
+    }
+
+    enum Verifier: Sendable {
+        /// jwt-kit: every algorithm, and HMAC with a secret at least as long as its hash.
+        case collection(JWTKeyCollection)
+        /// HMAC with a secret shorter than its hash, which jwt-kit refuses (an assertion) and websockify accepts.
+        case shortHMAC(SymmetricKey)
     }
 
     public let path: String
@@ -67,7 +92,9 @@ public final class JWTTokenResolver: TokenResolver, Service {
         self.targets = targets
         self.logger = logger
         self.now = now
-        self.keys = NIOLockedValueBox(try await Self.loadKeys(path))
+        let keys = try await Self.loadKeys(path)
+        for warning in Self.warnings(keys) { logger.warning("\(warning)") }
+        self.keys = NIOLockedValueBox(keys)
     }
 
     public var keyCount: Int { self.keys.withLockedValue { $0.count } }
@@ -92,10 +119,15 @@ public final class JWTTokenResolver: TokenResolver, Service {
         guard !candidates.isEmpty else { return .invalid("invalid token: no key for alg \(alg)") }
         var claims: Claims?
         for key in candidates {
-            if let verified = try? await key.collection.verify(token, as: Claims.self, iteratingKeys: true) {
-                claims = verified
-                break
+            switch key.verifier {
+            case .collection(let collection):
+                claims = try? await collection.verify(token, as: Claims.self, iteratingKeys: true)
+            case .shortHMAC(let secret):
+                if Self.hmacIsValid(token, alg: alg, secret: secret) {
+                    claims = try? await JWTKeyCollection().unverified(token, as: Claims.self)
+                }
             }
+            if claims != nil { break }
         }
         guard let claims else { return .invalid("invalid token: bad signature") }
         let now = self.now()
@@ -238,22 +270,47 @@ public final class JWTTokenResolver: TokenResolver, Service {
                 message: "refused as an HMAC secret: this looks like \(what); anyone holding the public key could sign tokens with it. Give an asymmetric key as PEM (-----BEGIN PUBLIC KEY-----) or a JWK"
             )
         }
-        // RFC 7518 §3.2: an HMAC key at least as long as the hash output (jwt-kit enforces it too).
-        guard secret.count >= 32 else {
-            throw TargetsFileError(
-                file: file,
-                line: nil,
-                message: "HMAC secret of \(secret.count) bytes: at least 32 are needed (RFC 7518 3.2)"
-            )
-        }
+        // RFC 7518 §3.2 wants an HMAC key at least as long as the hash output; jwt-kit enforces it. websockify
+        // (jwcrypto) accepts any length, and deployments have short secrets (websockify's own test key is one):
+        // refusing them would break the switch, so they load with a loud warning and are verified here.
+        let warning = secret.count < 32
+            ? "\(file): HMAC secret of \(secret.count) bytes, shorter than the 32 that RFC 7518 3.2 requires for HS256: tokens signed with it are easier to forge; use a random secret of at least 32 bytes (64 for HS512)"
+            : nil
         var keys: [Key] = []
-        for (name, digest, size) in [("HS256", DigestAlgorithm.sha256, 32), ("HS384", .sha384, 48), ("HS512", .sha512, 64)]
-        where secret.count >= size {
-            let collection = JWTKeyCollection()
-            await collection.add(hmac: HMACKey(from: secret), digestAlgorithm: digest)
-            keys.append(Key(algorithms: [name], kid: nil, collection: collection, file: file))
+        for (name, digest, size) in [("HS256", DigestAlgorithm.sha256, 32), ("HS384", .sha384, 48), ("HS512", .sha512, 64)] {
+            if secret.count >= size {
+                let collection = JWTKeyCollection()
+                await collection.add(hmac: HMACKey(from: secret), digestAlgorithm: digest)
+                keys.append(Key(algorithms: [name], kid: nil, collection: collection, file: file))
+            } else {
+                // HS384/HS512 with a secret shorter than their hash: accepted by websockify too.
+                keys.append(Key(shortSecret: secret, algorithm: name, file: file, warning: warning))
+            }
         }
         return keys
+    }
+
+    /// Whether `token`'s signature is the HMAC of its first two parts under `secret` (compared in constant time).
+    static func hmacIsValid(_ token: String, alg: String, secret: SymmetricKey) -> Bool {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, let signature = Self.base64URLDecode(String(parts[2])) else { return false }
+        let signed = Data("\(parts[0]).\(parts[1])".utf8)
+        switch alg {
+        case "HS256": return HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: signed, using: secret)
+        case "HS384": return HMAC<SHA384>.isValidAuthenticationCode(signature, authenticating: signed, using: secret)
+        case "HS512": return HMAC<SHA512>.isValidAuthenticationCode(signature, authenticating: signed, using: secret)
+        default: return false
+        }
+    }
+
+    /// The warnings of `keys`, once each (a short secret is three keys, one per algorithm).
+    static func warnings(_ keys: [Key]) -> [String] {
+        var seen: Set<String> = []
+        var warnings: [String] = []
+        for case let warning? in keys.map(\.warning) where seen.insert(warning).inserted {
+            warnings.append(warning)
+        }
+        return warnings
     }
 
     static let allAlgorithms: Set<String> = [
@@ -302,6 +359,7 @@ public final class JWTTokenResolver: TokenResolver, Service {
                 case .success(let keys):
                     self.keys.withLockedValue { $0 = keys }
                     self.logger.info("JWT keys reloaded", metadata: ["keys": "\(keys.count)", "source": "\(path)"])
+                    for warning in Self.warnings(keys) { self.logger.warning("\(warning)") }
                 case .failure(let error):
                     self.logger.error("\(error) (previous JWT keys stay in force)")
                 }

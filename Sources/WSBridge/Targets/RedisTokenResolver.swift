@@ -2,10 +2,11 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 
-/// websockify's `TokenRedis`, for many instances: GET `namespace:token` through a small connection pool, answers
-/// cached (`TokenCache`), and a subscription to `revokeChannel` whose messages (a token each) drop that token from
-/// the cache and close its live sessions (1008 `token revoked`) through `onRevoke`. Tokens that expire in Redis
-/// (`EXPIRE`) stop resolving once their cached answer is older than the TTL. When Redis cannot be reached,
+/// websockify's `TokenRedis`, for many instances: GET `namespace:token` through a small connection pool at every
+/// lookup (as websockify does; answers are cached only when `cache` says so), and a subscription to
+/// `revokeChannel` whose messages (a token each) drop that token from the cache and close its live sessions (1008
+/// `token revoked`) through `onRevoke`. A key deleted or expired in Redis is refused at the next connection (with a
+/// cache, once its cached answer is older than the TTL). When Redis cannot be reached,
 /// lookups answer `.unavailable` (503), or the last found backend when it is at most `staleFor` old.
 ///
 /// A `Service`: `run` keeps the subscription until graceful shutdown.

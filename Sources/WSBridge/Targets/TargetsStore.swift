@@ -8,6 +8,9 @@ import NIOConcurrencyHelpers
 public final class TargetsStore: Sendable {
     private let snapshot: NIOLockedValueBox<TargetTable>
     private let observers = NIOLockedValueBox<[@Sendable (TargetTable) -> Void]>([])
+    /// The files as they were when the table in force was read (nil for a fixed table): an unknown token re-reads
+    /// them only when they no longer look like this (`TargetsRereader`).
+    private let seen = NIOLockedValueBox<FileWatcher.Snapshot?>(nil)
     public let loader: TargetsLoader?
 
     /// A fixed table (single-target mode, tests).
@@ -18,11 +21,22 @@ public final class TargetsStore: Sendable {
 
     /// Loads `loader`'s files now; throws `TargetsFileError` when they are invalid.
     public init(loader: TargetsLoader) throws {
+        // Looked at before the read: a change during it makes the next look differ, and read again.
+        let seen = FileWatcher.snapshot([loader.path])
         self.snapshot = NIOLockedValueBox(try loader.load())
+        self.seen.withLockedValue { $0 = seen }
         self.loader = loader
     }
 
     public var current: TargetTable { self.snapshot.withLockedValue { $0 } }
+
+    /// How the files looked when the table in force was read.
+    var filesSeen: FileWatcher.Snapshot? { self.seen.withLockedValue { $0 } }
+
+    /// Records how the files looked when the table about to be applied was read.
+    func markSeen(_ snapshot: FileWatcher.Snapshot) {
+        self.seen.withLockedValue { $0 = snapshot }
+    }
 
     /// Logs what the load in force read past (skipped lines, tokens defined again, a missing file) and sets
     /// `wsbridge_targets_warnings`; for the first load, whose store had no logger yet.

@@ -2,7 +2,9 @@ import NIOConcurrencyHelpers
 import NIOCore
 
 /// Answers of a token service, kept for a short time: found backends for `ttl`, "no such token" for
-/// `negativeTTL`, and found backends up to `staleFor` as a fallback while the service is unreachable. At most
+/// `negativeTTL`, and found backends up to `staleFor` as a fallback while the service is unreachable. All three
+/// default to zero: every lookup asks the service, as websockify does, so a deleted key is refused at the next
+/// connection. At most
 /// `capacity` tokens are held; beyond it expired entries are purged, then everything if needed. `now` is a
 /// parameter so that tests need no clock.
 public final class TokenCache: Sendable {
@@ -11,7 +13,7 @@ public final class TokenCache: Sendable {
         public var negativeTTL: TimeAmount
         public var staleFor: TimeAmount
         public var capacity: Int
-        public init(ttl: TimeAmount = .seconds(5), negativeTTL: TimeAmount = .seconds(1), staleFor: TimeAmount = .zero, capacity: Int = 100_000) {
+        public init(ttl: TimeAmount = .zero, negativeTTL: TimeAmount = .zero, staleFor: TimeAmount = .zero, capacity: Int = 100_000) {
             self.ttl = ttl
             self.negativeTTL = negativeTTL
             self.staleFor = staleFor
