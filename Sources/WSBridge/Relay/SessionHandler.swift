@@ -38,6 +38,8 @@ final class SessionHandler: ChannelDuplexHandler {
     private var recorder: SessionRecorder?
     private var startedAt = NIODeadline.now()
     private var context: ChannelHandlerContext?
+    /// The session's event loop (both channels'): its timers outlive the client pipeline while the partner closes.
+    private var eventLoop: EventLoop?
     private var timers = [Scheduled<Void>?](repeating: nil, count: SessionStateMachine.Timer.allCases.count)
     /// Events that arrived while the actions of an earlier one were carried out.
     private var queued: [SessionStateMachine.Event] = []
@@ -85,6 +87,7 @@ final class SessionHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.eventLoop = context.eventLoop
         self.startedAt = context.eventLoop.now
         self.targetMetrics.opened.increment()
         self.targetMetrics.active.increment()
@@ -117,8 +120,9 @@ final class SessionHandler: ChannelDuplexHandler {
         self.partner?.attach(self)
     }
 
+    /// The client pipeline is gone; the partner's close deadline still runs until the session finishes (the partner
+    /// keeps this handler alive until then).
     func handlerRemoved(context: ChannelHandlerContext) {
-        self.cancelTimers()
         self.context = nil
     }
 
@@ -192,7 +196,7 @@ final class SessionHandler: ChannelDuplexHandler {
         defer { self.handling = false }
         var next: SessionStateMachine.Event? = event
         while let event = next {
-            let now = self.context?.eventLoop.now ?? .now()
+            let now = self.eventLoop?.now ?? .now()
             for action in self.machine.handle(event, now: now) { self.run(action) }
             next = self.queued.isEmpty ? nil : self.queued.removeFirst()
         }
@@ -239,7 +243,7 @@ final class SessionHandler: ChannelDuplexHandler {
         case .readPartner:
             self.partner?.read()
         case .schedule(let timer, let deadline):
-            guard let eventLoop = self.context?.eventLoop else { return }
+            guard let eventLoop = self.eventLoop else { return }
             self.timers[timer.rawValue]?.cancel()
             self.timers[timer.rawValue] = eventLoop.scheduleTask(deadline: deadline) { [weak self] in
                 self?.timers[timer.rawValue] = nil
@@ -265,7 +269,7 @@ final class SessionHandler: ChannelDuplexHandler {
         self.cancelTimers()
         self.partner?.detach()
         self.partner = nil
-        let elapsed = (self.context?.eventLoop.now ?? .now()) - self.startedAt
+        let elapsed = (self.eventLoop?.now ?? .now()) - self.startedAt
         self.targetMetrics.active.decrement()
         self.recorder?.finish()
         self.recorder = nil
