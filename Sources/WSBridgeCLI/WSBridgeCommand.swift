@@ -144,7 +144,7 @@ struct WSBridgeCommand: AsyncParsableCommand {
     @Option(name: .customLong("close-timeout"), help: ArgumentHelp("Seconds allowed for each closing step (peer's Close, flushing to a backend, backend EOF).", valueName: "S"))
     var closeTimeout: Double = 5
 
-    @Option(name: .customLong("stall-timeout"), help: ArgumentHelp("Close an HTTP answer (static file, health, metrics, refusal) that made no progress for S seconds: the client does not read.", valueName: "S"))
+    @Option(name: .customLong("stall-timeout"), help: ArgumentHelp("Close an HTTP answer (static file, health, metrics) that made no progress for S seconds: the client does not read.", valueName: "S"))
     var stallTimeout: Double = 15
 
     @Option(name: .customLong("shutdown-timeout"), help: ArgumentHelp("Seconds live sessions get after Close 1001 on SIGTERM/SIGINT.", valueName: "S"))

@@ -461,7 +461,8 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
             guard let self, let context = self.context else { return }
             self.closeNow(context: context)
         }
-        answer.write(to: context, method: method, stallTimeout: self.server.configuration.stallTimeout, wrap: self.wrapOutboundOut)
+        // `answerWriteTimeout` bounds the whole write: no stall deadline on top.
+        answer.write(to: context, method: method, stallTimeout: nil, wrap: self.wrapOutboundOut)
     }
 
     /// Closes the socket without a TLS close_notify exchange, which a peer that does not answer would stretch.

@@ -43,6 +43,8 @@ final class SessionHandler: ChannelDuplexHandler {
     private var timers = [Scheduled<Void>?](repeating: nil, count: SessionStateMachine.Timer.allCases.count)
     /// Events that arrived while the actions of an earlier one were carried out.
     private var queued: [SessionStateMachine.Event] = []
+    /// The actions of the event being handled; one array for the session's life.
+    private var actions: [SessionStateMachine.Action] = []
     private var handling = false
 
     /// - Parameter partner: the backend connection or echo target; a failure is reported to the page as Close 1014.
@@ -197,7 +199,9 @@ final class SessionHandler: ChannelDuplexHandler {
         var next: SessionStateMachine.Event? = event
         while let event = next {
             let now = self.eventLoop?.now ?? .now()
-            for action in self.machine.handle(event, now: now) { self.run(action) }
+            self.machine.handle(event, now: now, into: &self.actions)
+            for action in self.actions { self.run(action) }
+            self.actions.removeAll(keepingCapacity: true)
             next = self.queued.isEmpty ? nil : self.queued.removeFirst()
         }
     }

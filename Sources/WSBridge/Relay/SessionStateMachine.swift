@@ -199,8 +199,16 @@ struct SessionStateMachine {
         self.partner == .open || self.partner == .inputClosed
     }
 
+    /// The actions for `event`, as a new array (tests).
     mutating func handle(_ event: Event, now: NIODeadline) -> [Action] {
         var actions: [Action] = []
+        self.handle(event, now: now, into: &actions)
+        return actions
+    }
+
+    /// Appends the actions for `event` to `actions`: the driver reuses one array, so that relaying a frame
+    /// allocates none.
+    mutating func handle(_ event: Event, now: NIODeadline, into actions: inout [Action]) {
         switch event {
         case .start(let failure, let clientWritable, let partnerWritable, let writesToClient):
             self.partnerWritesToClient = writesToClient
@@ -311,7 +319,6 @@ struct SessionStateMachine {
             self.sendClose(CloseCode.goingAway.rawValue, reason: "server shutting down", thenClose: false, now: now, &actions)
         }
         self.releaseReads(now: now, &actions)
-        return actions
     }
 
     // MARK: events
@@ -323,7 +330,7 @@ struct SessionStateMachine {
         now: NIODeadline,
         _ actions: inout [Action]
     ) {
-        guard self.client == .idle else { return Self.illegal("the session started twice", &actions) }
+        guard self.client == .idle else { return Self.illegal("the session started twice") }
         self.client = .open
         self.clientWritable = clientWritable
         self.partnerWritable = partnerWritable
@@ -511,12 +518,7 @@ struct SessionStateMachine {
         actions.append(.finished(Summary(close: close, bytesUp: self.bytesUp, bytesDown: self.bytesDown)))
     }
 
-    private static func illegal(_ what: String) -> [Action] {
-        assertionFailure("SessionStateMachine: \(what)")
-        return []
-    }
-
-    private static func illegal(_ what: String, _ actions: inout [Action]) {
+    private static func illegal(_ what: String) {
         assertionFailure("SessionStateMachine: \(what)")
     }
 }

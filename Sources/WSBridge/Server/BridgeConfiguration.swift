@@ -38,7 +38,7 @@ public struct BridgeConfiguration: Sendable {
     public var maxFrameSize: UInt64
     /// Bound for each closing step (peer's Close, flushing to a backend, backend EOF after a half-close).
     public var closeTimeout: TimeAmount
-    /// An HTTP answer (static file, health, metrics, refusal) whose bytes stop moving for this long is closed: the
+    /// An HTTP answer (static file, health, metrics) whose bytes stop moving for this long is closed: the
     /// client does not read (`StallWatch`). Not a total time: slow downloads that keep moving finish.
     public var stallTimeout: TimeAmount = .seconds(15)
     /// How long live sessions get after Close 1001 on shutdown.

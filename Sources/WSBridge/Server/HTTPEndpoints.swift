@@ -24,15 +24,16 @@ struct HTTPAnswer: Sendable {
         self.init(rejection.status, rejection.reason, headers: rejection.headers)
     }
 
-    /// Writes the answer (no body for HEAD) and closes the connection; a client that stops reading it is closed
-    /// after `stallTimeout` without progress (`StallWatch`).
+    /// Writes the answer (no body for HEAD) and closes the connection; with `stallTimeout`, a client that stops
+    /// reading it is closed after that long without progress (`StallWatch`). Without one the caller bounds the
+    /// write itself (a refusal's total write deadline).
     func write(
         to context: ChannelHandlerContext,
         method: HTTPMethod,
-        stallTimeout: TimeAmount,
+        stallTimeout: TimeAmount?,
         wrap: @escaping (HTTPServerResponsePart) -> NIOAny
     ) {
-        StallWatch.start(on: context.channel, timeout: stallTimeout)
+        if let stallTimeout { StallWatch.start(on: context.channel, timeout: stallTimeout) }
         var headers = HTTPHeaders(self.headers)
         headers.add(name: "Content-Type", value: self.contentType)
         if self.status != .notModified {
