@@ -4,7 +4,8 @@
 - a live client whose reads the bridge itself holds back (a slow backend) is not closed as a dead peer;
 - an HTTP answer (a large static file) to a client that stops reading is closed after the stall deadline, while a
   slow reader that keeps reading gets the whole file;
-- half a request to the metrics listener is closed at the handshake deadline;
+- half a request to the metrics listener is closed at the handshake deadline, and that listener holds at most
+  128 connections at once (one over the cap is closed at once);
 - password hashing has a bounded queue: beyond it, 503 with Retry-After, at once.
 
 docs/behaviour.md, "Session bounds".
@@ -208,6 +209,51 @@ def test_half_a_request_to_the_metrics_listener_is_closed_at_the_deadline(bridge
         for s in socks:
             s.close()
     assert wait_fds_at_most(b, baseline_fds + FD_SLACK, timeout=MARGIN) <= baseline_fds + FD_SLACK
+
+
+# docs/behaviour.md, "Health and metrics": the metrics listener's connection cap.
+METRICS_MAX_CONNECTIONS = 128
+
+
+def test_the_metrics_listener_holds_a_bounded_number_of_connections(bridge_factory, backends):
+    echo = backends.echo()
+    # A long head deadline: only the cap can free the bridge from these connections during the test.
+    b = bridge_factory("--metrics-listen", "127.0.0.1:0", "--handshake-timeout", "120", target=echo.addr)
+    port = metrics_port(b)
+    baseline_fds = fd_count(b)
+    attempts = 3 * METRICS_MAX_CONNECTIONS
+    socks, refused = [], 0
+    try:
+        for _ in range(attempts):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"GET /metrics HTTP/1.1\r\n")  # never finished
+            socks.append(s)
+        # The connections over the cap are closed as soon as they are accepted: wait for their EOFs.
+        must_refuse = attempts - METRICS_MAX_CONNECTIONS - FD_SLACK
+        waiting = list(socks)
+        deadline = time.monotonic() + MARGIN
+        while refused < must_refuse and waiting and time.monotonic() < deadline:
+            readable, _, _ = select.select(waiting, [], [], deadline - time.monotonic())
+            for s in readable:
+                waiting.remove(s)
+                try:
+                    closed = not s.recv(65536)
+                except (ConnectionResetError, BrokenPipeError):
+                    closed = True
+                refused += closed
+        held = fd_count(b) - baseline_fds
+        print(f"\nmetrics listener: {attempts} half requests, {refused} closed at once, {held} descriptors held")
+        assert held <= METRICS_MAX_CONNECTIONS + FD_SLACK, f"{held} descriptors held for {attempts} connections"
+        assert refused >= attempts - METRICS_MAX_CONNECTIONS - FD_SLACK, f"only {refused} connections refused"
+    finally:
+        for s in socks:
+            s.close()
+    # Once the peer lets go, the listener serves again.
+    assert wait_fds_at_most(b, baseline_fds + FD_SLACK, timeout=MARGIN) <= baseline_fds + FD_SLACK
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = read_http_response(s, timeout=10)
+    assert answer.status == 200 and answer.body == b"ok\n", (answer.status, answer.body)
 
 
 def test_password_hashing_has_a_bounded_queue(bridge_factory, backends, tmp_path):

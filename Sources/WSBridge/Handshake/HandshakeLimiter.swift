@@ -1,8 +1,8 @@
 import NIOConcurrencyHelpers
 
-/// Caps on connections still in their handshake (accepted, no 101 yet): across the server (`--max-handshakes`)
-/// and per client address (`--max-handshakes-per-ip`). A connection over a cap is closed at once, before any
-/// byte of it is read.
+/// Caps on connections in a phase. The bridge counts connections still in their handshake (accepted, no 101
+/// yet) across the server (`--max-handshakes`) and per client address (`--max-handshakes-per-ip`); the metrics
+/// listener counts all its connections. A connection over a cap is closed at once, before any byte of it is read.
 ///
 /// One lock guards both counts, taken once when a connection is accepted (or when its PROXY header names the
 /// client) and once when its handshake ends.

@@ -19,6 +19,13 @@ public final class MetricsServer: Service, Sendable {
     /// Time from accept to the request head (then the socket is closed), and the answer's stall deadline.
     private let headTimeout: TimeAmount
     private let stallTimeout: TimeAmount
+    /// Connections open at once (each lives at most `headTimeout` plus the answer's stall deadline); one over the
+    /// cap is closed as soon as it is accepted, before any byte of it is read.
+    private let connections: HandshakeLimiter
+
+    /// The default of `maxConnections`: scrapers and probes use one connection per request, so this is far
+    /// above what monitoring needs and still a small bound on descriptors.
+    public static let defaultMaxConnections = 128
 
     public init(
         host: String,
@@ -30,11 +37,13 @@ public final class MetricsServer: Service, Sendable {
         optional: Bool = false,
         headTimeout: TimeAmount = .seconds(10),
         stallTimeout: TimeAmount = .seconds(15),
+        maxConnections: Int = MetricsServer.defaultMaxConnections,
         onServerRunning: (@Sendable (SocketAddress) -> Void)? = nil
     ) {
         self.optional = optional
         self.headTimeout = headTimeout
         self.stallTimeout = stallTimeout
+        self.connections = HandshakeLimiter(limits: .init(total: max(1, maxConnections), perClient: nil))
         self.host = host
         self.port = port
         self.endpoints = HTTPEndpoints(readiness: readiness, metrics: metrics)
@@ -74,10 +83,13 @@ public final class MetricsServer: Service, Sendable {
     private func bind(_ endpoints: HTTPEndpoints) async throws -> Channel {
         let headTimeout = self.headTimeout
         let stallTimeout = self.stallTimeout
+        let connections = self.connections
         return try await ServerBootstrap(group: self.group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    guard let slot = connections.acquire(client: nil) else { throw ConnectionCapReached() }
+                    channel.closeFuture.whenComplete { _ in connections.release(slot) }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(
                         EndpointsHandler(endpoints: endpoints, headTimeout: headTimeout, stallTimeout: stallTimeout)
@@ -86,4 +98,10 @@ public final class MetricsServer: Service, Sendable {
             }
             .bind(host: self.host, port: self.port).get()
     }
+
+    /// Refuses a connection over `maxConnections` (the bootstrap closes the child channel).
+    struct ConnectionCapReached: Error {}
+
+    /// Connections open on this listener now (for tests).
+    var openConnections: Int { self.connections.inProgress }
 }
