@@ -51,6 +51,9 @@ let package = Package(
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                // The command line's declarations (BridgeOptions) live in the library, so that tests build a
+                // Configuration from a command line as the executable does.
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // crypt(3) from the system's libcrypt (libxcrypt): bcrypt, SHA-256/512-crypt and yescrypt password hashes

@@ -19,10 +19,10 @@ struct CheckCommand: ParsableCommand {
     func run() throws {
         var format = TargetsLoader.Format.targetsFiles
         if let plugin = self.tokenPlugin {
-            guard let known = WSBridgeCommand.plugin(named: plugin) else {
+            guard let known = BridgeOptions.fileFormat(ofTokenPlugin: plugin) else {
                 throw ValidationError("--token-plugin \(plugin) is not supported")
             }
-            format = known.format
+            format = known
         }
         let (table, errors) = TargetsLoader(path: self.path, format: format).check()
         guard let table, errors.isEmpty else {

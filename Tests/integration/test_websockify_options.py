@@ -148,13 +148,25 @@ def test_log_file_is_reopened_on_sighup_for_logrotate(bridge_factory, backends, 
     echo = backends.echo()
     log = tmp_path / "wsbridge.log"
     b = bridge_factory("--log-file", log, "--metrics-listen", "off", target=echo.addr)
-    assert "listening on" in log.read_text()
+    # Each line goes to stderr first, then to the file: seeing it on stderr does not mean the file has it yet.
+    assert file_gets(log, "listening on"), log.read_text()
     rotated = tmp_path / "wsbridge.log.1"
     os.rename(log, rotated)
     b.signal(signal.SIGHUP)
     assert b.stderr.wait_for("SIGHUP: log file reopened", 10), b.log()
-    assert "log file reopened" in log.read_text()
+    assert file_gets(log, "log file reopened"), log.read_text() if log.exists() else "no new log file"
     assert "log file reopened" not in rotated.read_text()
+
+
+def file_gets(path, text: str, timeout: float = 10.0) -> bool:
+    """Whether ``text`` appears in the file at ``path`` within ``timeout`` (the bridge writes it a moment after
+    its stderr line)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return True
+        time.sleep(0.01)
+    return False
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["rfc5424", "legacy"])

@@ -1,0 +1,331 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import UnixSignals
+
+/// The composition root: turns a `Configuration` into the running services (the bridge server, the metrics
+/// listener, the token service, the watchers of targets, certificates, credentials and the log file, a wrapped
+/// program) and runs them in one `ServiceGroup` until SIGTERM/SIGINT or the server's own lifetime ends it. The
+/// executable, tests and fuzzers all build the bridge this way.
+public struct BridgeApplication: Sendable {
+    /// Why the application could not start: a file that cannot be used, with the file's own message
+    /// (`FILE:LINE: reason` for targets files).
+    public struct StartupError: Error, CustomStringConvertible {
+        private enum Code { case targets, tls, authentication, staticFiles, tokenService, pidFile }
+        private let code: Code
+        public let description: String
+
+        private init(_ code: Code, _ error: any Error) {
+            self.code = code
+            self.description = "\(error)"
+        }
+
+        private init(_ code: Code, message: String) {
+            self.code = code
+            self.description = message
+        }
+
+        static func targets(_ error: any Error) -> Self { .init(.targets, error) }
+        static func tls(_ error: any Error) -> Self { .init(.tls, error) }
+        static func authentication(_ error: any Error) -> Self { .init(.authentication, error) }
+        static func staticFiles(_ error: any Error) -> Self { .init(.staticFiles, error) }
+        static func tokenService(_ error: any Error) -> Self { .init(.tokenService, error) }
+        static func pidFile(_ message: String) -> Self { .init(.pidFile, message: message) }
+    }
+
+    public let configuration: Configuration
+    private let logger: Logger
+    private let logFile: LogFile?
+    private let onServerRunning: (@Sendable (SocketAddress) -> Void)?
+
+    /// - Parameters:
+    ///   - logFile: the `--log-file` of `bootstrapLogging`, reopened on SIGHUP.
+    ///   - onServerRunning: called with the bound address once the main listener is bound.
+    public init(
+        configuration: Configuration,
+        logger: Logger = Logger(label: "wsbridge"),
+        logFile: LogFile? = nil,
+        onServerRunning: (@Sendable (SocketAddress) -> Void)? = nil
+    ) {
+        self.configuration = configuration
+        self.logger = logger
+        self.logFile = logFile
+        self.onServerRunning = onServerRunning
+    }
+
+    /// Runs the bridge until it is shut down. Returns the process's exit status: 0, or a wrapped program's own
+    /// status (`--wrap-mode exit`). Throws `StartupError` when a file cannot be used at start.
+    public func run() async throws -> Int32 {
+        let configuration = self.configuration
+        let logger = self.logger
+        for notice in configuration.notices { logger.log(level: notice.level, "\(notice.message)") }
+        if let pidFile = configuration.pidFile, !Daemon.isDaemon, let error = Daemon.writePidFile(pidFile, pid: getpid()) {
+            throw StartupError.pidFile(error)
+        }
+        let store = try Self.targetsStore(configuration)
+        let server = try self.serverConfiguration()
+        let tlsStore = server.tls
+        // SIGHUP is trapped before anything listens (a reload request right after start must not kill us); each
+        // reloading service has a subscription of its own (each sequence gets every signal).
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        let tlsHangups: UnixSignalsSequence? = tlsStore == nil ? nil : await UnixSignalsSequence(trapping: .sighup)
+        var credentialsHangups: UnixSignalsSequence?
+        if case .file = configuration.authentication { credentialsHangups = await UnixSignalsSequence(trapping: .sighup) }
+        let logFileHangups: UnixSignalsSequence? = self.logFile == nil ? nil : await UnixSignalsSequence(trapping: .sighup)
+        if store.current.origins == nil {
+            logger.warning("no --origin allow-list: WebSocket connections from any web page are accepted")
+        }
+        tlsStore?.logCurrent(logger: logger)
+        if let raised = ResourceLimits.raiseOpenFilesToHardLimit() {
+            logger.debug("open files limit", metadata: ["limit": "\(raised)"])
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads ?? System.coreCount)
+        let metrics = BridgeMetrics()
+        store.reportWarnings(logger: logger, metrics: metrics)
+        let tokenService: (any TokenResolver & Service)?
+        do {
+            tokenService = try await self.tokenService(store: store, group: group)
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        let onServerRunning = self.onServerRunning
+        let bridge = BridgeServer(
+            configuration: server,
+            targets: store,
+            group: group,
+            logger: logger,
+            metrics: metrics,
+            resolver: tokenService,
+            onServerRunning: { address in
+                // The daemon listens: the original process, which relayed the start-up lines, returns.
+                if Daemon.isDaemon { Daemon.detachStandardError() }
+                onServerRunning?(address)
+            }
+        )
+        if let redis = tokenService as? RedisTokenResolver {
+            redis.onRevoke { [weak bridge] token in bridge?.revokeSessions(token: token) }
+        }
+        // Shutdown runs in reverse order: the bridge drains while the metrics listener still answers /readyz, and
+        // a wrapped program is stopped after the bridge.
+        var services: [any Service] = []
+        if let address = configuration.metrics.listen {
+            services.append(
+                MetricsServer(
+                    host: address.host ?? "::",
+                    port: address.port,
+                    metrics: metrics,
+                    readiness: bridge.readiness,
+                    group: group,
+                    logger: logger,
+                    optional: configuration.metrics.optional,
+                    headTimeout: configuration.timeouts.handshake,
+                    stallTimeout: configuration.timeouts.stall
+                )
+            )
+        }
+        if let tokenService { services.append(tokenService) }
+        let wrapped = configuration.wrap.map { WrappedCommand(command: $0.command, mode: $0.mode, logger: logger) }
+        if let wrapped { services.append(wrapped) }
+        services.append(bridge)
+        // ReadOnlyTokenFile reads once: no watcher (SIGHUP stays trapped, and does nothing).
+        var readOnly = false
+        if case .targetsFiles(_, _, reloads: false) = configuration.routing { readOnly = true }
+        if store.loader != nil, !readOnly {
+            services.append(TargetsWatcher(store: store, logger: logger, metrics: metrics, hangups: hangups))
+        }
+        if let tlsStore {
+            services.append(ServerTLSWatcher(store: tlsStore, logger: logger, hangups: tlsHangups))
+        }
+        if let logFile = self.logFile, let logFileHangups {
+            services.append(LogFileReopener(file: logFile, logger: logger, hangups: logFileHangups))
+        }
+        if case .file(let path) = configuration.authentication, let authenticator = server.authenticator {
+            services.append(CredentialsWatcher(path: path, authenticator: authenticator, logger: logger, hangups: credentialsHangups))
+        }
+        let serviceGroup = ServiceGroup(
+            configuration: .init(
+                services: services.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        do {
+            try await serviceGroup.run()
+            withExtendedLifetime((hangups, tlsHangups, credentialsHangups, logFileHangups)) {}
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        try await group.shutdownGracefully()
+        if let pidFile = configuration.pidFile { unlink(pidFile) }
+        // --wrap-mode exit: the bridge ends with the wrapped program's status, as websockify does.
+        return wrapped?.exitStatus ?? 0
+    }
+
+    // MARK: Building the parts
+
+    /// The targets table: loaded from files, empty for token services (they answer per connection), or the one
+    /// target.
+    static func targetsStore(_ configuration: Configuration) throws -> TargetsStore {
+        let origins: OriginAllowList?
+        do {
+            origins = configuration.origins.isEmpty ? nil : try OriginAllowList(configuration.origins)
+        } catch {
+            throw StartupError.targets(error)
+        }
+        let defaultTLS: BackendTLS? = configuration.backendTLS ? BackendTLS() : nil
+        func load(_ path: String, _ format: TargetsLoader.Format) throws -> TargetsStore {
+            var loader = TargetsLoader(path: path, format: format, extraOrigins: configuration.origins)
+            loader.defaultTLS = defaultTLS
+            do { return try TargetsStore(loader: loader) } catch { throw StartupError.targets(error) }
+        }
+        switch configuration.routing {
+        case .targetsFiles(let path, let format, _):
+            return try load(path, format)
+        case .jwt(_, let targets?, _):
+            return try load(targets, .targetsFiles)
+        case .jwt, .redis, .httpAPI:
+            return TargetsStore(fixed: TargetTable(mode: .tokens([:]), origins: origins))
+        case .single(let backend):
+            var target = Target(name: "default", backend: backend)
+            if let defaultTLS, case .tcp = backend {
+                do { target.tls = try defaultTLS.load() } catch { throw StartupError.tls(error) }
+            }
+            return TargetsStore(fixed: TargetTable(mode: .single(target), origins: origins))
+        }
+    }
+
+    /// The server's settings, with the live objects they need (certificates, credentials, static files, the
+    /// recording counter) built here.
+    func serverConfiguration() throws -> BridgeConfiguration {
+        let configuration = self.configuration
+        let timeouts = configuration.timeouts
+        var server = BridgeConfiguration(
+            requireOrigin: configuration.requireOrigin,
+            handshakeTimeout: timeouts.handshake,
+            connectTimeout: timeouts.connect,
+            idleTimeout: timeouts.sessionIdle,
+            pingInterval: timeouts.pingInterval,
+            pongTimeout: timeouts.pong,
+            maxFrameSize: configuration.limits.maxFrameSize,
+            closeTimeout: timeouts.close,
+            shutdownTimeout: timeouts.shutdown,
+            writeBufferWaterMark: configuration.buffers.writeBufferWaterMark,
+            readBufferSize: configuration.buffers.readBuffer,
+            maxReadsPerCycle: configuration.buffers.readsPerCycle,
+            limits: configuration.limits.sessions,
+            metricsOnMainPort: configuration.metrics.onMainPort
+        )
+        switch configuration.listener {
+        case .tcp(let host, let port):
+            server.host = host
+            server.port = port
+        case .unix(let path, let mode):
+            server.unixListenPath = path
+            server.unixListenMode = mode
+        case .inherited(let descriptor):
+            server.inheritedListener = descriptor
+        }
+        server.preferIPv6 = configuration.preferIPv6
+        server.stallTimeout = timeouts.stall
+        server.tcpUserTimeout = timeouts.tcpUser
+        server.maxHandshakes = configuration.limits.handshakes
+        server.maxHandshakesPerClient = configuration.limits.handshakesPerClient
+        server.lifetime = configuration.lifetime
+        server.tokenSources = configuration.tokens.sources
+        server.unknownTokenRereadInterval = configuration.tokens.rereadInterval
+        server.proxyProtocol = configuration.proxyProtocol
+        do {
+            server.trustedProxies = try TrustedProxies(configuration.trustedProxies, header: configuration.trustedProxyHeader)
+        } catch {
+            throw StartupError.authentication(error)
+        }
+        if let web = configuration.web {
+            do {
+                server.staticFiles = try StaticFiles(root: web.root, listDirectories: web.listDirectories)
+            } catch {
+                throw StartupError.staticFiles(error)
+            }
+            server.staticFilesUseAccessRules = web.useAccessRules
+        }
+        if let recording = configuration.recording {
+            server.recording = RecordingPolicy(prefix: recording.prefix, limit: recording.limit)
+            self.logger.warning("recording every session to \(recording.prefix).N: recordings contain everything typed")
+        }
+        if let tls = configuration.tls {
+            if tls.isDefaultCertificate {
+                self.logger.info("TLS with \(BridgeOptions.defaultCertificate) from the working directory (websockify's default --cert)")
+            }
+            do { server.tls = try ServerTLSStore(settings: tls.settings) } catch { throw StartupError.tls(error) }
+        }
+        do {
+            switch configuration.authentication {
+            case .none:
+                break
+            case .password(let user, let password):
+                server.authenticator = BasicAuthenticator(users: try BasicAuthenticator.parseSource("\(user):\(password)"))
+            case .file(let path):
+                server.authenticator = BasicAuthenticator(users: try BasicAuthenticator.loadFile(path))
+            case .clientCertificateNames(let names):
+                server.clientCertNames = names
+            }
+        } catch {
+            throw StartupError.authentication(error)
+        }
+        return server
+    }
+
+    /// The token service of the routing, when it has one (Redis, JWT, an HTTP API).
+    private func tokenService(store: TargetsStore, group: EventLoopGroup) async throws -> (any TokenResolver & Service)? {
+        let configuration = self.configuration
+        let logger = self.logger
+        switch configuration.routing {
+        case .single, .targetsFiles:
+            return nil
+        case .jwt(let keys, _, let options):
+            let jwt: JWTTokenResolver
+            do {
+                jwt = try await JWTTokenResolver(
+                    path: keys,
+                    options: options,
+                    targets: store,
+                    logger: logger,
+                    hangups: await UnixSignalsSequence(trapping: .sighup)
+                )
+            } catch {
+                throw StartupError.tokenService(error)
+            }
+            logger.info("signed tokens (JWS)", metadata: ["keys": "\(jwt.keyCount)", "source": "\(keys)"])
+            return jwt
+        case .redis(let source, let revokeChannel, let timeout):
+            logger.info(
+                "tokens from redis",
+                metadata: [
+                    "redis": "\(source.endpoint.host):\(source.endpoint.port)", "db": "\(source.endpoint.database)",
+                    "namespace": "\(source.namespace)", "revoke_channel": "\(revokeChannel ?? "off")",
+                ]
+            )
+            return RedisTokenResolver(
+                source: source,
+                revokeChannel: revokeChannel,
+                cache: configuration.tokens.cache,
+                timeout: timeout,
+                group: group,
+                logger: logger
+            )
+        case .httpAPI(let url, let format, let timeout):
+            logger.info("tokens from an HTTP API", metadata: ["url": "\(url)"])
+            return HTTPTokenResolver(
+                urlTemplate: url,
+                format: format,
+                cache: configuration.tokens.cache,
+                timeout: timeout,
+                group: group,
+                logger: logger
+            )
+        }
+    }
+}
