@@ -131,11 +131,32 @@ final class SessionHandler: ChannelDuplexHandler {
     // MARK: client events
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.handle(.clientFrame(self.unwrapInboundIn(data)))
+        let event = self.unwrapInboundIn(data)
+        guard !self.handling else { return self.queued.append(.clientFrame(event)) }
+        switch event {
+        case .data(let buffer):
+            guard self.machine.clientPayload(buffer.readableBytes, now: context.eventLoop.now) else { return }
+            self.hotPath { self.forwardToPartner(.payload(buffer)) }
+        case .dataFrame(let header):
+            guard self.machine.clientFrameStart(now: context.eventLoop.now) else { return }
+            self.hotPath { self.partner?.write(.frameStart(header)) }
+        case .ping, .pong, .close:
+            self.handle(.clientFrame(event))
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        self.handle(.clientReadComplete)
+        if self.handling {
+            self.queued.append(.clientReadComplete)
+        } else {
+            let flush = self.machine.clientReadComplete()
+            if flush.partner || flush.client {
+                self.hotPath {
+                    if flush.partner { self.partner?.flush() }
+                    if flush.client { self.context?.flush() }
+                }
+            }
+        }
         context.fireChannelReadComplete()
     }
 
@@ -171,14 +192,27 @@ final class SessionHandler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        self.handle(.clientReadRequested)
+        guard !self.handling else { return self.queued.append(.clientReadRequested) }
+        if self.machine.clientReadRequested() { context.read() }
     }
 
     // MARK: partner events
 
-    func partnerRead(_ frame: WebSocketFrame) { self.handle(.partnerData(frame)) }
-    func partnerReadComplete() { self.handle(.partnerReadComplete) }
-    func partnerWantsRead() { self.handle(.partnerReadRequested) }
+    func partnerRead(_ frame: WebSocketFrame) {
+        guard !self.handling else { return self.queued.append(.partnerData(frame)) }
+        guard self.machine.partnerData(frame.data.readableBytes, now: self.eventLoop?.now ?? .now()) else { return }
+        self.hotPath { self.forwardToClient(frame) }
+    }
+
+    func partnerReadComplete() {
+        guard !self.handling else { return self.queued.append(.partnerReadComplete) }
+        if self.machine.partnerReadComplete() { self.hotPath { self.context?.flush() } }
+    }
+
+    func partnerWantsRead() {
+        guard !self.handling else { return self.queued.append(.partnerReadRequested) }
+        if self.machine.partnerReadRequested() { self.partner?.read() }
+    }
     func partnerWritabilityChanged(_ writable: Bool) { self.handle(.partnerWritability(writable)) }
     func partnerInputClosed() { self.handle(.partnerInputClosed) }
     func partnerInactive() { self.handle(.partnerInactive) }
@@ -189,6 +223,29 @@ final class SessionHandler: ChannelDuplexHandler {
 
     // MARK: driving the machine
 
+    /// The relay's hot path: the machine decided on its own (`clientPayload`, `partnerData`, …) and `body` carries
+    /// out that one step. Events it causes (writability, errors) wait for its end, as during `handle`.
+    private func hotPath(_ body: () -> Void) {
+        self.handling = true
+        body()
+        self.handling = false
+        if !self.queued.isEmpty { self.handle(self.queued.removeFirst()) }
+    }
+
+    private func forwardToPartner(_ data: RelayData) {
+        if case .payload(let buffer) = data {
+            self.targetMetrics.bytesUp.increment(by: buffer.readableBytes)
+            self.recorder?.fromClient(buffer)
+        }
+        self.partner?.write(data)
+    }
+
+    private func forwardToClient(_ frame: WebSocketFrame) {
+        self.targetMetrics.bytesDown.increment(by: frame.data.readableBytes)
+        self.recorder?.toClient(frame.data)
+        self.context?.write(self.wrapOutboundOut(frame), promise: nil)
+    }
+
     private func handle(_ event: SessionStateMachine.Event) {
         guard !self.handling else {
             self.queued.append(event)
@@ -196,12 +253,17 @@ final class SessionHandler: ChannelDuplexHandler {
         }
         self.handling = true
         defer { self.handling = false }
+        // The array is taken out of the handler while it is used: a local, uniquely referenced buffer is appended
+        // to and emptied in place (no copy, no allocation, no exclusivity check per access).
+        var actions: [SessionStateMachine.Action] = []
+        swap(&actions, &self.actions)
+        defer { swap(&actions, &self.actions) }
         var next: SessionStateMachine.Event? = event
         while let event = next {
             let now = self.eventLoop?.now ?? .now()
-            self.machine.handle(event, now: now, into: &self.actions)
-            for action in self.actions { self.run(action) }
-            self.actions.removeAll(keepingCapacity: true)
+            self.machine.handle(event, now: now, into: &actions)
+            for index in actions.indices { self.run(actions[index]) }
+            actions.removeAll(keepingCapacity: true)
             next = self.queued.isEmpty ? nil : self.queued.removeFirst()
         }
     }
@@ -209,15 +271,9 @@ final class SessionHandler: ChannelDuplexHandler {
     private func run(_ action: SessionStateMachine.Action) {
         switch action {
         case .forwardToPartner(let data):
-            if case .payload(let buffer) = data {
-                self.targetMetrics.bytesUp.increment(by: buffer.readableBytes)
-                self.recorder?.fromClient(buffer)
-            }
-            self.partner?.write(data)
+            self.forwardToPartner(data)
         case .forwardToClient(let frame):
-            self.targetMetrics.bytesDown.increment(by: frame.data.readableBytes)
-            self.recorder?.toClient(frame.data)
-            self.context?.write(self.wrapOutboundOut(frame), promise: nil)
+            self.forwardToClient(frame)
         case .writeToClient(let frame):
             self.context?.write(self.wrapOutboundOut(frame), promise: nil)
         case .flushClient:

@@ -216,17 +216,11 @@ struct SessionStateMachine {
         case .clientFrame(let frame):
             self.clientFrame(frame, now: now, &actions)
         case .clientReadComplete:
-            if self.partnerNeedsFlush {
-                self.partnerNeedsFlush = false
-                actions.append(.flushPartner)
-            }
-            self.flushClientIfNeeded(&actions)
+            let flush = self.clientReadComplete()
+            if flush.partner { actions.append(.flushPartner) }
+            if flush.client { actions.append(.flushClient) }
         case .clientReadRequested:
-            if self.holdsClient {
-                self.clientReadHeld = true
-            } else {
-                actions.append(.readClient)
-            }
+            if self.clientReadRequested() { actions.append(.readClient) }
         case .clientWritability(let writable):
             self.clientWritable = writable
             if writable, self.client == .open, let payload = self.pendingPong {
@@ -264,20 +258,11 @@ struct SessionStateMachine {
             self.releaseReads(now: now, &actions)
             self.finishIfDone(&actions)
         case .partnerData(let frame):
-            // After our Close the client takes no more data: the partner is read only to see its end.
-            guard self.client == .open else { break }
-            self.bytesDown += UInt64(frame.data.readableBytes)
-            self.lastData = now
-            actions.append(.forwardToClient(frame))
-            self.clientNeedsFlush = true
+            if self.partnerData(frame.data.readableBytes, now: now) { actions.append(.forwardToClient(frame)) }
         case .partnerReadComplete:
-            self.flushClientIfNeeded(&actions)
+            if self.partnerReadComplete() { actions.append(.flushClient) }
         case .partnerReadRequested:
-            if self.holdsPartner {
-                self.partnerReadHeld = true
-            } else {
-                actions.append(.readPartner)
-            }
+            if self.partnerReadRequested() { actions.append(.readPartner) }
         case .partnerWritability(let writable):
             self.partnerWritable = writable
         case .partnerInputClosed:
@@ -359,11 +344,9 @@ struct SessionStateMachine {
         }
         switch frame {
         case .dataFrame(let header):
-            self.forward(.frameStart(header), &actions)
+            if self.clientFrameStart(now: now) { actions.append(.forwardToPartner(.frameStart(header))) }
         case .data(let buffer):
-            self.bytesUp += UInt64(buffer.readableBytes)
-            self.lastData = now
-            self.forward(.payload(buffer), &actions)
+            if self.clientPayload(buffer.readableBytes, now: now) { actions.append(.forwardToPartner(.payload(buffer))) }
         case .ping(let payload):
             guard self.client == .open else { return }
             if self.clientWritable {
@@ -388,11 +371,71 @@ struct SessionStateMachine {
         }
     }
 
-    private mutating func forward(_ data: RelayData, _ actions: inout [Action]) {
-        // Once the partner takes no more data (its output shut, or gone), client data is dropped.
-        guard self.partnerTakesData else { return }
-        actions.append(.forwardToPartner(data))
+    // MARK: The relay's hot path
+    //
+    // The events of every relayed message, decided here without an actions array: the driver calls these directly
+    // when it is not carrying out other actions, and `handle` calls the same functions, so each has one decision.
+
+    /// A client data frame starts: true when its header goes to the partner.
+    mutating func clientFrameStart(now: NIODeadline) -> Bool {
+        self.lastReceived = now
+        guard self.client == .open || self.client == .closeSent else { return false }
+        return self.forwardsToPartner()
+    }
+
+    /// Client payload of `count` bytes: true when it goes to the partner.
+    mutating func clientPayload(_ count: Int, now: NIODeadline) -> Bool {
+        self.lastReceived = now
+        guard self.client == .open || self.client == .closeSent else { return false }
+        self.bytesUp += UInt64(count)
+        self.lastData = now
+        return self.forwardsToPartner()
+    }
+
+    /// Once the partner takes no more data (its output shut, or gone), client data is dropped.
+    private mutating func forwardsToPartner() -> Bool {
+        guard self.partnerTakesData else { return false }
         self.partnerNeedsFlush = true
+        return true
+    }
+
+    /// The partner read `count` bytes: true when they go to the client. After our Close the client takes no more
+    /// data: the partner is read only to see its end.
+    mutating func partnerData(_ count: Int, now: NIODeadline) -> Bool {
+        guard self.client == .open else { return false }
+        self.bytesDown += UInt64(count)
+        self.lastData = now
+        self.clientNeedsFlush = true
+        return true
+    }
+
+    /// The client's pipeline asks for a read: true when it may read now; false holds it until the partner can take
+    /// more.
+    mutating func clientReadRequested() -> Bool {
+        guard self.holdsClient else { return true }
+        self.clientReadHeld = true
+        return false
+    }
+
+    /// The partner asks for a read: true when it may read now; false holds it until the client can take more.
+    mutating func partnerReadRequested() -> Bool {
+        guard self.holdsPartner else { return true }
+        self.partnerReadHeld = true
+        return false
+    }
+
+    /// The end of a client read cycle: which legs have data written and not yet flushed.
+    mutating func clientReadComplete() -> (partner: Bool, client: Bool) {
+        let flush = (partner: self.partnerNeedsFlush, client: self.clientNeedsFlush)
+        self.partnerNeedsFlush = false
+        self.clientNeedsFlush = false
+        return flush
+    }
+
+    /// The end of a partner read cycle: true when the client has data to flush.
+    mutating func partnerReadComplete() -> Bool {
+        defer { self.clientNeedsFlush = false }
+        return self.clientNeedsFlush
     }
 
     private mutating func timerFired(_ timer: Timer, now: NIODeadline, _ actions: inout [Action]) {
