@@ -48,6 +48,7 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 "CCrypt",
+                "CBoringSSLCiphers",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -59,6 +60,9 @@ let package = Package(
         // crypt(3) from the system's libcrypt (libxcrypt): bcrypt, SHA-256/512-crypt and yescrypt password hashes
         // for the credentials file, without a crypto library of our own.
         .systemLibrary(name: "CCrypt", path: "Sources/CCrypt"),
+        // Declarations of BoringSSL functions that NIOSSL links in (Sources/CBoringSSLCiphers/ciphers.h): checking
+        // --ssl-ciphers, which NIOSSL cannot do without stopping the process.
+        .systemLibrary(name: "CBoringSSLCiphers", path: "Sources/CBoringSSLCiphers"),
         .executableTarget(
             name: "WSBridgeCLI",
             dependencies: [

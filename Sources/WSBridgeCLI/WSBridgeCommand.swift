@@ -58,10 +58,12 @@ struct WSBridgeCommand: AsyncParsableCommand {
                 own = Array(own[..<terminator])
             }
             let environment = ProcessInfo.processInfo.environment
+            // The option list is derived from the declarations at its first use: only when a variable may add to it.
+            let fromEnvironment = environment.keys.contains { $0.hasPrefix("WSBRIDGE_") && $0 != Daemon.childVariable }
             let merged = try EnvironmentArguments.merge(
                 arguments: own,
                 environment: environment,
-                options: BridgeOptions.environmentOptions
+                options: fromEnvironment ? BridgeOptions.environmentOptions : []
             )
             let command = try Self.parse(merged)
             configuration = try command.options.configuration(.init(environment: environment, wrapCommand: wrapCommand))

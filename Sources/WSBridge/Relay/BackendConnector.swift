@@ -40,9 +40,7 @@ public struct BackendConnectError: Error, Sendable, Equatable {
     static func classify(_ error: Error) -> BackendConnectError {
         let detail = "\(error)"
         if let tlsError = error as? BackendTLSHandshakeError {
-            let verification = ["CERTIFICATE_VERIFY_FAILED", "failedToValidateHostname", "serverHostnameImpossibleToMatch", "unableToValidateCertificate"]
-            let kind: Kind = verification.contains(where: tlsError.detail.contains) ? .tlsVerification : .tlsHandshake
-            return .init(kind: kind, detail: tlsError.detail)
+            return .init(kind: tlsError.certificateNotTrusted ? .tlsVerification : .tlsHandshake, detail: tlsError.detail)
         }
         // ChannelError.connectTimeout carries the timeout, so it is matched by case: comparing it with
         // `.connectTimeout(.zero)` or looking for "connectTimeout" in its description ("Connect timeout (1 s)")
@@ -66,7 +64,6 @@ public struct BackendConnectError: Error, Sendable, Equatable {
             if inner.isEmpty { return .init(kind: .unresolvable, detail: detail) }
             return .init(kind: .unreachable, detail: detail)
         }
-        if detail.contains("connectTimeout") { return .init(kind: .timeout, detail: detail) }
         if Self.errno(of: error) == ECONNREFUSED || Self.errno(of: error) == ENOENT {
             return .init(kind: .refused, detail: detail)
         }
@@ -99,8 +96,42 @@ struct BackendRequest: Sendable {
 
 /// A TLS handshake with a backend that did not complete.
 struct BackendTLSHandshakeError: Error, CustomStringConvertible {
+    /// The backend's certificate failed verification (its chain, or its name), as opposed to any other failure.
+    var certificateNotTrusted = false
     var detail: String
     var description: String { self.detail }
+
+    /// Tells a certificate that is not trusted from other failures by the error's type and by what the
+    /// certificate verification itself reported (`verificationFailed`), never by message text: BoringSSL's error
+    /// codes are not public in NIOSSL.
+    init(_ error: Error, verificationFailed: Bool) {
+        var notTrusted = verificationFailed
+        if let extra = error as? NIOSSLExtraError,
+            extra == .failedToValidateHostname || extra == .serverHostnameImpossibleToMatch
+        {
+            notTrusted = true
+        }
+        if let sslError = error as? NIOSSLError, case .unableToValidateCertificate = sslError { notTrusted = true }
+        self.certificateNotTrusted = notTrusted
+        self.detail = "\(error)"
+    }
+
+    init(detail: String) {
+        self.detail = detail
+    }
+}
+
+/// What the certificate verification of one backend handshake reported; written and read on the channel's event
+/// loop only (during the handshake, by `NIOSSLClientHandler`'s verification callback, then by the handshake handler).
+final class BackendTLSVerification: @unchecked Sendable {
+    private(set) var failed = false
+
+    /// NIOSSL's verification callback: BoringSSL's own verdict for each certificate, passed through unchanged
+    /// and noted.
+    func note(_ result: NIOSSLVerificationResult) -> NIOSSLVerificationResult {
+        if result == .failed { self.failed = true }
+        return result
+    }
 }
 
 /// Opens backend connections on a given event loop (the client channel's), each with a `BackendHandler` whose reads
@@ -110,6 +141,22 @@ struct BackendConnector: Sendable {
 
     /// Real sockets: TCP (with TCP_NODELAY) or Unix, half-closure allowed, the session's water marks; TLS when the
     /// target asks for it (the handshake completes before the connection counts as made).
+    /// The TLS client handler of a backend connection, with BoringSSL's own verification noted in `verification`.
+    static func tlsClientHandler(
+        context: NIOSSLContext,
+        serverHostname: String?,
+        verification: BackendTLSVerification
+    ) throws -> NIOSSLClientHandler {
+        // NIOSSL's only way to see the default verification's verdict is its verification callback, deprecated in
+        // favour of callbacks that replace the verification; it is called through a protocol so that this file
+        // builds without a warning.
+        try (NotingVerification.self as any TLSClientHandlerMaking.Type).make(
+            context: context,
+            serverHostname: serverHostname,
+            verification: verification
+        )
+    }
+
     static func sockets(
         connectTimeout: TimeAmount,
         writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark,
@@ -136,10 +183,13 @@ struct BackendConnector: Sendable {
                             return
                         }
                         guard let context = tls.context else { throw BackendTLSHandshakeError(detail: "TLS context not loaded") }
-                        try sync.addHandler(NIOSSLClientHandler(context: context, serverHostname: tls.serverHostname(for: host)))
+                        let verification = BackendTLSVerification()
+                        try sync.addHandler(
+                            Self.tlsClientHandler(context: context, serverHostname: tls.serverHostname(for: host), verification: verification)
+                        )
                         // The BackendHandler (which holds reads) joins once the handshake is done: the handshake
                         // needs reads.
-                        try sync.addHandler(BackendTLSHandshakeHandler(promise: handshake))
+                        try sync.addHandler(BackendTLSHandshakeHandler(promise: handshake, verification: verification))
                     }
                 }
             let connected: EventLoopFuture<Channel>
@@ -185,9 +235,11 @@ final class BackendTLSHandshakeHandler: ChannelInboundHandler, RemovableChannelH
     typealias InboundOut = ByteBuffer
 
     private var promise: EventLoopPromise<Void>?
+    private let verification: BackendTLSVerification
 
-    init(promise: EventLoopPromise<Void>) {
+    init(promise: EventLoopPromise<Void>, verification: BackendTLSVerification) {
         self.promise = promise
+        self.verification = verification
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -206,7 +258,7 @@ final class BackendTLSHandshakeHandler: ChannelInboundHandler, RemovableChannelH
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         if let promise = self.promise {
             self.promise = nil
-            promise.fail(BackendTLSHandshakeError(detail: "\(error)"))
+            promise.fail(BackendTLSHandshakeError(error, verificationFailed: self.verification.failed))
             context.close(promise: nil)
             return
         }
@@ -219,5 +271,16 @@ final class BackendTLSHandshakeHandler: ChannelInboundHandler, RemovableChannelH
             promise.fail(BackendTLSHandshakeError(detail: "connection closed during the TLS handshake"))
         }
         context.fireChannelInactive()
+    }
+}
+
+private protocol TLSClientHandlerMaking {
+    static func make(context: NIOSSLContext, serverHostname: String?, verification: BackendTLSVerification) throws -> NIOSSLClientHandler
+}
+
+private enum NotingVerification: TLSClientHandlerMaking {
+    @available(*, deprecated)
+    static func make(context: NIOSSLContext, serverHostname: String?, verification: BackendTLSVerification) throws -> NIOSSLClientHandler {
+        try NIOSSLClientHandler(context: context, serverHostname: serverHostname, verificationCallback: { result, _ in verification.note(result) })
     }
 }

@@ -64,7 +64,7 @@ public struct BridgeConfiguration: Sendable {
     public var limits: AdmissionLimiter.Limits
     /// Files served for plain GET/HEAD requests (`--web DIR`); nil serves none.
     public var staticFiles: StaticFiles?
-    /// Apply the origin rules (and, once they exist, authentication) to static files too (`--web-auth`).
+    /// Apply the origin rules and authentication to static files too (`--web-auth`).
     public var staticFilesUseAccessRules = false
     /// Record every session in websockify's format (`--record PREFIX`); nil records nothing.
     public var recording: RecordingPolicy?

@@ -14,7 +14,7 @@ public final class BridgeServer: Service, Sendable {
     public let configuration: BridgeConfiguration
     public let targets: TargetsStore
     private let group: EventLoopGroup
-    private let logger: Logger
+    let logger: Logger
     let onServerRunning: (@Sendable (SocketAddress) -> Void)?
     let connector: BackendConnector
     /// Counters, gauges and histograms of this server.
@@ -25,10 +25,10 @@ public final class BridgeServer: Service, Sendable {
     public let limiter: AdmissionLimiter
     /// Caps on connections still in their handshake.
     let handshakeLimiter: HandshakeLimiter
-    private let clients = ChannelRegistry()
+    let clients = ChannelRegistry()
     /// Live sessions with the token and target they were admitted with, for revocation on reload.
-    private let sessions = NIOLockedValueBox<[ObjectIdentifier: (token: String, target: Target, channel: Channel, resolved: Bool)]>([:])
-    private let backends = ChannelRegistry()
+    let sessions = NIOLockedValueBox<[ObjectIdentifier: (token: String, target: Target, channel: Channel, resolved: Bool)]>([:])
+    let backends = ChannelRegistry()
     /// Asked for tokens the targets table does not know (Redis, …); nil when tokens come from files only.
     public let resolver: (any TokenResolver)?
     /// Re-reads changed targets files for an unknown token; nil for a fixed table or when turned off.
@@ -269,7 +269,7 @@ public final class BridgeServer: Service, Sendable {
                 }
             }
         if let descriptor = self.configuration.inheritedListener {
-            return try await bootstrap.withBoundSocket(descriptor: descriptor).get()
+            return try await bootstrap.withBoundSocket(descriptor).get()
         }
         if let path = self.configuration.unixListenPath {
             let channel = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
@@ -303,189 +303,6 @@ public final class BridgeServer: Service, Sendable {
         defer { freeaddrinfo(result) }
         guard let address = info.pointee.ai_addr else { return nil }
         return address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { SocketAddress($0.pointee, host: host) }
-    }
-
-    /// Refuses a connection over the handshake caps (the child channel is closed by the bootstrap).
-    struct HandshakeCapReached: Error {}
-
-    /// Sets up an accepted connection's pipeline (internal for in-memory tests): the PROXY decoder and the TLS
-    /// detector where configured, then the handshake owner behind the HTTP encoder of its answers.
-    func initializeConnection(_ channel: Channel) throws {
-        let peerKey = self.configuration.proxyProtocol ? nil : Self.clientKey(channel.remoteAddress)
-        guard let slot = self.handshakeLimiter.acquire(client: peerKey) else {
-            self.metrics.rejected(.handshakeLimit)
-            throw HandshakeCapReached()
-        }
-        do {
-            try self.setUpConnection(channel, slot: slot)
-        } catch {
-            self.handshakeLimiter.release(slot)
-            throw error
-        }
-    }
-
-    private func setUpConnection(_ channel: Channel, slot: HandshakeLimiter.Slot) throws {
-        self.clients.add(channel)
-        if channel.remoteAddress?.ipAddress != nil, let options = channel.syncOptions {
-            // websockify's default keepalive, and a bound on unacknowledged data (dead peers, both legs).
-            try? options.setOption(.socketOption(.so_keepalive), value: 1)
-            try? options.setOption(BridgeConfiguration.tcpUserTimeoutOption, value: self.configuration.tcpUserTimeoutMilliseconds)
-        }
-        var logger = self.logger
-        logger[metadataKey: "client"] = "\(Self.describe(channel.remoteAddress))"
-        let metrics = self.metrics
-        let policy = UpgradePolicy(
-            requireOrigin: self.configuration.requireOrigin,
-            tokenSources: self.configuration.tokenSources,
-            clientCertNames: self.configuration.clientCertNames
-        )
-        let sync = channel.pipeline.syncOperations
-        if self.configuration.proxyProtocol {
-            // Addresses in PROXY headers are only believed from the load balancers in --trusted-proxy; other peers
-            // may only send LOCAL headers (the readiness probe does), which keep their own address.
-            let trusted = self.configuration.trustedProxies
-            let peerIP = channel.remoteAddress.flatMap { $0.ipAddress.map(Self.unmapped) }
-            let peerTrusted = trusted.isEmpty || (peerIP.map(trusted.contains) ?? false)
-            try sync.addHandler(
-                ProxyProtocolDecoder(
-                    onHeader: { header in
-                        if !peerTrusted, header.addresses != .unknown {
-                            logger.info("connection refused: PROXY protocol peer is not a trusted proxy")
-                            metrics.rejected(.proxyProtocol)
-                            return false
-                        }
-                        return true
-                    },
-                    onInvalid: { reason in
-                        logger.info("connection refused: invalid PROXY protocol header", metadata: ["reason": "\(reason)"])
-                        metrics.rejected(.proxyProtocol)
-                    }
-                )
-            )
-        }
-        if let tls = self.configuration.tls {
-            try sync.addHandler(
-                TLSDetector(
-                    store: tls,
-                    onRefused: {
-                        logger.debug("plain connection refused: TLS only")
-                        metrics.rejected(.tlsRequired)
-                    },
-                    allowPlain: { [readiness = self.readiness] buffer in readiness.isSelfCheck(buffer) }
-                )
-            )
-        }
-        let endpoints = HTTPEndpoints(
-            readiness: self.readiness,
-            metrics: self.configuration.metricsOnMainPort ? self.metrics : nil,
-            staticFiles: self.configuration.staticFiles,
-            staticFilesAccess: self.staticFilesAccess(policy: policy),
-            tokenSources: policy.tokenSources
-        )
-        let encoder = HTTPResponseEncoder()
-        try sync.addHandler(encoder)
-        try sync.addHandler(
-            HandshakeHandler(server: self, policy: policy, endpoints: endpoints, encoder: encoder, slot: slot, logger: logger)
-        )
-    }
-
-    /// The `--web-auth` rules for static files, or nil when files are served to everyone.
-    private func staticFilesAccess(
-        policy: UpgradePolicy
-    ) -> (@Sendable (HTTPRequestHead, EventLoop) -> EventLoopFuture<HTTPRejection?>)? {
-        guard self.configuration.staticFilesUseAccessRules else { return nil }
-        let targets = self.targets
-        let authenticator = self.configuration.authenticator
-        return { head, eventLoop in
-            if let refusal = policy.checkOrigin(head, allowed: targets.current.origins) {
-                return eventLoop.makeSucceededFuture(refusal)
-            }
-            guard let authenticator else { return eventLoop.makeSucceededFuture(nil) }
-            return authenticator.check(head.headers, on: eventLoop).map { result in
-                switch result {
-                case .authenticated: return nil
-                case .missing: return UpgradePolicy.unauthorized("authentication required")
-                case .invalid: return UpgradePolicy.unauthorized("invalid credentials")
-                case .busy: return UpgradePolicy.authenticationBusy
-                }
-            }
-        }
-    }
-
-    /// Adds an admitted connection to the revocation registry (from the admission decision on, before the 101).
-    func registerSession(channel: Channel, token: String, target: Target, resolved: Bool) {
-        let id = ObjectIdentifier(channel)
-        let sessions = self.sessions
-        sessions.withLockedValue { $0[id] = (token, target, channel, resolved) }
-        channel.closeFuture.whenComplete { _ in sessions.withLockedValue { _ = $0.removeValue(forKey: id) } }
-    }
-
-    /// Connects the backend of an admitted connection on its event loop; a failure is a value (reported to the
-    /// page after the 101 as Close 1014).
-    func connectBackend(
-        _ target: Target,
-        client: ClientEndpoint?,
-        on eventLoop: EventLoop
-    ) -> EventLoopFuture<Result<BackendHandler, BackendConnectError>> {
-        let backends = self.backends
-        let started = NIODeadline.now()
-        let targetMetrics = self.metrics.target(target.metricLabel)
-        let metrics = self.metrics
-        let request = BackendRequest(
-            address: target.backend,
-            tls: target.tls,
-            proxyHeader: target.proxyProtocol.map { version in
-                ProxyHeader.forConnection(
-                    version: version,
-                    source: client?.ip.map { ($0, client?.port ?? 0) },
-                    destination: client?.destinationIP.map { ($0, client?.destinationPort ?? 0) }
-                ).encoded()
-            }
-        )
-        return self.connector.connect(request, eventLoop)
-            .map { handler -> Result<BackendHandler, BackendConnectError> in
-                if let backendChannel = handler.channel { backends.add(backendChannel) }
-                targetMetrics.connectLatency.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
-                return .success(handler)
-            }
-            .recover { error in
-                let failure = BackendConnectError.classify(error)
-                metrics.connectFailed(failure.kind)
-                return .failure(failure)
-            }
-    }
-
-    /// The frame decoder and session of an upgraded connection (the handshake owner installs them after its 101).
-    func makeSession(
-        channel: Channel,
-        admission: UpgradePolicy.Admission,
-        backend: Result<BackendHandler, BackendConnectError>?,
-        logger: Logger
-    ) throws -> [ChannelHandler] {
-        if let deadline = admission.target.sessionDeadline {
-            let close = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(max(0, deadline.timeIntervalSinceNow) * 1e9))) {
-                channel.pipeline.fireUserInboundEventTriggered(BridgeRevocationEvent(reason: "token expired"))
-            }
-            channel.closeFuture.whenComplete { _ in close.cancel() }
-        }
-        let echoes = admission.target.backend == .echo
-        let partner: Result<RelayPartner, BackendConnectError>
-        if echoes {
-            partner = .success(EchoPartner())
-        } else {
-            guard let backend else { throw ChannelError.inappropriateOperationForState }
-            partner = backend.map { $0 as RelayPartner }
-        }
-        let session = SessionHandler(
-            configuration: self.configuration,
-            target: admission.target,
-            partner: partner,
-            logger: logger,
-            metrics: self.metrics
-        )
-        // An echo mirrors frames, so its decoder reports their headers; the relay's does not need them.
-        let frameDecoder = FrameDecoderHandler(maxFrameSize: self.configuration.maxFrameSize, reportsDataFrames: echoes)
-        return [frameDecoder, session]
     }
 
     /// An IP address as logged: IPv4-mapped IPv6 as IPv4.
