@@ -17,7 +17,10 @@ RUN swift package resolve
 
 COPY . .
 RUN swift build -c release --static-swift-stdlib --product wsbridge \
+    && scripts/build-rebind \
     && install -D -m 0755 .build/release/wsbridge /out/usr/local/bin/wsbridge \
+    && install -D -m 0644 .build/release/libwsbridge-rebind.so /out/usr/local/lib/wsbridge/libwsbridge-rebind.so \
+    && ln -s wsbridge /out/usr/local/bin/websockify \
     && install -D -m 0755 /usr/libexec/swift/linux/swift-backtrace-static /out/usr/local/libexec/swift-backtrace-static
 
 # ---- runtime: the binary on a slim Debian of the same release (same glibc) ----

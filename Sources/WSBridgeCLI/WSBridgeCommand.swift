@@ -26,7 +26,8 @@ struct WSBridgeCommand: AsyncParsableCommand {
 
             Wrap mode, as websockify's: [SOURCE_ADDR:]SOURCE_PORT -- COMMAND ARGS... starts the program, stops it \
             with the bridge, and relays to the target it serves (--unix-target PATH or TARGET_HOST:TARGET_PORT); \
-            --wrap-mode says what happens when it exits.
+            without a target the program's bind() to SOURCE_PORT is moved to a loopback port where the bridge \
+            relays (libwsbridge-rebind.so, websockify's rebind.so). --wrap-mode says what happens when it exits.
 
             Handshake statuses and close codes: docs/behaviour.md.
             """,

@@ -188,10 +188,16 @@ final class BridgeOptionsTests: XCTestCase {
         XCTAssertEqual(wrapped.wrap?.command, ["Xvnc", ":1"])
         XCTAssertEqual(wrapped.wrap?.mode, .respawn)
         XCTAssertEqual(wrapped.lifetime, .init(stopAfter: .seconds(60), stopWhenIdleFor: .seconds(120), stopAfterFirstSession: true))
-        XCTAssertEqual(
-            self.refusal(["6080"], wrap: ["Xvnc"]),
-            "wrap mode needs the target the program serves: --unix-target PATH or TARGET_HOST:TARGET_PORT (making the program listen where the bridge relays, websockify's rebind.so, is not supported yet)"
-        )
+        // Without a target the program's bind() to SOURCE_PORT is moved to a loopback port (websockify's rebind).
+        let rebound = try self.configuration(["5901"], wrap: ["Xvnc", "-rfbport", "5901"])
+        guard case .wrappedProgram = rebound.routing else { return XCTFail("\(rebound.routing)") }
+        for arguments in [["0"], ["--unix-listen", "/run/ws.sock"]] {
+            XCTAssertEqual(
+                self.refusal(arguments, wrap: ["Xvnc"]),
+                "wrap mode without a target needs a SOURCE_PORT other than 0 (the port the program binds), or --unix-target PATH or TARGET_HOST:TARGET_PORT",
+                "\(arguments)"
+            )
+        }
     }
 
     func testADaemonsPathsBecomeAbsolute() throws {

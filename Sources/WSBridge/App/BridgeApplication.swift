@@ -13,7 +13,7 @@ public struct BridgeApplication: Sendable {
     /// Why the application could not start: a file that cannot be used, with the file's own message
     /// (`FILE:LINE: reason` for targets files).
     public struct StartupError: Error, CustomStringConvertible {
-        private enum Code { case targets, tls, authentication, staticFiles, tokenService, pidFile }
+        private enum Code { case targets, tls, authentication, staticFiles, tokenService, pidFile, wrap }
         private let code: Code
         public let description: String
 
@@ -33,6 +33,7 @@ public struct BridgeApplication: Sendable {
         static func staticFiles(_ error: any Error) -> Self { .init(.staticFiles, error) }
         static func tokenService(_ error: any Error) -> Self { .init(.tokenService, error) }
         static func pidFile(_ message: String) -> Self { .init(.pidFile, message: message) }
+        static func wrap(_ message: String) -> Self { .init(.wrap, message: message) }
     }
 
     public let configuration: Configuration
@@ -64,7 +65,8 @@ public struct BridgeApplication: Sendable {
         if let pidFile = configuration.pidFile, !Daemon.isDaemon, let error = Daemon.writePidFile(pidFile, pid: getpid()) {
             throw StartupError.pidFile(error)
         }
-        let store = try Self.targetsStore(configuration)
+        let rebind = try Self.rebind(configuration)
+        let store = try Self.targetsStore(configuration, rebind: rebind)
         let server = try self.serverConfiguration()
         let tlsStore = server.tls
         // SIGHUP is trapped before anything listens (a reload request right after start must not kill us); each
@@ -127,7 +129,9 @@ public struct BridgeApplication: Sendable {
             )
         }
         if let tokenService { services.append(tokenService) }
-        let wrapped = configuration.wrap.map { WrappedCommand(command: $0.command, mode: $0.mode, logger: logger) }
+        let wrapped = configuration.wrap.map {
+            WrappedCommand(command: $0.command, mode: $0.mode, environment: rebind?.environment ?? [:], logger: logger)
+        }
         if let wrapped { services.append(wrapped) }
         services.append(bridge)
         // ReadOnlyTokenFile reads once: no watcher (SIGHUP stays trapped, and does nothing).
@@ -169,7 +173,7 @@ public struct BridgeApplication: Sendable {
 
     /// The targets table: loaded from files, empty for token services (they answer per connection), or the one
     /// target.
-    static func targetsStore(_ configuration: Configuration) throws -> TargetsStore {
+    static func targetsStore(_ configuration: Configuration, rebind: Rebind? = nil) throws -> TargetsStore {
         let origins: OriginAllowList?
         do {
             origins = configuration.origins.isEmpty ? nil : try OriginAllowList(configuration.origins)
@@ -189,6 +193,10 @@ public struct BridgeApplication: Sendable {
             return try load(targets, .targetsFiles)
         case .jwt, .redis, .httpAPI:
             return TargetsStore(fixed: TargetTable(mode: .tokens([:]), origins: origins))
+        case .wrappedProgram:
+            guard let rebind else { preconditionFailure("wrap mode without a target is set up by rebind(_:)") }
+            let target = Target(name: "default", backend: .tcp(host: "127.0.0.1", port: rebind.port))
+            return TargetsStore(fixed: TargetTable(mode: .single(target), origins: origins))
         case .single(let backend):
             var target = Target(name: "default", backend: backend)
             if let defaultTLS, case .tcp = backend {
@@ -283,7 +291,7 @@ public struct BridgeApplication: Sendable {
         let configuration = self.configuration
         let logger = self.logger
         switch configuration.routing {
-        case .single, .targetsFiles:
+        case .single, .targetsFiles, .wrappedProgram:
             return nil
         case .jwt(let keys, _, let options):
             let jwt: JWTTokenResolver

@@ -137,7 +137,13 @@ extension BridgeOptions {
         }
         guard modes == 1 else {
             if !context.wrapCommand.isEmpty {
-                throw ValidationError("wrap mode needs the target the program serves: --unix-target PATH or TARGET_HOST:TARGET_PORT (making the program listen where the bridge relays, websockify's rebind.so, is not supported yet)")
+                // websockify's rebind: the program's bind() to SOURCE_PORT is moved to a loopback port of ours.
+                guard !self.listensWithoutPort(context), let listen = self.positionalListen(context),
+                    case .success(let address) = ListenAddress.parse(listen), address.port != 0
+                else {
+                    throw ValidationError("wrap mode without a target needs a SOURCE_PORT other than 0 (the port the program binds), or --unix-target PATH or TARGET_HOST:TARGET_PORT")
+                }
+                return .wrappedProgram
             }
             throw ValidationError("no backend: give TARGET_HOST:TARGET_PORT, --targets FILE or --unix-target PATH")
         }

@@ -11,7 +11,7 @@ extension Configuration {
             copy.routing = .jwt(keys: absolute(keys), targets: targets.map(absolute), options: options)
         case .single(.unix(let path)):
             copy.routing = .single(.unix(path: absolute(path)))
-        case .single, .redis, .httpAPI:
+        case .single, .redis, .httpAPI, .wrappedProgram:
             break
         }
         if case .unix(let path, let mode) = copy.listener { copy.listener = .unix(path: absolute(path), mode: mode) }

@@ -35,6 +35,9 @@ public struct Configuration: Sendable {
         case jwt(keys: String, targets: String?, options: JWTTokenResolver.Options)
         /// An HTTP API per connection (websockify's `BaseTokenAPI` and `JSONTokenApi`): `%s` is the token.
         case httpAPI(urlTemplate: String, format: HTTPTokenResolver.Format, timeout: TimeAmount)
+        /// Wrap mode without a target (websockify's rebind): the wrapped program binds the bridge's own port and is
+        /// moved to a free loopback port, where every connection goes.
+        case wrappedProgram
     }
 
     /// Tokens: where requests carry them, how often an unknown one re-reads the files, and the token-service cache.

@@ -26,13 +26,22 @@ public final class WrappedCommand: Service, Sendable {
     public let command: [String]
     public let mode: Mode
     public let stopTimeout: Duration
+    /// Variables added to the program's environment (wrap mode without a target: the preload library's).
+    public let environment: [String: String]
     private let logger: Logger
     private let state = NIOLockedValueBox(State())
 
-    public init(command: [String], mode: Mode, logger: Logger, stopTimeout: Duration = .seconds(5)) {
+    public init(
+        command: [String],
+        mode: Mode,
+        environment: [String: String] = [:],
+        logger: Logger,
+        stopTimeout: Duration = .seconds(5)
+    ) {
         precondition(!command.isEmpty, "a wrapped command needs a program")
         self.command = command
         self.mode = mode
+        self.environment = environment
         self.logger = logger
         self.stopTimeout = stopTimeout
     }
@@ -92,6 +101,9 @@ public final class WrappedCommand: Service, Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.resolve(self.command[0]))
         process.arguments = Array(self.command.dropFirst())
+        if !self.environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(self.environment) { _, ours in ours }
+        }
         process.terminationHandler = { finished in exits.yield(finished.terminationStatus) }
         try process.run()
         self.state.withLockedValue { state in
