@@ -41,7 +41,7 @@ public struct CIDR: Hashable, Sendable, CustomStringConvertible {
     static func parseAddress(_ text: String) -> [UInt8]? {
         var text = Substring(text)
         if let zone = text.firstIndex(of: "%") { text = text[..<zone] }
-        if !text.contains(":") { return Self.parseIPv4(text) }
+        if !text.contains(":" as Character) { return Self.parseIPv4(text) }
         var head: [UInt16] = []
         var tail: [UInt16] = []
         var ipv4Tail: [UInt8] = []
@@ -52,7 +52,7 @@ public struct CIDR: Hashable, Sendable, CustomStringConvertible {
             var result: [UInt16] = []
             let pieces = part.split(separator: ":", omittingEmptySubsequences: false)
             for (index, piece) in pieces.enumerated() {
-                if allowIPv4 && index == pieces.count - 1 && piece.contains(".") {
+                if allowIPv4 && index == pieces.count - 1 && piece.contains("." as Character) {
                     guard let v4 = Self.parseIPv4(piece) else { return nil }
                     ipv4Tail = v4
                     continue

@@ -23,7 +23,7 @@ public struct OriginAllowList: Hashable, Sendable {
                 wildcard = true
                 host.removeFirst(2)
             }
-            if host.contains("*") || host.isEmpty { throw OriginError(entry: entry) }
+            if host.contains("*" as Character) || host.isEmpty { throw OriginError(entry: entry) }
             return Pattern(scheme: parsed.scheme, host: host, port: parsed.port, wildcard: wildcard)
         }
     }
@@ -57,7 +57,7 @@ public struct OriginAllowList: Hashable, Sendable {
         let scheme = String(lower[..<range.lowerBound])
         var rest = String(lower[range.upperBound...])
         if rest.hasSuffix("/") { rest.removeLast() }
-        guard !scheme.isEmpty, !rest.isEmpty, !rest.contains("/") else { return nil }
+        guard !scheme.isEmpty, !rest.isEmpty, !rest.contains("/" as Character) else { return nil }
         var host = rest
         var port: Int?
         if rest.hasPrefix("[") {

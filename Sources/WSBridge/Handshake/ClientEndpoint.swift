@@ -55,7 +55,7 @@ struct ClientEndpoint: Sendable, Equatable {
             .tcp6(let source, let sourcePort, let destination, let destinationPort)?:
             let client = Self.unmapped(source)
             endpoint.peerDescription = endpoint.logDescription
-            endpoint.logDescription = "\(client.contains(":") ? "[\(client)]" : client):\(sourcePort)"
+            endpoint.logDescription = "\(client.contains(":" as Character) ? "[\(client)]" : client):\(sourcePort)"
             endpoint.ip = client
             endpoint.port = Int(sourcePort)
             endpoint.key = client
@@ -93,7 +93,7 @@ struct ClientEndpoint: Sendable, Equatable {
 
     /// An IP address as logged: IPv4-mapped IPv6 as IPv4.
     static func unmapped(_ ip: String) -> String {
-        if ip.hasPrefix("::ffff:"), ip.contains(".") { return String(ip.dropFirst(7)) }
+        if ip.hasPrefix("::ffff:"), ip.contains("." as Character) { return String(ip.dropFirst(7)) }
         return ip
     }
 
@@ -111,6 +111,6 @@ struct ClientEndpoint: Sendable, Equatable {
             return path.isEmpty ? "unix" : "unix:\(path)"
         }
         let shown = Self.unmapped(ip)
-        return shown.contains(":") ? "[\(shown)]:\(port)" : "\(shown):\(port)"
+        return shown.contains(":" as Character) ? "[\(shown)]:\(port)" : "\(shown):\(port)"
     }
 }

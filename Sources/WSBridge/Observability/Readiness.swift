@@ -83,7 +83,7 @@ public final class Readiness: Sendable {
         let deadline = eventLoop.scheduleTask(in: timeout) {
             answer.succeed(.failure(.init("self-check: no upgrade within \(timeout.nanoseconds / 1_000_000) ms")))
         }
-        let host = address.ipAddress.map { $0.contains(":") ? "[\($0)]" : $0 } ?? "localhost"
+        let host = address.ipAddress.map { $0.contains(":" as Character) ? "[\($0)]" : $0 } ?? "localhost"
         let request =
             "GET \(selfCheckPath) HTTP/1.1\r\nHost: \(host)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             + "Sec-WebSocket-Key: d3NicmlkZ2Ugc2VsZmNoZWNrAA==\r\nSec-WebSocket-Version: 13\r\n"

@@ -195,10 +195,16 @@ struct BackendConnector: Sendable {
             let connected: EventLoopFuture<Channel>
             switch request.address {
             case .tcp(let host, let port):
-                connected = bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1)
+                let tcp = bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1)
                     .channelOption(.socketOption(.so_keepalive), value: 1)
                     .channelOption(BridgeConfiguration.tcpUserTimeoutOption, value: tcpUserTimeoutMilliseconds)
-                    .connect(host: host, port: port)
+                // An address literal (most backends: 127.0.0.1:5900, 10.0.0.5:5900) is connected to directly; only a
+                // name goes through the resolver and Happy Eyeballs, which cost more than the rest of the handshake.
+                if let address = try? SocketAddress(ipAddress: host, port: port) {
+                    connected = tcp.connect(to: address)
+                } else {
+                    connected = tcp.connect(host: host, port: port)
+                }
             case .unix(let path):
                 connected = bootstrap.connect(unixDomainSocketPath: path)
             case .echo:

@@ -18,7 +18,7 @@ public struct ListenAddress: Equatable, Sendable {
         case .failure(let error):
             return .failure(error)
         case .success(let parts):
-            if !parts.bracketed && parts.host.contains(":") {
+            if !parts.bracketed && parts.host.contains(":" as Character) {
                 return .failure(.init("write an IPv6 listen address in brackets, as [\(parts.host)]:\(parts.port)"))
             }
             return .success(.init(host: parts.host.isEmpty ? nil : parts.host, port: parts.port))

@@ -45,8 +45,8 @@ public struct StaticFiles: Sendable {
         var segments: [String] = []
         for raw in path.split(separator: "/", omittingEmptySubsequences: true) {
             guard let decoded = UpgradePolicy.percentDecode(String(raw), plusIsSpace: false) else { return nil }
-            if decoded.isEmpty || decoded.hasPrefix(".") || decoded.contains("/") || decoded.contains("\\")
-                || decoded.contains("\0") || decoded.contains("%")
+            if decoded.isEmpty || decoded.hasPrefix(".") || decoded.contains("/" as Character) || decoded.contains("\\")
+                || decoded.contains("\0") || decoded.contains("%" as Character)
             {
                 return nil
             }

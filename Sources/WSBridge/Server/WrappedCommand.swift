@@ -129,7 +129,7 @@ public final class WrappedCommand: Service, Sendable {
 
     /// `name` looked up in `PATH` when it has no slash, as a shell would.
     static func resolve(_ name: String) -> String {
-        guard !name.contains("/") else { return name }
+        guard !name.contains("/" as Character) else { return name }
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
         for directory in path.split(separator: ":") {
             let candidate = "\(directory)/\(name)"

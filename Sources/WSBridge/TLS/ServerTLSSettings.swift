@@ -178,7 +178,7 @@ public struct ServerTLSSettings: Sendable, Equatable {
         let suffix = pattern.dropFirst(1)  // ".example.com"
         guard name.hasSuffix(suffix) else { return false }
         let label = name.dropLast(suffix.count)
-        return !label.isEmpty && !label.contains(".")
+        return !label.isEmpty && !label.contains("." as Character)
     }
 
     private func passphrase() throws -> [UInt8]? {

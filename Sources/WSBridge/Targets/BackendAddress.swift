@@ -47,7 +47,7 @@ public enum BackendAddress: Hashable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .tcp(let host, let port):
-            return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+            return host.contains(":" as Character) ? "[\(host)]:\(port)" : "\(host):\(port)"
         case .unix(let path):
             return "unix:\(path)"
         case .echo:
@@ -64,6 +64,8 @@ public enum BackendAddress: Hashable, Sendable, CustomStringConvertible {
 
 extension StringProtocol {
     func trimmingWhitespace() -> String {
+        // Most values (every header of a browser's request) have nothing to trim: no copy for them.
+        guard let first = self.first, let last = self.last, first.isWhitespace || last.isWhitespace else { return String(self) }
         var slice = Substring(self)
         while let first = slice.first, first.isWhitespace { slice.removeFirst() }
         while let last = slice.last, last.isWhitespace { slice.removeLast() }

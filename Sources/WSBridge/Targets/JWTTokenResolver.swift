@@ -152,7 +152,7 @@ public final class JWTTokenResolver: TokenResolver, Service {
         guard let host = claims.host, let port = claims.port else {
             return .invalid("invalid token: no host/port or target claim")
         }
-        let hostPart = host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
+        let hostPart = host.contains(":" as Character) && !host.hasPrefix("[") ? "[\(host)]" : host
         guard case .success(let backend) = BackendAddress.parseHostPort("\(hostPart):\(port)") else {
             return .invalid("invalid token: bad host/port claims")
         }

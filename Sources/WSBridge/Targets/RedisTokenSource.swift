@@ -89,7 +89,7 @@ public struct RedisTokenSource: Sendable, Equatable {
             else { return nil }
             if let port = object["port"] {
                 let portText = (port as? String) ?? (port as? NSNumber).map { "\($0.intValue)" } ?? ""
-                let hostPart = host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
+                let hostPart = host.contains(":" as Character) && !host.hasPrefix("[") ? "[\(host)]" : host
                 return try? BackendAddress.parseHostPort("\(hostPart):\(portText)").get()
             }
             return try? BackendAddress.parseHostPort(host).get()

@@ -11,11 +11,11 @@ public enum WebsockifyPluginName {
 
     /// The bare class name for `name`, or nil when `name` is a dotted name outside websockify's module.
     public static func builtIn(_ name: String, kind: Kind) -> String? {
-        guard name.contains(".") else { return name }
+        guard name.contains("." as Character) else { return name }
         let prefix = kind.rawValue + "."
         guard name.hasPrefix(prefix) else { return nil }
         let base = String(name.dropFirst(prefix.count))
-        return base.isEmpty || base.contains(".") ? nil : base
+        return base.isEmpty || base.contains("." as Character) ? nil : base
     }
 
     /// Why a name is refused, for the command line's error message; nil when it is acceptable as a name (it may
