@@ -52,6 +52,11 @@ final class TLSLoopbackTests: XCTestCase {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-tls-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
+    }
+
+    /// The CA and the server certificate, made by each test first: an error here fails that test (thrown from
+    /// `setUp`, corelibs XCTest would report the test as skipped as well as failed).
+    func makeCertificates() throws {
         try self.openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"])
         try self.openssl([
             "req", "-x509", "-new", "-key", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=loopback CA",
@@ -127,6 +132,7 @@ final class TLSLoopbackTests: XCTestCase {
     }
 
     func testWSSAndWSOnOnePortByteExact() async throws {
+        try self.makeCertificates()
         let echo = try await self.echoServer(tls: false)
         let target = Target(name: "echo", backend: .tcp(host: "127.0.0.1", port: echo.localAddress!.port!))
         let group = self.group!
@@ -157,6 +163,7 @@ final class TLSLoopbackTests: XCTestCase {
     }
 
     func testBackendTLSWithItsOwnCAAndAnUntrustedOne() async throws {
+        try self.makeCertificates()
         let echo = try await self.echoServer(tls: true)
         let port = echo.localAddress!.port!
         let trusted = Target(
