@@ -391,3 +391,66 @@ def test_bad_backend_tls_settings_name_the_line(wsbridge_bin, backends, tmp_path
     targets.write_text(f"targets:\n  a:\n    backend: {echo.addr}\n    tls: {{ sni: x }}\n")
     r = run_bridge(wsbridge_bin, "--targets", str(targets), "127.0.0.1:0")
     assert r.returncode == 1 and f"{targets}:4:".encode() in r.stderr and b"unknown key 'sni'" in r.stderr, r
+
+
+# ---------------------------------------------------------------------------------------------
+# Promised in docs/behaviour.md "TLS" and the options table (issue 18)
+
+
+def tls12_context(ca, ciphers: str | None = None, version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2) -> ssl.SSLContext:
+    ctx = client_context(ca)
+    ctx.minimum_version = ctx.maximum_version = version
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    return ctx
+
+
+def test_certificate_and_key_in_one_file(bridge_factory, backends, pki, tmp_path):
+    """"the key is in --key or after the certificate in the same file": --cert alone, the key after the chain."""
+    echo = backends.echo()
+    issued = pki.server()
+    combined = tmp_path / "combined.pem"
+    combined.write_bytes(issued.cert.read_bytes() + issued.key.read_bytes())
+    b = bridge_factory("--cert", combined, target=echo.addr)
+    with wss(b, ctx=client_context(pki.ca)) as ws:
+        echo_once(ws, b"one file")
+    assert peer_serial(b.port, client_context(pki.ca)) == issued.serial()
+
+
+def test_a_0x80_first_byte_is_plain_http_and_fails_as_http(bridge_factory, backends, pki):
+    """An SSLv2-style hello (first byte 0x80) is not TLS: it is read as plain HTTP and refused with a plain 400."""
+    echo = backends.echo()
+    b = bridge_factory(*tls_args(pki.server()), target=echo.addr)
+    sslv2_hello = bytes([0x80, 0x2E, 0x01, 0x00, 0x02, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10]) + os.urandom(37)
+    with socket.create_connection(("127.0.0.1", b.port), timeout=10) as s:
+        s.sendall(sslv2_hello + b"\r\n\r\n")
+        resp = read_http_response(s, 10)
+    assert resp.status == 400 and resp.body.startswith(b"malformed HTTP request"), str(resp)
+    assert resp.header("Connection") == "close", str(resp)
+
+
+def test_ssl_ciphers_limits_the_tls12_suites(bridge_factory, backends, pki):
+    """--ssl-ciphers is an OpenSSL cipher string for TLS 1.2: a suite outside it is refused, one inside works."""
+    echo = backends.echo()
+    b = bridge_factory(*tls_args(pki.server()), "--ssl-ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256", target=echo.addr)
+    with tls_socket(b.port, tls12_context(pki.ca, "ECDHE-ECDSA-AES128-GCM-SHA256")) as s:
+        assert s.cipher()[0] == "ECDHE-ECDSA-AES128-GCM-SHA256", s.cipher()
+    with pytest.raises(ssl.SSLError) as refused:
+        tls_socket(b.port, tls12_context(pki.ca, "ECDHE-ECDSA-AES256-GCM-SHA384")).close()
+    assert "ALERT" in str(refused.value).upper() or "HANDSHAKE" in str(refused.value).upper(), refused.value
+    # Without the option the same client gets its suite.
+    open_ = bridge_factory(*tls_args(pki.server()), target=echo.addr)
+    with tls_socket(open_.port, tls12_context(pki.ca, "ECDHE-ECDSA-AES256-GCM-SHA384")) as s:
+        assert s.cipher()[0] == "ECDHE-ECDSA-AES256-GCM-SHA384", s.cipher()
+
+
+@pytest.mark.parametrize("version", ["tlsv1_2", "default"])
+def test_ssl_version_tls12_accepts_12_and_13(bridge_factory, backends, pki, version):
+    """--ssl-version tlsv1_2 (and `default`, which is tlsv1_2): TLS 1.2 and 1.3 clients are both served."""
+    echo = backends.echo()
+    b = bridge_factory(*tls_args(pki.server()), "--ssl-version", version, target=echo.addr)
+    for tls in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        with tls_socket(b.port, tls12_context(pki.ca, version=tls)) as s:
+            assert s.version() == {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[tls]
+            s.sendall(upgrade_request("localhost", b.port, "/"))
+            assert read_http_response(s, 10).status == 101
