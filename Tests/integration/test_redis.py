@@ -351,3 +351,30 @@ def test_a_connection_whose_command_timed_out_is_replaced(bridge_factory, backen
         assert proxy.accepted > 1, "the lookup succeeded on a frozen connection?"
     finally:
         proxy.close()
+
+
+def test_a_subscription_that_stops_answering_is_replaced(bridge_factory, backends, redis):
+    """The revocation subscription's connection frozen (open, forwarding nothing): the bridge's liveness PING
+    goes unanswered, it subscribes again on a new connection, and a revocation published then closes the session.
+    Without the check a dead subscription would miss every revocation, silently."""
+    echo = backends.echo()
+    redis.cmd("SET", "k", echo.addr)
+    proxy = FreezingProxy(redis.port)
+    try:
+        b = redis_bridge(bridge_factory, f"127.0.0.1:{proxy.port}", "--redis-timeout", "0.5")
+        assert b.stderr.wait_for(re.compile(r"subscribed to redis channel wsbridge:revoke"), 10), b.log()
+        with ws_connect(b.url("/?token=k")) as ws:
+            echo_once(ws)
+            mark = len(b.stderr.snapshot())
+            proxy.freeze()
+            assert b.stderr.wait_for(re.compile(r"redis subscription lost; reconnecting"), 15, start=mark), b.log()
+            assert b.stderr.wait_for(re.compile(r"subscribed to redis channel wsbridge:revoke"), 10, start=mark), b.log()
+            redis.cmd("DEL", "k")
+            # Redis still counts the frozen connection (the proxy holds it open) beside the new one.
+            assert redis.cmd("PUBLISH", "wsbridge:revoke", "k") == 2
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    ws.recv(timeout=10)
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "token revoked")
+    finally:
+        proxy.close()
