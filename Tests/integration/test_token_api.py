@@ -151,3 +151,74 @@ def test_bad_url_is_a_usage_error(wsbridge_bin):
 
     r = run_bridge(wsbridge_bin, "--token-plugin", "BaseTokenAPI", "--token-source", "http://api/no-placeholder", "127.0.0.1:0")
     assert r.returncode == 64 and b"%s" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Answer bodies over 64 KiB (docs/behaviour.md: 503), streamed: never read whole before the check
+
+
+def test_a_body_of_64_kib_is_read_and_one_byte_more_is_503(bridge_factory, backends, api):
+    echo = backends.echo()
+    exact = echo.addr + " " * ((64 << 10) - len(echo.addr))  # white space around the target is ignored
+    api.answers["exact"] = (200, exact, 0.0)
+    api.answers["over"] = (200, exact + " ", 0.0)
+    b = api_bridge(bridge_factory, "BaseTokenAPI", api.url)
+    assert answer(b, "exact").status == 101
+    resp = answer(b, "over")
+    assert (resp.status, resp.body.strip(), resp.header("Retry-After")) == (
+        503, b"token service unavailable: token API unreachable", "5"), str(resp)
+
+
+class EndlessAPI:
+    """Answers 200 with a body without Content-Length that never ends (until the bridge hangs up); counts the
+    bytes it could send."""
+
+    def __init__(self):
+        self.sent = 0
+        self.done = threading.Event()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def do_GET(self):
+                self.send_response(200)
+                self.end_headers()
+                chunk = b" " * (1 << 20)
+                try:
+                    while api.sent < (512 << 20):
+                        self.wfile.write(chunk)
+                        api.sent += len(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                finally:
+                    api.done.set()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/t/%s"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_endless_body_is_cut_at_64_kib_not_read_to_the_timeout(bridge_factory):
+    """A body that never ends: 503 as soon as 64 KiB are exceeded, long before --token-api-timeout (10 s here),
+    and the bridge hangs up after a few MiB at most (socket buffers), not after reading hundreds."""
+    endless = EndlessAPI()
+    try:
+        b = api_bridge(bridge_factory, "BaseTokenAPI", endless.url, "--token-api-timeout", "10")
+        started = time.monotonic()
+        resp = answer(b, "t")
+        took = time.monotonic() - started
+        assert (resp.status, resp.body.strip()) == (503, b"token service unavailable: token API unreachable"), str(resp)
+        assert took < 5, f"503 after {took:.2f}s: the body was read until the timeout"
+        assert endless.done.wait(10), "the bridge kept reading the endless body"
+        assert endless.sent <= 32 << 20, f"the API sent {endless.sent >> 20} MiB before the bridge hung up"
+    finally:
+        endless.close()
