@@ -454,3 +454,96 @@ def test_ssl_version_tls12_accepts_12_and_13(bridge_factory, backends, pki, vers
             assert s.version() == {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[tls]
             s.sendall(upgrade_request("localhost", b.port, "/"))
             assert read_http_response(s, 10).status == 101
+
+
+def test_backend_tls_handshake_failed_is_1014_and_counted(bridge_factory, backends, other_pki, tmp_path):
+    """A `tls:` backend that does not speak TLS (it answers the ClientHello with an RFB banner): the 101, then Close
+    1014 `backend TLS handshake failed`, counted as kind tls_handshake; an untrusted certificate is kind
+    tls_verification (docs/behaviour.md, "TLS to backends")."""
+    plain = backends.banner()
+    untrusted = TLSEchoBackend(other_pki.issue("backend.internal.test", dns=("backend.internal.test",)))
+    backends.all.append(untrusted)
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(f"targets:\n  vnc:\n    backend: {plain.addr}\n    tls: {{ insecure: true }}\n"
+                       f"  untrusted:\n    backend: {untrusted.addr}\n    tls: {{ server_name: backend.internal.test }}\n")
+    b = bridge_factory("--targets", targets, "--metrics-on-main-port")
+    with RawWS.connect(b.connect_host, b.port, "/?token=untrusted") as ws:
+        _, close = ws.read_until_close(15)
+    assert close is not None and (close.close_code, close.close_reason) == (1014, "backend TLS certificate not trusted"), close
+    with RawWS.connect(b.connect_host, b.port, "/?token=vnc") as ws:
+        data, close = ws.read_until_close(15)
+    assert data == b"" and close is not None, close
+    assert (close.close_code, close.close_reason) == (1014, "backend TLS handshake failed"), close
+    s = socket.create_connection((b.connect_host, b.port), timeout=10)
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    text = read_http_response(s, 10).body.decode()
+    s.close()
+    assert 'wsbridge_backend_connect_failures_total{kind="tls_handshake"} 1' in text, text
+    assert 'wsbridge_backend_connect_failures_total{kind="tls_verification"} 1' in text, text
+
+
+def test_reload_of_the_cafile_and_of_the_key_password_file(bridge_factory, backends, pki, other_pki, tmp_path):
+    """The CA file of --verify-client and the --key-password-file are watched as the certificates are: a new CA
+    admits its clients (and no longer the old CA's), and a key re-encrypted with a new passphrase is read with the
+    new password file."""
+    echo = backends.echo()
+    first = pki.server(key_password="first pass")
+    cert, key, pw, ca = tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "pw", tmp_path / "clients-ca.pem"
+    cert.write_bytes(first.cert.read_bytes())
+    key.write_bytes(first.key.read_bytes())
+    pw.write_text("first pass\n")
+    ca.write_bytes(pki.ca.read_bytes())
+    b = bridge_factory("--cert", cert, "--key", key, "--key-password-file", pw, "--verify-client", "--cafile", ca,
+                       target=echo.addr)
+    old_client, new_client = pki.client("old"), other_pki.client("new")
+    with wss(b, ctx=client_context(pki.ca, old_client)) as ws:
+        echo_once(ws, b"old CA")
+    assert refused_by_tls_alert(b.port, client_context(pki.ca, new_client))
+
+    mark = len(b.stderr.snapshot())
+    write_atomic(ca, other_pki.ca.read_text())
+    assert b.stderr.wait_for(r"TLS certificates reloaded", 10, start=mark), b.log()
+    with wss(b, ctx=client_context(pki.ca, new_client)) as ws:
+        echo_once(ws, b"new CA")
+    assert refused_by_tls_alert(b.port, client_context(pki.ca, old_client))
+
+    second = pki.server(key_password="second pass")
+    mark = len(b.stderr.snapshot())
+    write_atomic(pw, "second pass\n")
+    write_atomic(key, second.key.read_text())
+    write_atomic(cert, second.cert.read_text())
+    assert b.stderr.wait_for(r"TLS certificates reloaded", 10, start=mark), b.log()
+    deadline = time.monotonic() + 10
+    while peer_serial(b.port, client_context(pki.ca, new_client)) != second.serial():
+        assert time.monotonic() < deadline, "the re-encrypted key is not served"
+        time.sleep(0.1)  # the reload is applied after its log line: polled, bounded
+
+
+def test_backend_tls_files_are_read_again_at_a_targets_reload(bridge_factory, backends, pki, other_pki, tmp_path):
+    """A target's `tls: ca:` file changed takes effect at the next targets reload (SIGHUP), for new sessions."""
+    backend = TLSEchoBackend(other_pki.issue("backend.internal.test", dns=("backend.internal.test",)))
+    backends.all.append(backend)
+    ca = tmp_path / "backend-ca.pem"
+    ca.write_bytes(other_pki.ca.read_bytes())
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(f"targets:\n  vnc:\n    backend: {backend.addr}\n"
+                       f"    tls: {{ ca: {ca.name}, server_name: backend.internal.test }}\n")
+    b = bridge_factory("--targets", targets)
+    with ws_connect(b.url("/?token=vnc")) as ws:
+        echo_once(ws, b"trusted")
+    ca.write_bytes(pki.ca.read_bytes())  # a CA that did not sign the backend's certificate
+    mark = len(b.stderr.snapshot())
+    b.signal(signal.SIGHUP)
+    assert b.stderr.wait_for(r"SIGHUP: reloading targets", 10, start=mark), b.log()
+    deadline = time.monotonic() + 10
+    while True:
+        close = None
+        with RawWS.connect(b.connect_host, b.port, "/?token=vnc") as ws:
+            try:
+                _, close = ws.read_until_close(0.5)  # a session that works stays open: no Close within 0.5 s
+            except TimeoutError:
+                pass
+        if close is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)  # the reload is applied once the files are stable: polled, bounded
+    assert close is not None and (close.close_code, close.close_reason) == (1014, "backend TLS certificate not trusted"), close
