@@ -213,6 +213,29 @@ def test_unix_domain_socket_directory(bridge_factory, backends, tmp_path):
         assert status(b, f"/?token={token}") == 404, token
 
 
+def test_unix_domain_socket_directory_reloads(bridge_factory, backends):
+    """UnixDomainSocketDirectory reloads as TokenFile does: a socket that appears is a token at once (the unknown
+    token re-reads the directory), and a socket that goes is revoked: its live session gets 1008 `token revoked`."""
+    from conftest import Backend, echo_handler
+
+    first = backends.unix_echo()
+    sockdir = os.path.dirname(first.path)
+    b = bridge_factory("--token-plugin", "UnixDomainSocketDirectory", "--token-source", sockdir)
+    second = Backend(echo_handler, name="unix-echo-2", unix_path=os.path.join(sockdir, "second.sock"))
+    backends.all.append(second)
+    wait_status(b, "second.sock", 101)
+    with ws_connect(b.url("/?token=echo.sock")) as ws:
+        ws.send(b"before")
+        assert ws.recv(timeout=10) == b"before"
+        os.unlink(first.path)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=15)
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "token revoked")
+    assert status(b, "/?token=echo.sock") == 404
+    roundtrip(b.url("/?token=second.sock"))
+
+
 def test_unix_target_single_mode(bridge_factory, backends):
     echo = backends.unix_echo()
     b = bridge_factory("--unix-target", echo.path)

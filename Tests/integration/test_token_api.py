@@ -222,3 +222,54 @@ def test_an_endless_body_is_cut_at_64_kib_not_read_to_the_timeout(bridge_factory
         assert endless.sent <= 32 << 20, f"the API sent {endless.sent >> 20} MiB before the bridge hung up"
     finally:
         endless.close()
+
+
+def test_redirects_are_not_followed(bridge_factory, backends, api):
+    """"no redirects followed": a 302 to a path that would answer a backend is not an answer naming one (404),
+    and the redirect's target is never asked."""
+    echo = backends.echo()
+    api.answers["moved"] = (302, "", 0.0)
+    api.answers["target"] = (200, echo.addr, 0.0)
+    original = api.server.RequestHandlerClass.send_response
+
+    def send_response(handler, code, message=None):
+        original(handler, code, message)
+        if code == 302:
+            handler.send_header("Location", "/t/target")
+
+    api.server.RequestHandlerClass.send_response = send_response
+    b = api_bridge(bridge_factory, "BaseTokenAPI", api.url)
+    resp = answer(b, "moved")
+    assert (resp.status, resp.body.strip()) == (404, b"unknown token"), str(resp)
+    assert api.hits("/t/moved") == 1 and api.hits("/t/target") == 0, api.paths
+
+
+def test_an_https_api_is_verified(bridge_factory, backends, tmp_path):
+    """An https:// token API is spoken over TLS with the system's CAs: a certificate from a private CA is not
+    trusted, so the lookup is 503 (unreachable), never a backend from an unverified answer."""
+    import ssl
+
+    from tlsutil import PKI
+
+    echo = backends.echo()
+    pki = PKI(tmp_path / "pki", "private API CA")
+    issued = pki.server()
+    api = TokenAPI()
+    try:
+        api.answers["t"] = (200, echo.addr, 0.0)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(issued.cert), str(issued.key))
+        api.server.socket = ctx.wrap_socket(api.server.socket, server_side=True)
+        url = api.url.replace("http://127.0.0.1", "https://localhost")
+        # The API works over TLS for a client that trusts its CA:
+        import urllib.request
+
+        with urllib.request.urlopen(url % "t", context=ssl.create_default_context(cafile=str(pki.ca)), timeout=10) as r:
+            assert r.read().decode() == echo.addr
+        api.paths.clear()
+        b = api_bridge(bridge_factory, "BaseTokenAPI", url)
+        resp = answer(b, "t")
+        assert (resp.status, resp.body.strip()) == (503, b"token service unavailable: token API unreachable"), str(resp)
+        assert api.hits("/t/t") == 0, "the bridge sent the token to an API it could not verify"
+    finally:
+        api.close()
