@@ -378,3 +378,42 @@ def test_a_subscription_that_stops_answering_is_replaced(bridge_factory, backend
             assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "token revoked")
     finally:
         proxy.close()
+
+
+def test_an_ipv6_redis_source(bridge_factory, backends):
+    """An IPv6 host in brackets (`[::1]:PORT`): the lookups go to Redis over IPv6."""
+    if not socket.has_ipv6:
+        pytest.skip("this Python has no IPv6")
+    try:
+        server = RedisServer(None, "--bind", "127.0.0.1 ::1")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    try:
+        echo = backends.echo()
+        server.cmd("SET", "six", echo.addr)
+        b = redis_bridge(bridge_factory, f"[::1]:{server.port}", "--redis-revoke-channel", "off")
+        with ws_connect(b.url("/?token=six")) as ws:
+            echo_once(ws)
+        clients = server.cmd("CLIENT", "LIST").decode()
+        assert re.search(r"addr=(\[::1\]|::1):\d+ .*cmd=get", clients), clients
+    finally:
+        server.close()
+
+
+def test_lookups_fail_at_once_while_reconnects_back_off(bridge_factory, backends, refused_port):
+    """Redis unreachable: after a failed connect, new connects wait (0.1 s doubling to 2 s) and lookups meanwhile
+    fail at once, not after --redis-timeout (3 s here); once Redis listens there, lookups succeed again."""
+    echo = backends.echo()
+    b = redis_bridge(bridge_factory, f"127.0.0.1:{refused_port}", "--redis-timeout", "3", "--redis-revoke-channel", "off")
+    for _ in range(5):
+        started = time.monotonic()
+        resp = answer(b, "k")
+        took = time.monotonic() - started
+        assert (resp.status, resp.body.strip()) == (503, b"token service unavailable: redis unreachable"), str(resp)
+        assert took < 1.5, f"503 after {took:.2f}s: a lookup waited (--redis-timeout 3)"
+    server = RedisServer(refused_port)
+    try:
+        server.cmd("SET", "k", echo.addr)
+        wait_answer(b, "k", 101, timeout=10)  # within the 2 s backoff bound, with margin
+    finally:
+        server.close()
