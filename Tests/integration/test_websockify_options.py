@@ -148,12 +148,20 @@ def test_log_file_is_reopened_on_sighup_for_logrotate(bridge_factory, backends, 
     echo = backends.echo()
     log = tmp_path / "wsbridge.log"
     b = bridge_factory("--log-file", log, "--metrics-listen", "off", target=echo.addr)
-    assert "listening on" in log.read_text()
+
+    def wait_text(path, text: str) -> str:
+        # The file is written beside stderr, not before it: its line is polled for (bounded), not assumed there.
+        deadline = time.monotonic() + 10
+        while text not in (content := path.read_text() if path.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return content
+
+    assert "listening on" in wait_text(log, "listening on"), b.log()
     rotated = tmp_path / "wsbridge.log.1"
     os.rename(log, rotated)
     b.signal(signal.SIGHUP)
     assert b.stderr.wait_for("SIGHUP: log file reopened", 10), b.log()
-    assert "log file reopened" in log.read_text()
+    assert "log file reopened" in wait_text(log, "log file reopened")
     assert "log file reopened" not in rotated.read_text()
 
 
