@@ -6,6 +6,7 @@ refused handshake, which the page sees as an error and code 1006."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,18 +25,20 @@ def start(args: list[str], log_name: str, port: int) -> subprocess.Popen:
     deadline = time.monotonic() + 30
     while not port_open(port):  # the process's own readiness, as the README's user sees it: the port answers
         if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
             raise AssertionError(f"{args[0]} did not listen on {port}: {(ARTIFACTS / log_name).read_text()[-2000:]}")
         time.sleep(0.1)
     return proc
 
 
 def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (the bridge drains for at most its --shutdown-timeout, 10 s), then SIGKILL to the whole group."""
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.wait(15)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
 
 
@@ -46,11 +49,17 @@ def quick_start():
     if busy:
         raise AssertionError(f"ports {busy} are in use: run these tests with scripts/test-browser (own namespace)")
     binary = os.environ.get("WSBRIDGE_BIN", str(ROOT / ".build" / "release" / "wsbridge"))
-    echo = start([sys.executable, "Examples/tcp-echo.py"], "echo-page.echo.log", 7000)
-    bridge = start([binary, "--targets", "Examples/targets.yaml"], "echo-page.wsbridge.log", 6080)
-    yield echo, bridge
-    stop(bridge)
-    stop(echo)
+    started: list[subprocess.Popen] = []
+    try:
+        started.append(start([sys.executable, "Examples/tcp-echo.py"], "echo-page.echo.log", 7000))
+        started.append(start([binary, "--targets", "Examples/targets.yaml"], "echo-page.wsbridge.log", 6080))
+        yield tuple(started)
+    finally:
+        for proc in reversed(started):  # each one, whatever happened to the other
+            try:
+                stop(proc)
+            except Exception as error:  # noqa: BLE001 - reported, and the next one is still stopped
+                print(f"could not stop {proc.args}: {error!r}")
 
 
 def log_lines(browser) -> list[str]:
