@@ -2,9 +2,12 @@
 // libFuzzer harnesses for wsbridge, kept out of the main package so that `swift build` and `swift test` never see
 // them. Built only by scripts/fuzz:
 //   swift build --package-path Fuzz --scratch-path .build-fuzz -c release -Xswiftc -sanitize=fuzzer,address
-// Each executable is one file whose top-level code hands its test function to libFuzzer's driver
+// Each executable is a main.swift whose top-level code hands its test function to libFuzzer's driver
 // (LLVMFuzzerRunDriver, linked by -sanitize=fuzzer): SwiftPM gives executables a main of their own, which replaces
 // libFuzzer's. The test function is also exported as LLVMFuzzerTestOneInput, which libFuzzer's objects refer to.
+// The harness itself (NAMEHarness.swift) is a symlink to Tests/WSBridgeTests/FuzzHarnesses/: the main package's
+// tests replay every seed of corpus/NAME and every crash reproducer of reproducers/NAME through the same code
+// (FuzzCorpusReplayTests), so that a regression of a fixed finding fails `swift test`.
 import PackageDescription
 
 let package = Package(

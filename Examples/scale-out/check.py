@@ -57,9 +57,13 @@ def http_get(port: int, path: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def active_sessions(instance: int) -> int:
+def metric_sum(instance: int, name: str) -> int:
     _, text = http_get(METRICS[instance], "/metrics")
-    return int(sum(float(m) for m in re.findall(r"^wsbridge_sessions_active\{[^}]*\} (\S+)$", text, re.M)))
+    return int(sum(float(m) for m in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M)))
+
+
+def active_sessions(instance: int) -> int:
+    return metric_sum(instance, "wsbridge_sessions_active")
 
 
 def upgrade_status(port: int, token: str) -> int:
@@ -102,25 +106,29 @@ def check(name: str):
 
 
 def wait_ready() -> None:
+    """Every instance ready, and HAProxy sending sessions to each of them (its checks need `rise 2` passes per
+    server): the event is each instance's own count of opened sessions going up through HAProxy."""
     deadline = time.monotonic() + 60
+    opened: dict[int, int] | None = None
+    token = None
     while True:
         try:
-            if all(http_get(port, "/readyz")[0] == 200 for port in METRICS.values()):
+            if opened is None and all(http_get(port, "/readyz")[0] == 200 for port in METRICS.values()):
+                opened = {i: metric_sum(i, "wsbridge_sessions_opened_total") for i in INSTANCES}
                 token = new_token("ready")
-                # HAProxy's checks need `rise 2` passes per server: wait until every instance took a session.
-                for _ in range(6):
-                    with ws(HAPROXY, token) as s:
-                        echo(s)
-                return
+            if opened is not None:
+                with ws(HAPROXY, token) as s:
+                    echo(s)
+                if all(metric_sum(i, "wsbridge_sessions_opened_total") > opened[i] for i in INSTANCES):
+                    return
         except (OSError, ConnectionClosed, AssertionError, TimeoutError):
             pass
         if time.monotonic() > deadline:
             sys.exit("check.py: the instances or HAProxy did not become ready within 60 s")
-        time.sleep(0.2)  # waiting for the processes started by the README to listen
+        time.sleep(0.1)  # waiting for the processes started by the README to listen, and HAProxy's checks
 
 
 wait_ready()
-time.sleep(1.0)  # let HAProxy mark every server up (rise 2 x inter 250 ms)
 
 
 @check("sessions spread across the three instances")
@@ -143,7 +151,7 @@ def _():
             echo(s)
 
 
-@check("a revoked token (DEL + PUBLISH) closes its sessions on every instance with 1008 within 1 s")
+@check("a revoked token (DEL + PUBLISH) closes its sessions on every instance with 1008 at once")
 def _():
     token, other = new_token("revoke"), new_token("keep")
     victims = [ws(HAPROXY, token) for _ in range(9)]
@@ -156,8 +164,11 @@ def _():
     receivers = int(redis("publish", "wsbridge:revoke", token))
     assert receivers == 3, f"{receivers} instances subscribed, expected 3"
     for s in victims:
-        assert closed_code(s, 1.0) == (1008, "token revoked")
-    assert time.monotonic() - published < 1.0
+        assert closed_code(s, 10) == (1008, "token revoked")
+    # The Close is the event; the README says "within a second". The bound leaves a loaded 2-core machine 2 s
+    # more, and still fails a revocation that waits for anything periodic of seconds.
+    took = time.monotonic() - published
+    assert took < 3.0, f"sessions revoked {took:.2f}s after the PUBLISH"
     echo(bystander)
     bystander.close()
     assert upgrade_status(HAPROXY, token) == 404
@@ -172,7 +183,11 @@ def _():
     on_victim = active_sessions(3)
     assert on_victim >= 1
     os.kill(pid("wsbridge-3"), signal.SIGKILL)
-    dead = [s for s in sessions if closed_code(s, 0.5) is not None]
+    # The ends of the killed instance's sessions are the events awaited (bounded); then no other may have ended.
+    dead: list = []
+    deadline = time.monotonic() + 10
+    while len(dead) < on_victim and time.monotonic() < deadline:
+        dead += [s for s in sessions if s not in dead and closed_code(s, 0.05) is not None]
     assert len(dead) == on_victim, f"{len(dead)} sessions ended, {on_victim} were on the killed instance"
     for s in sessions:
         if s not in dead:
@@ -215,19 +230,25 @@ def _():
             except Exception as e:  # every failure is reported below
                 results.append(repr(e))
 
+    def wait_results(n: int) -> None:  # the load thread's progress is the event
+        deadline = time.monotonic() + 15
+        while len(results) < n and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling the other thread's progress, bounded
+        assert len(results) >= n, f"{len(results)} handshakes in 15 s: {results[:5]}"
+
     thread = threading.Thread(target=load)
     thread.start()
-    time.sleep(0.5)
+    wait_results(5)  # the load runs before the SIGTERM
     os.kill(pid("wsbridge-2"), signal.SIGTERM)
     readyz = []
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 2.5  # the drain lasts --shutdown-timeout (3 s): /readyz says 503 meanwhile
+    while time.monotonic() < deadline and not any(code == 503 for code, _ in readyz):
         try:
             readyz.append(http_get(METRICS[2], "/readyz"))
         except OSError:
             break
-        time.sleep(0.1)  # sampling /readyz while the instance drains
-    time.sleep(0.5)
+        time.sleep(0.05)  # sampling /readyz until it says draining, bounded
+    wait_results(len(results) + 5)  # and goes on while the instance drains
     stop.set()
     thread.join(15)
     held.close()

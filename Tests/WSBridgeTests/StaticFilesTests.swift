@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import XCTest
 
 @testable import WSBridge
@@ -114,5 +115,28 @@ final class SessionRecorderTests: XCTestCase {
         XCTAssertEqual(try String(contentsOfFile: victim, encoding: .utf8), "precious")
         XCTAssertEqual(try String(contentsOfFile: prefix + ".1", encoding: .utf8), "earlier")
         XCTAssertEqual(try String(contentsOfFile: prefix + ".7", encoding: .utf8), "earlier 7")
+    }
+
+    /// The recording stops at the first message that does not fit in the limit: a smaller later one is left out
+    /// too, so the file is a prefix of the session, never a stream with a hole.
+    func testRecordLimitKeepsAPrefixOfTheSession() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-rec-\(UUID()).1").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let recorder = try SessionRecorder(path: path, limit: 100)
+        for (byte, toClient) in [(UInt8(ascii: "a"), false), (UInt8(ascii: "a"), true), (UInt8(ascii: "b"), false)] {
+            let buffer = ByteBuffer(bytes: [UInt8](repeating: byte, count: 30))
+            toClient ? recorder.toClient(buffer) : recorder.fromClient(buffer)
+        }
+        recorder.toClient(ByteBuffer(bytes: [UInt8](repeating: UInt8(ascii: "b"), count: 30)))  // 120 > 100: the end
+        recorder.fromClient(ByteBuffer(bytes: [UInt8](repeating: UInt8(ascii: "d"), count: 5)))  // would fit: left out
+        recorder.finish()
+        var text = ""
+        for _ in 0..<200 where !text.hasSuffix("'EOF'];\n") {
+            Thread.sleep(forTimeInterval: 0.01)  // the recorder writes on a queue of its own
+            text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        }
+        let data = text.split(separator: "\n").dropFirst(2).dropLast().map { $0.replacingOccurrences(of: #"\d+"#, with: "", options: .regularExpression) }
+        let a = String(repeating: "a", count: 30), b = String(repeating: "b", count: 30)
+        XCTAssertEqual(data, ["'}}\(a)',", "'{{\(a)',", "'}}\(b)',"], text)
     }
 }

@@ -10,7 +10,7 @@ import XCTest
 @testable import WSBridge
 
 /// TLS over real loopback sockets with NIO's WebSocket client: wss:// and ws:// on one port, and TLS to a backend
-/// with its own CA (verified, and refused when the CA is not trusted). Certificates are made by the openssl CLI.
+/// with its own CA (verified, and refused when the CA is not trusted). Certificates are made by the openssl CLI; without it the tests fail (they do not skip).
 final class TLSLoopbackTests: XCTestCase {
     var group: MultiThreadedEventLoopGroup!
     var directory: URL!
@@ -18,22 +18,45 @@ final class TLSLoopbackTests: XCTestCase {
     var certFile: String { self.directory.appendingPathComponent("server.pem").path }
     var keyFile: String { self.directory.appendingPathComponent("server.key").path }
 
+    /// A failure to make the certificates is a failure of the test, never a skip: a machine without openssl would
+    /// otherwise report these TLS tests as passed-by-skipping (scripts/lib/install installs openssl).
+    struct OpenSSLError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static let opensslPath: String? = {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        return path.split(separator: ":").map { "\($0)/openssl" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }()
+
     func openssl(_ arguments: [String]) throws {
+        guard let executable = Self.opensslPath else {
+            throw OpenSSLError(description: "openssl is not on PATH: TLSLoopbackTests make their certificates with it (Debian: apt-get install openssl)")
+        }
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["openssl"] + arguments
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
         process.currentDirectoryURL = self.directory
         process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        let errors = Pipe()
+        process.standardError = errors
         try process.run()
+        let stderr = errors.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw XCTSkip("openssl \(arguments.first ?? "") failed") }
+        guard process.terminationStatus == 0 else {
+            throw OpenSSLError(description: "openssl \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(String(decoding: stderr, as: UTF8.self))")
+        }
     }
 
     override func setUp() async throws {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-tls-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
+    }
+
+    /// The CA and the server certificate, made by each test first: an error here fails that test (thrown from
+    /// `setUp`, corelibs XCTest would report the test as skipped as well as failed).
+    func makeCertificates() throws {
         try self.openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"])
         try self.openssl([
             "req", "-x509", "-new", "-key", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=loopback CA",
@@ -109,6 +132,7 @@ final class TLSLoopbackTests: XCTestCase {
     }
 
     func testWSSAndWSOnOnePortByteExact() async throws {
+        try self.makeCertificates()
         let echo = try await self.echoServer(tls: false)
         let target = Target(name: "echo", backend: .tcp(host: "127.0.0.1", port: echo.localAddress!.port!))
         let group = self.group!
@@ -139,6 +163,7 @@ final class TLSLoopbackTests: XCTestCase {
     }
 
     func testBackendTLSWithItsOwnCAAndAnUntrustedOne() async throws {
+        try self.makeCertificates()
         let echo = try await self.echoServer(tls: true)
         let port = echo.localAddress!.port!
         let trusted = Target(

@@ -1,5 +1,6 @@
 """Real-browser tests of the example pages: headless Chromium from Debian, driven by Selenium with Debian's
-chromedriver (nothing is downloaded).
+chromedriver, and (the tests that take `any_browser`) headless Firefox ESR from Debian too, driven over Marionette
+by marionette-driver (nothing is downloaded; no geckodriver).
 
 Each test runs the shell commands of an example's README.md as written (every ```sh block, in order, in one
 bash), opens the page the README names, and checks what a user would see. The README's blocks after the
@@ -62,14 +63,14 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 class ReadmeSession:
     """The README's commands running in one bash, whose process group holds everything they start."""
 
-    def __init__(self, example: str, ports: list[int]):
+    def __init__(self, example: str, ports: list[int], suffix: str = ""):
         self.example = example
         self.readme = ROOT / "Examples" / example / "README.md"
         self.ports = ports
         self.setup, self.teardown = readme_blocks(self.readme)
         assert self.setup, f"{self.readme} has no ```sh block before {MARKER!r}"
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.log_path = ARTIFACTS / f"{example}.commands.log"
+        self.log_path = ARTIFACTS / f"{example}{suffix}.commands.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 600) -> None:
@@ -79,7 +80,7 @@ class ReadmeSession:
                 f"ports {busy} are already in use: run these tests with scripts/test-browser "
                 "(own network namespace), or stop what listens there"
             )
-        scripts = ARTIFACTS / f"{self.example}.commands"
+        scripts = ARTIFACTS / f"{self.log_path.name.removesuffix('.log')}"
         scripts.mkdir(exist_ok=True)
         (scripts / "setup.sh").write_text("set -ex\n" + "".join(self.setup))
         (scripts / "teardown.sh").write_text("set -ex\n" + "".join(self.teardown))
@@ -109,10 +110,11 @@ class ReadmeSession:
     def _wait_for_line(self, line: str, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while True:
+            exited = self.proc.poll() is not None  # before reading: a shell that printed the line, then exited
             out = self.output()
             if re.search(rf"^{re.escape(line)}$", out, re.M):
                 return
-            if re.search(r"^__(setup|teardown)_done__ [1-9]", out, re.M) or self.proc.poll() is not None:
+            if re.search(r"^__(setup|teardown)_done__ [1-9]", out, re.M) or exited:
                 raise AssertionError(f"{what} failed:\n{out[-3000:]}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"{what} did not finish within {timeout:.0f}s:\n{out[-3000:]}")
@@ -169,7 +171,9 @@ def readme_session(request):
     sessions = []
 
     def start(example: str, ports: list[int]) -> ReadmeSession:
-        session = ReadmeSession(example, ports)
+        param = getattr(request.node, "callspec", None)
+        suffix = "".join(f"-{v}" for v in param.params.values()) if param else ""
+        session = ReadmeSession(example, ports, suffix)
         sessions.append(session)
         session.start()
         return session
@@ -189,6 +193,114 @@ def readme_session(request):
 
 @pytest.fixture
 def browser():
+    """Headless Chromium (the tests that need one engine only)."""
+    driver = chromium_browser()
+    yield driver
+    driver.quit()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Firefox (ESR, Debian's), driven over Marionette by Mozilla's marionette-driver: no geckodriver
+
+
+FIREFOX = os.environ.get("FIREFOX", "/usr/bin/firefox-esr")
+
+
+class FirefoxElement:
+    """The part of Selenium's WebElement the tests use, over a Marionette element."""
+
+    def __init__(self, client, element):
+        self.client = client
+        self.element = element
+
+    def get_attribute(self, name: str):
+        # Selenium's get_attribute answers the property when there is one (textContent), else the attribute.
+        value = self.element.get_property(name)
+        return value if value is not None else self.element.get_attribute(name)
+
+    def click(self) -> None:
+        self.element.click()
+
+    @property
+    def screenshot_as_png(self) -> bytes:
+        return self.client.screenshot(element=self.element, format="binary")
+
+
+class FirefoxBrowser:
+    """The part of Selenium's WebDriver the tests use (get, find_element, execute_script, get_log, screenshots),
+    over Marionette, so that a test reads the same in both engines."""
+
+    engine = "firefox"
+
+    def __init__(self):
+        import tempfile
+
+        from marionette_driver.marionette import Marionette
+
+        self.profile = tempfile.mkdtemp(prefix="wsbridge-firefox-")
+        with socket.socket() as s:  # Marionette's port: asked of the kernel, written in the profile
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        prefs = {
+            "marionette.port": port,
+            "browser.shell.checkDefaultBrowser": "false",
+            "browser.startup.homepage_override.mstone": '"ignore"',
+            "datareporting.policy.dataSubmissionEnabled": "false",
+            "toolkit.telemetry.reportingpolicy.firstRun": "false",
+            "devtools.console.stdout.content": "true",
+        }
+        Path(self.profile, "user.js").write_text("".join(f'user_pref("{k}", {v});\n' for k, v in prefs.items()))
+        self.proc = subprocess.Popen(
+            [FIREFOX, "--headless", "--marionette", "-remote-allow-system-access", "--no-remote", "--profile", self.profile,
+             "--width", "1280", "--height", "1000"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        self.client = Marionette(host="127.0.0.1", port=port, startup_timeout=60)
+        self.client.start_session({"pageLoadStrategy": "normal"})
+        self.client.timeout.page_load = 30
+
+    def get(self, url: str) -> None:
+        self.client.navigate(url)
+
+    def find_element(self, by: str, value: str) -> FirefoxElement:
+        return FirefoxElement(self.client, self.client.find_element(by, value))  # By's strings are WebDriver's
+
+    def execute_script(self, script: str, *args):
+        return self.client.execute_script(script, script_args=list(args), sandbox=None)
+
+    def get_log(self, kind: str) -> list[dict]:
+        """The browser console (Firefox's console service, read in the chrome context), as Selenium's entries."""
+        assert kind == "browser", kind
+        with self.client.using_context(self.client.CONTEXT_CHROME):
+            messages = self.client.execute_script(
+                "return Services.console.getMessageArray().map(m => m.message || String(m));"
+            )
+        return [{"level": "INFO", "message": m} for m in messages]
+
+    def save_screenshot(self, path: str) -> None:
+        Path(path).write_bytes(self.client.screenshot(format="binary"))
+
+    @property
+    def page_source(self) -> str:
+        return self.client.page_source
+
+    def quit(self) -> None:
+        try:
+            self.client.delete_session()
+        except Exception:  # a browser that died: the process is ended below all the same
+            pass
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        import shutil
+
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def chromium_browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in (
@@ -204,6 +316,15 @@ def browser():
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
+    driver.engine = "chromium"
+    return driver
+
+
+@pytest.fixture(params=["chromium", "firefox"])
+def any_browser(request):
+    """Each test that takes it runs twice: in headless Chromium (Selenium) and in headless Firefox ESR
+    (Marionette). The two differ in their handshake headers and in what they report of a refused upgrade."""
+    driver = chromium_browser() if request.param == "chromium" else FirefoxBrowser()
     yield driver
     driver.quit()
 
@@ -214,7 +335,7 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     setattr(item, "rep_" + report.when, report)
     if report.when == "call" and (report.failed or os.environ.get("BROWSER_SCREENSHOTS")):
-        driver = item.funcargs.get("browser")
+        driver = item.funcargs.get("browser") or item.funcargs.get("any_browser")
         if driver is None:
             return
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

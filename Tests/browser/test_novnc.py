@@ -1,4 +1,5 @@
-"""Examples/novnc: Debian's noVNC page reaches a real VNC desktop (TigerVNC Xvnc) through wsbridge, in Chromium."""
+"""Examples/novnc: Debian's noVNC page reaches a real VNC desktop (TigerVNC Xvnc) through wsbridge, in Chromium
+and in Firefox."""
 
 import io
 import os
@@ -21,7 +22,8 @@ def canvas_pixels(browser):
     return Image.open(io.BytesIO(canvas.screenshot_as_png)).convert("RGB")
 
 
-def test_novnc_draws_the_remote_desktop(readme_session, browser):
+def test_novnc_draws_the_remote_desktop(readme_session, any_browser):
+    browser = any_browser
     session = readme_session("novnc", ports=[5901, 6080, 8000])
     browser.get(URL)
 

@@ -508,22 +508,32 @@ def backends():
     bs.close()
 
 
+_RESERVED: list[socket.socket] = []
+
+
+def reserve_port() -> socket.socket:
+    """A loopback port from the kernel, held for the rest of the test run by a socket that is bound, with
+    SO_REUSEADDR, and never listens. Nothing else gets it from the kernel (a bind to port 0 skips bound ports);
+    a connect to it is refused (RST) unless someone listens there; and a server that sets SO_REUSEADDR too, as
+    wsbridge, Redis and websockify do, can still bind and listen on it. So a test can name a port without the race
+    of bind-then-close."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    _RESERVED.append(s)
+    return s
+
+
 @pytest.fixture
 def refused_port() -> int:
-    """A loopback port where nothing listens."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A loopback port where nothing listens: every connect is refused."""
+    return reserve_port().getsockname()[1]
 
 
 def free_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A loopback port that is this test run's: nothing listens there until the test starts a server on it (a
+    server that sets SO_REUSEADDR); see reserve_port."""
+    return reserve_port().getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------

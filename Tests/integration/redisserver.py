@@ -11,9 +11,10 @@ import time
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port held for the test run (redis-server sets SO_REUSEADDR, so it binds it); see conftest.reserve_port."""
+    from conftest import reserve_port
+
+    return reserve_port().getsockname()[1]
 
 
 class RedisServer:

@@ -8,63 +8,16 @@ import re
 import signal
 import socket
 import time
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from conftest import LISTENING_RE, free_port, run_bridge, write_atomic, write_token_file, ws_connect
-from wsraw import RawWS, http_exchange, upgrade_request
+from wsraw import RawWS, http_exchange, read_http_response, upgrade_request
 
-HELP_OPTIONS = [
-    "--targets",
-    "--token-plugin",
-    "--token-source",
-    "--target-config",
-    "--unix-target",
-    "--origin",
-    "--require-origin",
-    "--handshake-timeout",
-    "--connect-timeout",
-    "--idle-timeout",
-    "--session-idle-timeout",
-    "--timeout",
-    "--run-once",
-    "--daemon",
-    "--pid-file",
-    "--log-file",
-    "--syslog",
-    "--legacy-syslog",
-    "--traffic",
-    "--prefer-ipv6",
-    "--libserver",
-    "--key-password",
-    "--wrap-mode",
-    "--ping-interval",
-    "--heartbeat",
-    "--pong-timeout",
-    "--max-frame-size",
-    "--close-timeout",
-    "--shutdown-timeout",
-    "--log-level",
-    "--verbose",
-    "-v",
-    # operability options (docs/behaviour.md, options table)
-    "--max-connections",
-    "--max-connections-per-client",
-    "--handshake-rate",
-    "--handshake-burst",
-    "--web",
-    "--web-auth",
-    "--web-listing",
-    "--record",
-    "--record-limit",
-    "--metrics-listen",
-    "--metrics-on-main-port",
-    "--unix-listen",
-    "--unix-listen-mode",
-    "--inetd",
-    "--log-format",
-]
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "behaviour.md"
+OPTION_RE = re.compile(r"(?<![\w-])(--?[a-z][\w-]*)")
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +27,33 @@ def help_text(wsbridge_bin) -> str:
     return (r.stdout + r.stderr).decode("utf-8", "replace")
 
 
-def test_help_exits_0(help_text):
-    assert help_text.strip()
+def help_options(help_text: str) -> set[str]:
+    """The options --help lists: the names at the start of its option lines (`  -v, --verbose ...`)."""
+    names = set()
+    for line in help_text.splitlines():
+        m = re.match(r"^  (-[\w-]+(?:, -[\w-]+)*)", line)
+        if m:
+            names.update(OPTION_RE.findall(m.group(1)))
+    return names - {"-h", "--help"}
 
 
-@pytest.mark.parametrize("option", HELP_OPTIONS)
-def test_help_mentions_option(help_text, option):
-    assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", help_text), f"--help does not mention {option}:\n{help_text}"
+def documented_options() -> set[str]:
+    """The options of docs/behaviour.md's options table (its first column)."""
+    names = set()
+    for line in DOCS.read_text().splitlines():
+        if line.startswith("| `-"):
+            names.update(OPTION_RE.findall(line.split("|")[1]))
+    return names
+
+
+def test_help_lists_every_documented_option_and_documents_every_option_it_lists(help_text):
+    """--help and docs/behaviour.md describe the same command line: every option of the docs' table is in --help,
+    and every option --help lists is in the docs (in the table, or in the text for websockify's aliases)."""
+    listed, table, docs = help_options(help_text), documented_options(), DOCS.read_text()
+    assert len(listed) > 20 and len(table) > 20, (listed, table)  # both parsed: the formats did not change
+    assert table <= listed, f"documented but not in --help: {sorted(table - listed)}"
+    undocumented = sorted(o for o in listed if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", docs))
+    assert not undocumented, f"in --help but not in docs/behaviour.md: {undocumented}"
 
 
 def nonempty_lines(b: bytes) -> list[str]:
@@ -188,24 +161,91 @@ def test_missing_targets_file(wsbridge_bin, tmp_path):
 # Accepted options and aliases
 
 
-def test_decimal_times_and_all_options(bridge_factory, backends):
+def test_decimal_times_and_all_options(bridge_factory, backends, tmp_path):
+    """Every option given at once, each seen at work (not only parsed): decimal times are not truncated (the lower
+    bounds), nor taken for their defaults (the upper bounds leave a loaded machine seconds of margin and are still
+    below the defaults: 10 s handshake and connect, 30 s ping interval, 10 s shutdown)."""
+    from test_faults import filled_listener
+
     echo = backends.echo()
-    b = bridge_factory(
-        "--handshake-timeout", "2.5",
-        "--connect-timeout", "1.5",
-        "--session-idle-timeout", "30.25",
-        "--ping-interval", "0.5",
-        "--pong-timeout", "10",
-        "--max-frame-size", "100000",
-        "--close-timeout", "0.5",
-        "--shutdown-timeout", "1.5",
-        "--log-level", "debug",
-        "--origin", "https://app.example.com",
-        target=echo.addr,
-    )
-    with ws_connect(b.url(), origin="https://app.example.com") as ws:
-        ws.send(b"ok")
-        assert ws.recv(timeout=10) == b"ok"
+    listener, fillers = filled_listener()  # a backend that never answers a connect
+    hole = "%s:%d" % listener.getsockname()
+    targets = tmp_path / "t.yaml"
+    write_atomic(targets, f"targets:\n  echo: {echo.addr}\n  hole: {hole}\n")
+    origin = [("Origin", "https://app.example.com")]
+    try:
+        b = bridge_factory(
+            "--handshake-timeout", "2.5",
+            "--connect-timeout", "1.5",
+            "--session-idle-timeout", "30.25",
+            "--ping-interval", "0.5",
+            "--pong-timeout", "10",
+            "--max-frame-size", "100000",
+            "--close-timeout", "0.5",
+            "--shutdown-timeout", "9.5",
+            "--log-level", "debug",
+            "--origin", "https://app.example.com",
+            "--targets", str(targets),
+        )
+        # --origin: that origin is let in, another is refused.
+        other = http_exchange(b.connect_host, b.port, upgrade_request(
+            b.connect_host, b.port, "/?token=echo", extra=[("Origin", "https://evil.example.com")]))
+        assert other.status == 403, str(other)
+        # --log-level debug: the refusal is logged at debug level.
+        assert b.stderr.wait_for(r"debug.*request refused", 10), b.log()
+
+        # --handshake-timeout 2.5: a connection that sends nothing gets 408.
+        started = time.monotonic()
+        with socket.create_connection((b.connect_host, b.port), timeout=15) as s:
+            resp = read_http_response(s, 15)
+        took = time.monotonic() - started
+        assert resp.status == 408, str(resp)
+        assert 2.4 <= took < 8, f"408 after {took:.2f}s with --handshake-timeout 2.5"
+
+        # --connect-timeout 1.5: the 101, then Close 1014.
+        started = time.monotonic()
+        with RawWS.connect(b.connect_host, b.port, "/?token=hole", extra=origin, timeout=15) as ws:
+            _, close = ws.read_until_close(timeout=15)
+        took = time.monotonic() - started
+        assert close is not None and (close.close_code, close.close_reason) == (1014, "backend connect timeout"), close
+        assert 1.4 <= took < 8, f"Close 1014 after {took:.2f}s with --connect-timeout 1.5"
+
+        ws = RawWS.connect(b.connect_host, b.port, "/?token=echo", extra=origin)
+        opened = time.monotonic()
+        # --max-frame-size 100000: a frame of that size is relayed byte-exact ...
+        payload = os.urandom(100_000)
+        ws.send_binary(payload)
+        got, pinged = b"", None
+        while len(got) < len(payload) or pinged is None:
+            f = ws.recv_frame(timeout=10)
+            assert f is not None, "connection closed"
+            if f.opcode == 0x9:
+                pinged = pinged or time.monotonic()
+                ws.send_frame(0xA, f.payload)
+            else:
+                got += f.payload
+        assert got == payload
+        # --ping-interval 0.5: a ping after half a second.
+        assert 0.45 <= pinged - opened < 5, f"first ping {pinged - opened:.2f}s after the 101"
+        # ... and one byte more is refused with 1009.
+        ws.send_binary(b"x" * 100_001)
+        _, close = ws.read_until_close(timeout=10)
+        assert close is not None and close.close_code == 1009, close
+        ws.close()
+
+        # --close-timeout 0.5: a session that never answers the Close 1001 holds the exit that long, not the 5 s
+        # default nor --shutdown-timeout 9.5 (test_close tests that one).
+        held = RawWS.connect(b.connect_host, b.port, "/?token=echo", extra=origin)
+        started = time.monotonic()
+        b.signal(signal.SIGTERM)
+        assert b.wait_exit(15) == 0, b.log()
+        took = time.monotonic() - started
+        held.close()
+        assert 0.45 <= took < 4.5, f"exit {took:.2f}s after SIGTERM with --close-timeout 0.5"
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
 
 
 def test_verbose_flag(bridge_factory, backends):

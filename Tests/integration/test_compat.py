@@ -376,18 +376,31 @@ def test_command_line(case: Case, impl, backends, tmp_path):
     echo = backends.echo()
     env = Env(tmp=tmp_path, port=free_port(), backend=echo.addr)
     env.values["tmp"] = str(tmp_path)
-    case.setup(env)
-    run = Run(name, prefix + env.format(case.args), cwd=tmp_path, port=env.port)
+    try:
+        case.setup(env)
+        run = Run(name, prefix + env.format(case.args), cwd=tmp_path, port=env.port)
+    except BaseException:
+        close_servers(env)
+        raise
     try:
         run.wait_ready(daemon=case.daemon)
         case.check(run, env)
     finally:
         run.stop()
+        close_servers(env)
         if case.daemon:
             # A daemon still running (the check failed before it exited): the processes started with exactly
             # this command line, by pid.
             for pid in pids_running(run.argv):
                 os.kill(pid, 15)
+
+
+def close_servers(env: Env) -> None:
+    """Servers a case's setup started (Redis) end with the case, whether its check ran or not (a bridge that did not
+    start must not leave its Redis running)."""
+    server = env.values.get("redis")
+    if server is not None:
+        server.close()
 
 
 def pids_running(argv: list[str]) -> list[int]:

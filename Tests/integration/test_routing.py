@@ -161,17 +161,26 @@ def test_dotted_plugin_names_are_websockifys_or_refused(wsbridge_bin, bridge_fac
 
 
 def test_read_only_token_file_is_read_once(bridge_factory, backends, tmp_path):
+    """ReadOnlyTokenFile reads its file once: neither SIGHUP nor the poll nor an unknown token reads it again. The
+    proof waits for events: each bridge logs that it handled the SIGHUP (its --log-file reopened), and a TokenFile
+    bridge given the same change and the same signal serves the new token, so a reloading bridge would have by now."""
     echo = backends.echo()
     f = write_token_file(tmp_path / "tokens", {"a": echo.addr})
-    b = bridge_factory("--token-plugin", "ReadOnlyTokenFile", "--token-source", str(f))
+    b = bridge_factory("--token-plugin", "ReadOnlyTokenFile", "--token-source", str(f), "--log-file", tmp_path / "ro.log")
+    reloading = bridge_factory("--token-plugin", "TokenFile", "--token-source", str(f), "--token-reread-interval", "0",
+                               "--log-file", tmp_path / "reloading.log")
     write_token_file(f, {"b": echo.addr})
-    b.signal(signal.SIGHUP)
-    # Proof that the change was not picked up: a TokenFile bridge over the same file sees b at once.
-    watcher = bridge_factory("--token-plugin", "TokenFile", "--token-source", str(f))
-    assert status_for(watcher, "b") == 101
+    marks = {bridge: len(bridge.stderr.snapshot()) for bridge in (b, reloading)}
+    for bridge in (b, reloading):
+        bridge.signal(signal.SIGHUP)
+    for bridge in (b, reloading):
+        assert bridge.stderr.wait_for(r"SIGHUP: log file reopened", 10, start=marks[bridge]), bridge.log()
+    assert reloading.stderr.wait_for(r"SIGHUP: reloading targets", 10, start=marks[reloading]), reloading.log()
+    wait_status(reloading, "b", 101)
     assert status_for(b, "a") == 101
     assert status_for(b, "b") == 404
     assert b.proc.poll() is None, "SIGHUP must not kill a ReadOnlyTokenFile bridge"
+    assert "reloading" not in b.log() and "reloaded" not in b.log(), b.log()
 
 
 def test_token_file_name_directory(bridge_factory, backends, tmp_path):
@@ -202,6 +211,29 @@ def test_unix_domain_socket_directory(bridge_factory, backends, tmp_path):
     roundtrip(b.url("/?token=echo.sock"))
     for token in ("plain", "link", "../" + os.path.basename(other) + "/escaped", "..%2fescaped", "%2e%2e", "missing"):
         assert status(b, f"/?token={token}") == 404, token
+
+
+def test_unix_domain_socket_directory_reloads(bridge_factory, backends):
+    """UnixDomainSocketDirectory reloads as TokenFile does: a socket that appears is a token at once (the unknown
+    token re-reads the directory), and a socket that goes is revoked: its live session gets 1008 `token revoked`."""
+    from conftest import Backend, echo_handler
+
+    first = backends.unix_echo()
+    sockdir = os.path.dirname(first.path)
+    b = bridge_factory("--token-plugin", "UnixDomainSocketDirectory", "--token-source", sockdir)
+    second = Backend(echo_handler, name="unix-echo-2", unix_path=os.path.join(sockdir, "second.sock"))
+    backends.all.append(second)
+    wait_status(b, "second.sock", 101)
+    with ws_connect(b.url("/?token=echo.sock")) as ws:
+        ws.send(b"before")
+        assert ws.recv(timeout=10) == b"before"
+        os.unlink(first.path)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=15)
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "token revoked")
+    assert status(b, "/?token=echo.sock") == 404
+    roundtrip(b.url("/?token=second.sock"))
 
 
 def test_unix_target_single_mode(bridge_factory, backends):

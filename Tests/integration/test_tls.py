@@ -246,6 +246,26 @@ def test_bad_certificate_files_are_one_line_errors(wsbridge_bin, backends, pki, 
 # Mutual TLS
 
 
+def refused_by_tls_alert(port: int, ctx: ssl.SSLContext) -> str:
+    """The TLS alert that ended a connection, as the ssl module names it. A server that answers over HTTP, closes
+    without an alert, or hangs (a TimeoutError is an OSError too) fails the test."""
+    s = None
+    try:
+        s = tls_socket(port, ctx)
+        # TLS 1.3: the alert arrives after the client's Finished, on the first read.
+        s.sendall(upgrade_request("localhost", port, "/?token=open"))
+        resp = read_http_response(s, 10)
+    except ssl.SSLError as e:
+        assert "ALERT" in str(e).upper(), f"a TLS error that is not an alert: {e!r}"
+        return str(e)
+    except TimeoutError:
+        pytest.fail("the bridge neither answered nor sent a TLS alert within 10 s")
+    finally:
+        if s is not None:
+            s.close()
+    pytest.fail(f"the TLS handshake succeeded and the bridge answered: {resp}")
+
+
 def test_mutual_tls_accepts_rejects_and_checks_names_per_target(bridge_factory, backends, pki, other_pki, tmp_path):
     echo = backends.echo()
     targets = tmp_path / "targets.yaml"
@@ -275,11 +295,8 @@ def test_mutual_tls_accepts_rejects_and_checks_names_per_target(bridge_factory, 
 
     # No certificate, or one from another CA: the TLS handshake fails with an alert.
     for ctx in (client_context(pki.ca), client_context(pki.ca, stranger)):
-        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
-            s = tls_socket(b.port, ctx)
-            # TLS 1.3: the alert arrives after the client's Finished, on the first read.
-            s.sendall(upgrade_request("localhost", b.port, "/?token=open"))
-            read_http_response(s, 10)
+        alert = refused_by_tls_alert(b.port, ctx)
+        assert alert, f"no TLS alert: {alert!r}"
     # websockify's ClientCertCNAuth: one list for every target.
     cn = bridge_factory(*tls_args(pki.server()), "--verify-client", "--cafile", pki.ca,
                         "--auth-plugin", "ClientCertCNAuth", "--auth-source", "alice carol", target=echo.addr)
@@ -374,3 +391,159 @@ def test_bad_backend_tls_settings_name_the_line(wsbridge_bin, backends, tmp_path
     targets.write_text(f"targets:\n  a:\n    backend: {echo.addr}\n    tls: {{ sni: x }}\n")
     r = run_bridge(wsbridge_bin, "--targets", str(targets), "127.0.0.1:0")
     assert r.returncode == 1 and f"{targets}:4:".encode() in r.stderr and b"unknown key 'sni'" in r.stderr, r
+
+
+# ---------------------------------------------------------------------------------------------
+# Promised in docs/behaviour.md "TLS" and the options table (issue 18)
+
+
+def tls12_context(ca, ciphers: str | None = None, version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2) -> ssl.SSLContext:
+    ctx = client_context(ca)
+    ctx.minimum_version = ctx.maximum_version = version
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    return ctx
+
+
+def test_certificate_and_key_in_one_file(bridge_factory, backends, pki, tmp_path):
+    """"the key is in --key or after the certificate in the same file": --cert alone, the key after the chain."""
+    echo = backends.echo()
+    issued = pki.server()
+    combined = tmp_path / "combined.pem"
+    combined.write_bytes(issued.cert.read_bytes() + issued.key.read_bytes())
+    b = bridge_factory("--cert", combined, target=echo.addr)
+    with wss(b, ctx=client_context(pki.ca)) as ws:
+        echo_once(ws, b"one file")
+    assert peer_serial(b.port, client_context(pki.ca)) == issued.serial()
+
+
+def test_a_0x80_first_byte_is_plain_http_and_fails_as_http(bridge_factory, backends, pki):
+    """An SSLv2-style hello (first byte 0x80) is not TLS: it is read as plain HTTP and refused with a plain 400."""
+    echo = backends.echo()
+    b = bridge_factory(*tls_args(pki.server()), target=echo.addr)
+    sslv2_hello = bytes([0x80, 0x2E, 0x01, 0x00, 0x02, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10]) + os.urandom(37)
+    with socket.create_connection(("127.0.0.1", b.port), timeout=10) as s:
+        s.sendall(sslv2_hello + b"\r\n\r\n")
+        resp = read_http_response(s, 10)
+    assert resp.status == 400 and resp.body.startswith(b"malformed HTTP request"), str(resp)
+    assert resp.header("Connection") == "close", str(resp)
+
+
+def test_ssl_ciphers_limits_the_tls12_suites(bridge_factory, backends, pki):
+    """--ssl-ciphers is an OpenSSL cipher string for TLS 1.2: a suite outside it is refused, one inside works."""
+    echo = backends.echo()
+    b = bridge_factory(*tls_args(pki.server()), "--ssl-ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256", target=echo.addr)
+    with tls_socket(b.port, tls12_context(pki.ca, "ECDHE-ECDSA-AES128-GCM-SHA256")) as s:
+        assert s.cipher()[0] == "ECDHE-ECDSA-AES128-GCM-SHA256", s.cipher()
+    with pytest.raises(ssl.SSLError) as refused:
+        tls_socket(b.port, tls12_context(pki.ca, "ECDHE-ECDSA-AES256-GCM-SHA384")).close()
+    assert "ALERT" in str(refused.value).upper() or "HANDSHAKE" in str(refused.value).upper(), refused.value
+    # Without the option the same client gets its suite.
+    open_ = bridge_factory(*tls_args(pki.server()), target=echo.addr)
+    with tls_socket(open_.port, tls12_context(pki.ca, "ECDHE-ECDSA-AES256-GCM-SHA384")) as s:
+        assert s.cipher()[0] == "ECDHE-ECDSA-AES256-GCM-SHA384", s.cipher()
+
+
+@pytest.mark.parametrize("version", ["tlsv1_2", "default"])
+def test_ssl_version_tls12_accepts_12_and_13(bridge_factory, backends, pki, version):
+    """--ssl-version tlsv1_2 (and `default`, which is tlsv1_2): TLS 1.2 and 1.3 clients are both served."""
+    echo = backends.echo()
+    b = bridge_factory(*tls_args(pki.server()), "--ssl-version", version, target=echo.addr)
+    for tls in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        with tls_socket(b.port, tls12_context(pki.ca, version=tls)) as s:
+            assert s.version() == {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[tls]
+            s.sendall(upgrade_request("localhost", b.port, "/"))
+            assert read_http_response(s, 10).status == 101
+
+
+def test_backend_tls_handshake_failed_is_1014_and_counted(bridge_factory, backends, other_pki, tmp_path):
+    """A `tls:` backend that does not speak TLS (it answers the ClientHello with an RFB banner): the 101, then Close
+    1014 `backend TLS handshake failed`, counted as kind tls_handshake; an untrusted certificate is kind
+    tls_verification (docs/behaviour.md, "TLS to backends")."""
+    plain = backends.banner()
+    untrusted = TLSEchoBackend(other_pki.issue("backend.internal.test", dns=("backend.internal.test",)))
+    backends.all.append(untrusted)
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(f"targets:\n  vnc:\n    backend: {plain.addr}\n    tls: {{ insecure: true }}\n"
+                       f"  untrusted:\n    backend: {untrusted.addr}\n    tls: {{ server_name: backend.internal.test }}\n")
+    b = bridge_factory("--targets", targets, "--metrics-on-main-port")
+    with RawWS.connect(b.connect_host, b.port, "/?token=untrusted") as ws:
+        _, close = ws.read_until_close(15)
+    assert close is not None and (close.close_code, close.close_reason) == (1014, "backend TLS certificate not trusted"), close
+    with RawWS.connect(b.connect_host, b.port, "/?token=vnc") as ws:
+        data, close = ws.read_until_close(15)
+    assert data == b"" and close is not None, close
+    assert (close.close_code, close.close_reason) == (1014, "backend TLS handshake failed"), close
+    s = socket.create_connection((b.connect_host, b.port), timeout=10)
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    text = read_http_response(s, 10).body.decode()
+    s.close()
+    assert 'wsbridge_backend_connect_failures_total{kind="tls_handshake"} 1' in text, text
+    assert 'wsbridge_backend_connect_failures_total{kind="tls_verification"} 1' in text, text
+
+
+def test_reload_of_the_cafile_and_of_the_key_password_file(bridge_factory, backends, pki, other_pki, tmp_path):
+    """The CA file of --verify-client and the --key-password-file are watched as the certificates are: a new CA
+    admits its clients (and no longer the old CA's), and a key re-encrypted with a new passphrase is read with the
+    new password file."""
+    echo = backends.echo()
+    first = pki.server(key_password="first pass")
+    cert, key, pw, ca = tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "pw", tmp_path / "clients-ca.pem"
+    cert.write_bytes(first.cert.read_bytes())
+    key.write_bytes(first.key.read_bytes())
+    pw.write_text("first pass\n")
+    ca.write_bytes(pki.ca.read_bytes())
+    b = bridge_factory("--cert", cert, "--key", key, "--key-password-file", pw, "--verify-client", "--cafile", ca,
+                       target=echo.addr)
+    old_client, new_client = pki.client("old"), other_pki.client("new")
+    with wss(b, ctx=client_context(pki.ca, old_client)) as ws:
+        echo_once(ws, b"old CA")
+    assert refused_by_tls_alert(b.port, client_context(pki.ca, new_client))
+
+    mark = len(b.stderr.snapshot())
+    write_atomic(ca, other_pki.ca.read_text())
+    assert b.stderr.wait_for(r"TLS certificates reloaded", 10, start=mark), b.log()
+    with wss(b, ctx=client_context(pki.ca, new_client)) as ws:
+        echo_once(ws, b"new CA")
+    assert refused_by_tls_alert(b.port, client_context(pki.ca, old_client))
+
+    second = pki.server(key_password="second pass")
+    mark = len(b.stderr.snapshot())
+    write_atomic(pw, "second pass\n")
+    write_atomic(key, second.key.read_text())
+    write_atomic(cert, second.cert.read_text())
+    assert b.stderr.wait_for(r"TLS certificates reloaded", 10, start=mark), b.log()
+    deadline = time.monotonic() + 10
+    while peer_serial(b.port, client_context(pki.ca, new_client)) != second.serial():
+        assert time.monotonic() < deadline, "the re-encrypted key is not served"
+        time.sleep(0.1)  # the reload is applied after its log line: polled, bounded
+
+
+def test_backend_tls_files_are_read_again_at_a_targets_reload(bridge_factory, backends, pki, other_pki, tmp_path):
+    """A target's `tls: ca:` file changed takes effect at the next targets reload (SIGHUP), for new sessions."""
+    backend = TLSEchoBackend(other_pki.issue("backend.internal.test", dns=("backend.internal.test",)))
+    backends.all.append(backend)
+    ca = tmp_path / "backend-ca.pem"
+    ca.write_bytes(other_pki.ca.read_bytes())
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(f"targets:\n  vnc:\n    backend: {backend.addr}\n"
+                       f"    tls: {{ ca: {ca.name}, server_name: backend.internal.test }}\n")
+    b = bridge_factory("--targets", targets)
+    with ws_connect(b.url("/?token=vnc")) as ws:
+        echo_once(ws, b"trusted")
+    ca.write_bytes(pki.ca.read_bytes())  # a CA that did not sign the backend's certificate
+    mark = len(b.stderr.snapshot())
+    b.signal(signal.SIGHUP)
+    assert b.stderr.wait_for(r"SIGHUP: reloading targets", 10, start=mark), b.log()
+    deadline = time.monotonic() + 10
+    while True:
+        close = None
+        with RawWS.connect(b.connect_host, b.port, "/?token=vnc") as ws:
+            try:
+                _, close = ws.read_until_close(0.5)  # a session that works stays open: no Close within 0.5 s
+            except TimeoutError:
+                pass
+        if close is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)  # the reload is applied once the files are stable: polled, bounded
+    assert close is not None and (close.close_code, close.close_reason) == (1014, "backend TLS certificate not trusted"), close

@@ -13,14 +13,15 @@ import NIOCore
 /// ```
 ///
 /// Payload bytes are escaped as websockify does (latin-1 through Python's `unicode_escape`, then `'` → `\'`).
-/// Writes happen on a serial queue of the recorder's own, never on the event loop; once `limit` bytes of payload
-/// were recorded, later traffic is left out (the file stays valid JavaScript).
+/// Writes happen on a serial queue of the recorder's own, never on the event loop; from the first message that
+/// would take the payload recorded beyond `limit` bytes, later traffic is left out (the file stays valid
+/// JavaScript, and what it holds is a prefix of the session).
 public final class SessionRecorder: Sendable {
     private let queue: DispatchQueue
     private let handle: FileHandle
     private let start: NIODeadline
     private let limit: Int
-    private let recorded = NIOLockedValueBox(0)
+    private let recorded = NIOLockedValueBox((total: 0, full: false))
     public let path: String
 
     /// Creates `PREFIX.N` (mode 0600: recordings contain everything typed, passwords included). The file must not
@@ -63,9 +64,14 @@ public final class SessionRecorder: Sendable {
 
     private func record(_ marker: String, _ buffer: ByteBuffer) {
         let count = buffer.readableBytes
-        let allowed = self.recorded.withLockedValue { total -> Bool in
-            guard total + count <= self.limit else { return false }
-            total += count
+        let allowed = self.recorded.withLockedValue { recorded -> Bool in
+            // The first message that does not fit ends the recording: a smaller one after it would leave a hole
+            // in the stream, and a replay of RFB with a hole in it is garbage.
+            guard !recorded.full, count <= self.limit - recorded.total else {
+                recorded.full = true
+                return false
+            }
+            recorded.total += count
             return true
         }
         guard allowed else { return }

@@ -5,7 +5,9 @@ import NIOCore
 /// A small pool of Redis connections for GET (our own RESP client: no Swift Redis client is available to this
 /// project). Commands are pipelined on `size` connections, used round-robin, opened lazily. A connection that
 /// fails is dropped; reconnecting backs off (0.1 s doubling up to `maxBackoff`), and while it backs off commands
-/// fail at once instead of waiting, so that admission answers quickly when Redis is down.
+/// fail at once instead of waiting, so that admission answers quickly when Redis is down. A connection on which a
+/// command timed out is closed and replaced: a Redis that stops answering on one connection (a dead path that
+/// stays open) must not fail every later lookup.
 public final class RedisClient: Sendable {
     public let endpoint: RedisEndpoint
     private let group: EventLoopGroup
@@ -50,13 +52,22 @@ public final class RedisClient: Sendable {
     /// server or after the timeout.
     public func command(_ arguments: [String], on eventLoop: EventLoop) -> EventLoopFuture<RESPValue> {
         let promise = eventLoop.makePromise(of: RESPValue.self)
+        let sentOn = NIOLockedValueBox<RedisConnection?>(nil)
         let timer = eventLoop.scheduleTask(in: self.timeout) {
             promise.fail(RedisError("redis did not answer within \(self.timeout.nanoseconds / 1_000_000) ms"))
+            // A connection that let a command time out is not given more: Redis, or the path to it, stopped
+            // answering on it, and every command pipelined behind would time out too, for good if the connection
+            // is dead but still open. It is closed (failing what waits on it) and the slot connects anew.
+            if let connection = sentOn.withLockedValue({ $0 }) {
+                self.drop(connection)
+                connection.close()
+            }
         }
         promise.futureResult.whenComplete { _ in timer.cancel() }
         self.connection(on: eventLoop)
             .flatMap { connection in
-                connection.command(arguments).flatMapErrorThrowing { error in
+                sentOn.withLockedValue { $0 = connection }
+                return connection.command(arguments).flatMapErrorThrowing { error in
                     // An error reply leaves the connection usable; a lost connection is dropped.
                     if !connection.isActive { self.drop(connection) }
                     throw error

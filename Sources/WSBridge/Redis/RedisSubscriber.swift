@@ -2,8 +2,9 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// A dedicated Redis connection subscribed to one channel. When the connection is lost it reconnects with
-/// backoff (0.1 s doubling up to 2 s) and calls `onResubscribe`, since messages published meanwhile were missed.
+/// A dedicated Redis connection subscribed to one channel. When the connection is lost, or stops answering the
+/// liveness PING, it reconnects with backoff (0.1 s doubling up to 2 s) and calls `onResubscribe`, since
+/// messages published meanwhile were missed.
 public final class RedisSubscriber: Sendable {
     private let endpoint: RedisEndpoint
     private let channelName: String
@@ -75,6 +76,7 @@ public final class RedisSubscriber: Sendable {
                 }
                 self.logger.info("subscribed to redis channel \(name)")
                 if again { self.onResubscribe() }
+                self.watch(connection)
                 connection.channel.closeFuture.whenComplete { _ in
                     self.logger.warning("redis subscription lost; reconnecting")
                     self.state.withLockedValue { $0.connection = nil }
@@ -89,6 +91,26 @@ public final class RedisSubscriber: Sendable {
                 self.retryLater()
             }
         }
+    }
+
+    /// How often the subscription proves it is alive, and how long its answer may take.
+    static let livenessInterval: TimeAmount = .seconds(2)
+    static let livenessTimeout: TimeAmount = .seconds(1)
+
+    /// A subscription only receives: a connection that died without a FIN or RST (a middlebox, a frozen server)
+    /// would miss every revocation without a word. A PING (allowed in subscribed mode) every `livenessInterval`
+    /// must be answered within `livenessTimeout`, else the connection is closed, which reconnects and resubscribes.
+    private func watch(_ connection: RedisConnection) {
+        let eventLoop = connection.channel.eventLoop
+        let logger = self.logger
+        let pings = eventLoop.scheduleRepeatedTask(initialDelay: Self.livenessInterval, delay: Self.livenessInterval) { _ in
+            let deadline = eventLoop.scheduleTask(in: Self.livenessTimeout) {
+                logger.warning("redis subscription did not answer a PING within \(Self.livenessTimeout.nanoseconds / 1_000_000) ms")
+                connection.close()
+            }
+            connection.command(["PING"]).whenComplete { _ in deadline.cancel() }
+        }
+        connection.channel.closeFuture.whenComplete { _ in pings.cancel() }
     }
 
     private func retryLater() {

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import ServiceLifecycle
@@ -10,7 +11,7 @@ import ServiceLifecycle
 /// has a timeout, and answers may be cached (`TokenCache`: TTL, negative TTL, stale answers while the API is down;
 /// none by default: every lookup asks, as websockify does).
 /// A 4xx answer (or a 2xx body that names no backend) is an unknown token; no answer, a timeout or a 5xx is
-/// "unavailable" (503). Bodies above 64 KiB are refused.
+/// "unavailable" (503). Bodies above 64 KiB are refused as they arrive (`CappedBody`), never read whole first.
 ///
 /// A `Service`: `run` waits for graceful shutdown, then shuts the HTTP client down.
 public final class HTTPTokenResolver: TokenResolver, Service {
@@ -91,10 +92,12 @@ public final class HTTPTokenResolver: TokenResolver, Service {
         let format = self.format
         return self.client.execute(
             request: request,
+            delegate: CappedBody(limit: Self.bodyLimit),
             eventLoop: .delegate(on: eventLoop),
             deadline: .now() + self.timeout,
             logger: nil
         )
+        .futureResult
         .hop(to: eventLoop)
         .flatMapThrowing { response -> TokenResolution in
             let status = response.status.code
@@ -103,10 +106,7 @@ public final class HTTPTokenResolver: TokenResolver, Service {
                 cache.store(token, nil)
                 return .notFound
             }
-            var body = response.body ?? ByteBuffer()
-            guard body.readableBytes <= 64 << 10, let bytes = body.readBytes(length: body.readableBytes) else {
-                throw HTTPAPIError(message: "token API answer too large")
-            }
+            let bytes = response.body
             guard let backend = Self.backend(fromBody: bytes, format: format) else {
                 logger.warning("token API answer for \(Target.redact(token)) names no backend")
                 cache.store(token, nil)
@@ -123,6 +123,47 @@ public final class HTTPTokenResolver: TokenResolver, Service {
     }
 
     struct HTTPAPIError: Error { var message: String }
+
+    /// The largest answer body read; a larger one fails the lookup (503) as soon as it is announced or exceeded.
+    static let bodyLimit = 64 << 10
+
+    /// Reads the answer's body up to `limit` bytes and fails the request beyond (a `Content-Length` above it, or
+    /// more bytes than that arriving): AsyncHTTPClient's own accumulator would take up to 4 GiB before the check.
+    final class CappedBody: HTTPClientResponseDelegate {
+        struct Response: Sendable {
+            var status: HTTPResponseStatus
+            var body: [UInt8]
+        }
+
+        let limit: Int
+        private let state = NIOLockedValueBox(Response(status: .ok, body: []))
+
+        init(limit: Int) { self.limit = limit }
+
+        func didReceiveHead(task: HTTPClient.Task<Response>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+            self.state.withLockedValue { $0.status = head.status }
+            if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > self.limit {
+                return task.eventLoop.makeFailedFuture(HTTPAPIError(message: "token API answer of \(length) bytes is too large"))
+            }
+            return task.eventLoop.makeSucceededVoidFuture()
+        }
+
+        func didReceiveBodyPart(task: HTTPClient.Task<Response>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+            let fits = self.state.withLockedValue { state -> Bool in
+                guard buffer.readableBytes <= self.limit - state.body.count else { return false }
+                state.body += buffer.readableBytesView
+                return true
+            }
+            guard fits else {
+                return task.eventLoop.makeFailedFuture(HTTPAPIError(message: "token API answer larger than \(self.limit) bytes"))
+            }
+            return task.eventLoop.makeSucceededVoidFuture()
+        }
+
+        func didFinishRequest(task: HTTPClient.Task<Response>) throws -> Response {
+            self.state.withLockedValue { $0 }
+        }
+    }
 
     public func run() async throws {
         try? await gracefulShutdown()

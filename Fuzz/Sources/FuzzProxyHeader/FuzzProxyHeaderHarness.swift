@@ -1,0 +1,1 @@
+../../../Tests/WSBridgeTests/FuzzHarnesses/FuzzProxyHeaderHarness.swift

@@ -1,0 +1,1 @@
+../../../Tests/WSBridgeTests/FuzzHarnesses/FuzzUpgradePolicyHarness.swift
