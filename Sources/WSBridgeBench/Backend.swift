@@ -2,7 +2,7 @@ import NIOCore
 import NIOPosix
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The TCP backend behind the relay under test.
@@ -163,7 +163,10 @@ func runBackend(_ options: BackendOptions) throws -> Never {
         .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
         .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
         .childChannelOption(.allowRemoteHalfClosure, value: true)
-        .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 64 << 10, maximum: 1 << 20))
+        .childChannelOption(
+            .recvAllocator,
+            value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 64 << 10, maximum: 1 << 20)
+        )
         .childChannelOption(.maxMessagesPerRead, value: 8)
         .childChannelOption(.writeBufferWaterMark, value: .init(low: 1 << 20, high: 4 << 20))
         .childChannelInitializer { channel in

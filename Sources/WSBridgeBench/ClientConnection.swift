@@ -169,7 +169,10 @@ final class ClientConnection: ChannelInboundHandler {
         guard let context = self.context else { return }
         switch self.endpoint.kind {
         case .webSocket:
-            context.writeAndFlush(self.wrapOutboundOut(Frames.close(allocator: context.channel.allocator)), promise: nil)
+            context.writeAndFlush(
+                self.wrapOutboundOut(Frames.close(allocator: context.channel.allocator)),
+                promise: nil
+            )
         case .rawTCP:
             context.close(promise: nil)
         }
@@ -217,7 +220,10 @@ final class ClientConnection: ChannelInboundHandler {
             }
             let statusLine = String(decoding: view.prefix(12), as: UTF8.self)
             guard statusLine == "HTTP/1.1 101" else {
-                self.fail(context: context, ServerFrameParser.ProtocolError(description: "upgrade refused: \(statusLine)"))
+                self.fail(
+                    context: context,
+                    ServerFrameParser.ProtocolError(description: "upgrade refused: \(statusLine)")
+                )
                 return
             }
             head.moveReaderIndex(to: end)
@@ -295,7 +301,10 @@ func makeClientBootstrap(
 ) -> (ClientBootstrap, (Channel) -> ClientConnection?) {
     let bootstrap = ClientBootstrap(group: group)
         .channelOption(.socketOption(.tcp_nodelay), value: 1)
-        .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 64 << 10, maximum: 1 << 20))
+        .channelOption(
+            .recvAllocator,
+            value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 64 << 10, maximum: 1 << 20)
+        )
         .channelOption(.maxMessagesPerRead, value: 8)
         .channelOption(.writeBufferWaterMark, value: .init(low: highWaterMark / 2, high: highWaterMark))
         .connectTimeout(.seconds(10))

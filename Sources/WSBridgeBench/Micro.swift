@@ -3,7 +3,7 @@ import NIOWebSocket
 import WSBridge
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `wsbridge-bench micro`: the client-frame decoding path in isolation, on one core, in GB/s of payload.

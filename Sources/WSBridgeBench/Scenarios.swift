@@ -2,7 +2,7 @@ import NIOCore
 import NIOPosix
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Monotonic nanoseconds.
@@ -32,8 +32,10 @@ struct OutgoingStream {
     let messages: [ByteBuffer]
 
     init(kind: Endpoint.Kind, size: Int, allocator: ByteBufferAllocator, mask: UInt32 = 0xA1B2_C3D4) {
-        precondition(size > 0 && (size % Pattern.period == 0 || Pattern.period % size == 0),
-                     "message size must divide \(Pattern.period) or be a multiple of it")
+        precondition(
+            size > 0 && (size % Pattern.period == 0 || Pattern.period % size == 0),
+            "message size must divide \(Pattern.period) or be a multiple of it"
+        )
         let count = max(1, Pattern.period / size)
         var offset: UInt64 = 0
         var all = allocator.buffer(capacity: count * (size + 14) + (size > Pattern.period ? size : 0))
@@ -43,7 +45,12 @@ struct OutgoingStream {
             switch kind {
             case .webSocket:
                 if size <= Pattern.period {
-                    Frames.appendMasked(&all, opcode: 0x2, payload: Pattern.window(at: offset, length: size), mask: mask)
+                    Frames.appendMasked(
+                        &all,
+                        opcode: 0x2,
+                        payload: Pattern.window(at: offset, length: size),
+                        mask: mask
+                    )
                 } else {
                     // A message of several periods: the pattern repeated, masked as one payload.
                     Frames.appendHeader(&all, opcode: 0x2, length: size, mask: mask)
@@ -59,7 +66,9 @@ struct OutgoingStream {
                 if size <= Pattern.period {
                     all.writeBytes(Pattern.window(at: offset, length: size))
                 } else {
-                    for _ in 0..<(size / Pattern.period) { all.writeBytes(Pattern.window(at: 0, length: Pattern.period)) }
+                    for _ in 0..<(size / Pattern.period) {
+                        all.writeBytes(Pattern.window(at: 0, length: Pattern.period))
+                    }
                 }
             }
             ranges.append((start, all.writerIndex - start))
@@ -104,7 +113,9 @@ final class UploadScenario: Scenario {
     func start() {
         let (bootstrap, _) = makeClientBootstrap(group: group, endpoint: options.endpoint, driver: self, nextID: { 0 })
         self.startedAt = nowNanos()
-        bootstrap.connect(host: options.endpoint.host, port: options.endpoint.port).whenFailure { self.errors.append("connect: \($0)") }
+        bootstrap.connect(host: options.endpoint.host, port: options.endpoint.port).whenFailure {
+            self.errors.append("connect: \($0)")
+        }
     }
 
     func opened(_ connection: ClientConnection) {
@@ -172,7 +183,9 @@ final class DownloadScenario: Scenario {
 
     func start() {
         let (bootstrap, _) = makeClientBootstrap(group: group, endpoint: options.endpoint, driver: self, nextID: { 0 })
-        bootstrap.connect(host: options.endpoint.host, port: options.endpoint.port).whenFailure { self.errors.append("connect: \($0)") }
+        bootstrap.connect(host: options.endpoint.host, port: options.endpoint.port).whenFailure {
+            self.errors.append("connect: \($0)")
+        }
         group.next().scheduleTask(in: .nanoseconds(Int64(options.warmup * 1e9))) {
             self.mark = (nowNanos(), self.verifier.offset)
         }
@@ -230,10 +243,15 @@ final class EchoScenario: Scenario {
 
     func start() {
         self.measureFrom = nowNanos() + UInt64(options.warmup * 1e9)
-        let (bootstrap, _) = makeClientBootstrap(group: group, endpoint: options.endpoint, driver: self, nextID: {
-            defer { self.ids += 1 }
-            return self.ids
-        })
+        let (bootstrap, _) = makeClientBootstrap(
+            group: group,
+            endpoint: options.endpoint,
+            driver: self,
+            nextID: {
+                defer { self.ids += 1 }
+                return self.ids
+            }
+        )
         self.nextMessage = Array(repeating: 0, count: options.sessions)
         for _ in 0..<options.sessions {
             bootstrap.connect(host: options.endpoint.host, port: options.endpoint.port).whenFailure {
@@ -244,7 +262,11 @@ final class EchoScenario: Scenario {
 
     func opened(_ connection: ClientConnection) {
         if self.stream == nil {
-            self.stream = OutgoingStream(kind: options.endpoint.kind, size: options.size, allocator: connection.allocator)
+            self.stream = OutgoingStream(
+                kind: options.endpoint.kind,
+                size: options.size,
+                allocator: connection.allocator
+            )
         }
         self.send(connection)
     }
@@ -409,10 +431,16 @@ final class HoldScenario: Scenario {
     }
 
     func start() {
-        let (bootstrap, _) = makeClientBootstrap(group: group, endpoint: options.endpoint, driver: self, nextID: {
-            defer { self.ids += 1 }
-            return self.ids
-        }, highWaterMark: 256 << 10)
+        let (bootstrap, _) = makeClientBootstrap(
+            group: group,
+            endpoint: options.endpoint,
+            driver: self,
+            nextID: {
+                defer { self.ids += 1 }
+                return self.ids
+            },
+            highWaterMark: 256 << 10
+        )
         self.bootstrap = bootstrap
         for _ in 0..<min(options.connectConcurrency, options.sessions) { self.launch() }
     }
@@ -432,7 +460,11 @@ final class HoldScenario: Scenario {
         self.connections.append(connection)
         if self.flood {
             if self.stream == nil {
-                self.stream = OutgoingStream(kind: options.endpoint.kind, size: 64 << 10, allocator: connection.allocator)
+                self.stream = OutgoingStream(
+                    kind: options.endpoint.kind,
+                    size: 64 << 10,
+                    allocator: connection.allocator
+                )
             }
             self.sent[connection.id] = 0
             self.lastProgress[connection.id] = nowNanos()
@@ -443,7 +475,8 @@ final class HoldScenario: Scenario {
         } else {
             var byte = connection.allocator.buffer(capacity: 8)
             switch options.endpoint.kind {
-            case .webSocket: Frames.appendMasked(&byte, opcode: 0x2, payload: Pattern.window(at: 0, length: 1), mask: 0x0BAD_F00D)
+            case .webSocket:
+                Frames.appendMasked(&byte, opcode: 0x2, payload: Pattern.window(at: 0, length: 1), mask: 0x0BAD_F00D)
             case .rawTCP: byte.writeBytes(Pattern.window(at: 0, length: 1))
             }
             connection.write(byte)
@@ -525,7 +558,9 @@ final class HoldScenario: Scenario {
             if self.flood {
                 // Vanish: RST, as a client that crashed or lost its network would.
                 if let provider = channel as? SocketOptionProvider {
-                    provider.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
+                    provider.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in
+                        channel.close(promise: nil)
+                    }
                 } else {
                     channel.close(promise: nil)
                 }

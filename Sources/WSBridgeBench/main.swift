@@ -2,7 +2,7 @@ import NIOCore
 import NIOPosix
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // wsbridge-bench: the load generator and TCP backend of Benchmarks/run (SwiftNIO only), and micro-benchmarks.
@@ -22,8 +22,12 @@ func printErr(_ message: String) {
 }
 
 func usage() -> Never {
-    printErr("usage: wsbridge-bench backend --mode echo|sink|source|hold [--port N] [--chunk BYTES] [--ack-every BYTES]")
-    printErr("       wsbridge-bench client ws://HOST:PORT/PATH|tcp://HOST:PORT --scenario upload|download|echo|handshake|hold|flood")
+    printErr(
+        "usage: wsbridge-bench backend --mode echo|sink|source|hold [--port N] [--chunk BYTES] [--ack-every BYTES]"
+    )
+    printErr(
+        "       wsbridge-bench client ws://HOST:PORT/PATH|tcp://HOST:PORT --scenario upload|download|echo|handshake|hold|flood"
+    )
     printErr("              [--size BYTES] [--sessions N] [--warmup S] [--seconds S] [--flood-cap BYTES]")
     printErr("       wsbridge-bench micro [--seconds S]")
     exit(64)
@@ -149,16 +153,17 @@ func runClient(_ options: ClientOptions) -> Never {
         usleep(UInt32((options.warmup + options.seconds) * 1e6))
         fields += (try? loop.submit({ scenario.finish() }).wait()) ?? []
     }
-    let errors: [String] = (try? loop.submit({ () -> [String] in
-        switch scenario {
-        case let s as UploadScenario: return s.errors
-        case let s as DownloadScenario: return s.errors
-        case let s as EchoScenario: return s.errors
-        case let s as HandshakeScenario: return s.errors
-        case let s as HoldScenario: return s.errors
-        default: return []
-        }
-    }).wait()) ?? []
+    let errors: [String] =
+        (try? loop.submit({ () -> [String] in
+            switch scenario {
+            case let s as UploadScenario: return s.errors
+            case let s as DownloadScenario: return s.errors
+            case let s as EchoScenario: return s.errors
+            case let s as HandshakeScenario: return s.errors
+            case let s as HoldScenario: return s.errors
+            default: return []
+            }
+        }).wait()) ?? []
     fields.append(("errors", "\(errors.count)"))
     if let first = errors.first {
         let escaped = String(first.map { $0 == "\"" || $0 == "\\" ? "'" : $0 })

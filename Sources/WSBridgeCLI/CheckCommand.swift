@@ -13,7 +13,10 @@ struct CheckCommand: ParsableCommand {
     @Argument(help: "The targets file or directory.")
     var path: String
 
-    @Option(name: .customLong("token-plugin"), help: ArgumentHelp("Read PATH as this websockify token plugin's data (default: TokenFile).", valueName: "NAME"))
+    @Option(
+        name: .customLong("token-plugin"),
+        help: ArgumentHelp("Read PATH as this websockify token plugin's data (default: TokenFile).", valueName: "NAME")
+    )
     var tokenPlugin: String?
 
     func run() throws {
@@ -29,7 +32,9 @@ struct CheckCommand: ParsableCommand {
             for error in errors {
                 FileHandle.standardError.write(Data("\(error)\n".utf8))
             }
-            FileHandle.standardError.write(Data("\(self.path): \(errors.count) error\(errors.count == 1 ? "" : "s")\n".utf8))
+            FileHandle.standardError.write(
+                Data("\(self.path): \(errors.count) error\(errors.count == 1 ? "" : "s")\n".utf8)
+            )
             throw ExitCode.failure
         }
         if let origins = table.origins {
@@ -41,7 +46,9 @@ struct CheckCommand: ParsableCommand {
             if let origins = target.origins { policy.append("origins=\(origins.entries.joined(separator: ","))") }
             if let max = target.maxSessions { policy.append("max_sessions=\(max)") }
             if let idle = target.idleTimeout { policy.append("idle_timeout=\(idle)s") }
-            if let clients = target.allowClients { policy.append("allow_clients=\(clients.map(\.description).joined(separator: ","))") }
+            if let clients = target.allowClients {
+                policy.append("allow_clients=\(clients.map(\.description).joined(separator: ","))")
+            }
             if target.keepOnRevoke { policy.append("on_revoke=keep") }
             if let tls = target.tls {
                 var parts = ["tls"]
@@ -53,8 +60,11 @@ struct CheckCommand: ParsableCommand {
             }
             if let version = target.proxyProtocol { policy.append("proxy_protocol=\(version.rawValue)") }
             if let names = target.clientCertNames { policy.append("client_cert_names=\(names.joined(separator: ","))") }
-            let label = Target.redact(token) == target.name ? target.name : "\(target.name) (token \(Target.redact(token)))"
-            print("\(label) -> \(TokenRedaction.backend(target))\(policy.isEmpty ? "" : "  " + policy.joined(separator: " "))  [\(TokenRedaction.location(target) ?? "")]")
+            let label =
+                Target.redact(token) == target.name ? target.name : "\(target.name) (token \(Target.redact(token)))"
+            print(
+                "\(label) -> \(TokenRedaction.backend(target))\(policy.isEmpty ? "" : "  " + policy.joined(separator: " "))  [\(TokenRedaction.location(target) ?? "")]"
+            )
         }
         print("\(self.path): \(map.count) target\(map.count == 1 ? "" : "s"), valid")
     }

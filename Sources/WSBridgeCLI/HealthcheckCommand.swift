@@ -43,7 +43,9 @@ struct HealthcheckCommand: AsyncParsableCommand {
 
 /// A one-request HTTP/1.1 client: the status code of `GET path`.
 enum HealthProbe {
-    static func get(host: String, port: Int, path: String, timeout: TimeAmount, group: EventLoopGroup) async throws -> UInt {
+    static func get(host: String, port: Int, path: String, timeout: TimeAmount, group: EventLoopGroup) async throws
+        -> UInt
+    {
         let promise = group.next().makePromise(of: UInt.self)
         let channel: Channel
         do {
@@ -60,10 +62,15 @@ enum HealthProbe {
             promise.fail(error)
             throw error
         }
-        let deadline = channel.eventLoop.scheduleTask(in: timeout) { promise.fail(ChannelError.connectTimeout(timeout)) }
+        let deadline = channel.eventLoop.scheduleTask(in: timeout) {
+            promise.fail(ChannelError.connectTimeout(timeout))
+        }
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: host)
-        channel.write(HTTPClientRequestPart.head(.init(version: .http1_1, method: .GET, uri: path, headers: headers)), promise: nil)
+        channel.write(
+            HTTPClientRequestPart.head(.init(version: .http1_1, method: .GET, uri: path, headers: headers)),
+            promise: nil
+        )
         channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
         defer {
             deadline.cancel()

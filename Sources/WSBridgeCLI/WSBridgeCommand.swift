@@ -76,7 +76,11 @@ struct WSBridgeCommand: AsyncParsableCommand {
         if configuration.daemon {
             if !Daemon.isDaemon {
                 // Started again in the background; this process ends once the daemon listens (or fails to).
-                Daemon.spawnAndWait(arguments: arguments, pidFile: Daemon.absolute(configuration.pidFile), keepStandardInput: false)
+                Daemon.spawnAndWait(
+                    arguments: arguments,
+                    pidFile: Daemon.absolute(configuration.pidFile),
+                    keepStandardInput: false
+                )
             }
             configuration = configuration.withAbsolutePaths()
             Daemon.enterDaemon()

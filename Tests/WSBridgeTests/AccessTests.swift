@@ -23,7 +23,10 @@ final class AccessTests: XCTestCase {
         }
         XCTAssertEqual(client("10.0.0.1", [("X-Forwarded-For", "203.0.113.9")]), "203.0.113.9")
         XCTAssertEqual(client("10.0.0.1", [("X-Forwarded-For", "1.1.1.1, 203.0.113.9, 10.9.9.9")]), "203.0.113.9")
-        XCTAssertEqual(client("10.0.0.1", [("X-Forwarded-For", "1.1.1.1"), ("X-Forwarded-For", "10.9.9.9")]), "1.1.1.1")
+        XCTAssertEqual(
+            client("10.0.0.1", [("X-Forwarded-For", "1.1.1.1"), ("X-Forwarded-For", "10.9.9.9")]),
+            "1.1.1.1"
+        )
         XCTAssertEqual(client("10.0.0.1", [("X-Forwarded-For", "10.2.2.2, 10.9.9.9")]), "10.2.2.2")
         XCTAssertEqual(client("10.0.0.1", [("X-Forwarded-For", "garbage, 10.9.9.9")]), "10.9.9.9")
         XCTAssertEqual(client("10.0.0.1", [("X-Forwarded-For", "garbage")]), "10.0.0.1")
@@ -45,7 +48,8 @@ final class AccessTests: XCTestCase {
         }
         // The client sent Forwarded (and its own XFF); the proxy appended the real peer to XFF.
         XCTAssertEqual(
-            client([("Forwarded", "for=192.0.2.99"), ("X-Forwarded-For", "192.0.2.99, 203.0.113.5")]), "203.0.113.5"
+            client([("Forwarded", "for=192.0.2.99"), ("X-Forwarded-For", "192.0.2.99, 203.0.113.5")]),
+            "203.0.113.5"
         )
         XCTAssertEqual(client([("Forwarded", "for=192.0.2.99"), ("X-Forwarded-For", "203.0.113.5")]), "203.0.113.5")
         // Forwarded alone is not believed: the peer is the client.
@@ -61,7 +65,10 @@ final class AccessTests: XCTestCase {
         }
         XCTAssertEqual(client([("Forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43")]), "192.0.2.60")
         XCTAssertEqual(client([("Forwarded", "for=\"[2001:db9::17]:4711\", for=10.1.1.1")]), "2001:db9::17")
-        XCTAssertEqual(client([("Forwarded", "For=\"198.51.100.3:80\""), ("X-Forwarded-For", "1.1.1.1")]), "198.51.100.3")
+        XCTAssertEqual(
+            client([("Forwarded", "For=\"198.51.100.3:80\""), ("X-Forwarded-For", "1.1.1.1")]),
+            "198.51.100.3"
+        )
         // X-Forwarded-For is the client's own then.
         XCTAssertEqual(client([("X-Forwarded-For", "192.0.2.99")]), "10.0.0.1")
         XCTAssertEqual(client([("X-Forwarded-For", "192.0.2.99"), ("Forwarded", "for=203.0.113.5")]), "203.0.113.5")
@@ -95,7 +102,10 @@ final class AccessTests: XCTestCase {
             ben:$5$abc$/LKlXd6vuvdFX3oWbf2vGk3DgflzzsvOtMZsiOxqqY5
             """
         let hashed = BasicAuthenticator(users: try BasicAuthenticator.parseFile(file, file: "users"))
-        XCTAssertEqual(try hashed.check(self.header("ann", "correct horse"), on: loop).wait(), .authenticated(user: "ann"))
+        XCTAssertEqual(
+            try hashed.check(self.header("ann", "correct horse"), on: loop).wait(),
+            .authenticated(user: "ann")
+        )
         XCTAssertEqual(try hashed.check(self.header("ann", "correct horsE"), on: loop).wait(), .invalid)
         XCTAssertEqual(try hashed.check(self.header("ben", "pw"), on: loop).wait(), .authenticated(user: "ben"))
         XCTAssertEqual(try hashed.check(self.header("cat", "pw"), on: loop).wait(), .invalid)
@@ -103,7 +113,11 @@ final class AccessTests: XCTestCase {
 
     func testCredentialsFileErrorsNameTheLine() {
         for (text, line) in [
-            ("ann:plain\n", 1), ("# c\n\nann\n", 3), ("ann:$5$abc$/LKlXd6vuvdFX3oWbf2vGk3DgflzzsvOtMZsiOxqqY5\nann:$5$abc$/LKlXd6vuvdFX3oWbf2vGk3DgflzzsvOtMZsiOxqqY5\n", 2),
+            ("ann:plain\n", 1), ("# c\n\nann\n", 3),
+            (
+                "ann:$5$abc$/LKlXd6vuvdFX3oWbf2vGk3DgflzzsvOtMZsiOxqqY5\nann:$5$abc$/LKlXd6vuvdFX3oWbf2vGk3DgflzzsvOtMZsiOxqqY5\n",
+                2
+            ),
             (":$5$abc$x\n", 1), ("ann:$1$md5isnotallowed\n", 1),
         ] {
             XCTAssertThrowsError(try BasicAuthenticator.parseFile(text, file: "users")) { error in
@@ -126,7 +140,9 @@ final class AccessTests: XCTestCase {
 
     func request(_ uri: String) -> HTTPRequestHead {
         HTTPRequestHead(
-            version: .http1_1, method: .GET, uri: uri,
+            version: .http1_1,
+            method: .GET,
+            uri: uri,
             headers: HTTPHeaders([
                 ("Host", "h"), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
                 ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13"),
@@ -151,21 +167,42 @@ final class AccessTests: XCTestCase {
         XCTAssertEqual(status("/?token=open", .init(authentication: .authenticated(user: "u"))).0, 101)
         XCTAssertEqual(status("/?token=open", .init()).0, 101)
         XCTAssertEqual(status("/?token=ops", .init()).1, "client certificate required")
-        XCTAssertEqual(status("/?token=ops", .init(certificateNames: ["bob", "bob.example.test"])).1, "client certificate not allowed for this target")
+        XCTAssertEqual(
+            status("/?token=ops", .init(certificateNames: ["bob", "bob.example.test"])).1,
+            "client certificate not allowed for this target"
+        )
         XCTAssertEqual(status("/?token=ops", .init(certificateNames: ["alice"])).0, 101)
         XCTAssertEqual(status("/?token=ops", .init(certificateNames: ["carol", "carol@example.test"])).0, 101)
         // A server-wide list (ClientCertCNAuth) applies to targets without their own.
         let global = UpgradePolicy(clientCertNames: ["bob"])
-        if case .accept = global.decide(self.request("/?token=open"), targets: table, identity: .init(certificateNames: ["carol"])) {
+        if case .accept = global.decide(
+            self.request("/?token=open"),
+            targets: table,
+            identity: .init(certificateNames: ["carol"])
+        ) {
             XCTFail("carol accepted by a server-wide list of bob")
         }
-        if case .reject(let r) = global.decide(self.request("/?token=open"), targets: table, identity: .init(certificateNames: ["BOB"])) {
+        if case .reject(let r) = global.decide(
+            self.request("/?token=open"),
+            targets: table,
+            identity: .init(certificateNames: ["BOB"])
+        ) {
             XCTFail("bob refused: \(r)")
         }
-        if case .reject(let r) = global.decide(self.request("/?token=ops"), targets: table, identity: .init(certificateNames: ["alice"])) {
+        if case .reject(let r) = global.decide(
+            self.request("/?token=ops"),
+            targets: table,
+            identity: .init(certificateNames: ["alice"])
+        ) {
             XCTFail("the target's own list must win: \(r)")
         }
-        guard case .reject(let rejection) = policy.decide(self.request("/?token=open"), targets: table, identity: .init(authentication: .missing)) else {
+        guard
+            case .reject(let rejection) = policy.decide(
+                self.request("/?token=open"),
+                targets: table,
+                identity: .init(authentication: .missing)
+            )
+        else {
             return XCTFail("accepted")
         }
         XCTAssertEqual(rejection.headers.first?.0, "WWW-Authenticate")
@@ -195,7 +232,12 @@ final class AccessTests: XCTestCase {
         XCTAssertEqual(byToken["a"]?.proxyProtocol, .v2)
         XCTAssertEqual(
             byToken["b"]?.tls,
-            BackendTLS(ca: "/etc/wsbridge/ca.pem", serverName: "vnc.internal", clientCertificate: "/c.pem", clientKey: "/etc/wsbridge/k.pem")
+            BackendTLS(
+                ca: "/etc/wsbridge/ca.pem",
+                serverName: "vnc.internal",
+                clientCertificate: "/c.pem",
+                clientKey: "/etc/wsbridge/k.pem"
+            )
         )
         XCTAssertEqual(byToken["b"]?.clientCertNames, ["alice"])
         XCTAssertNil(byToken["c"]?.tls)

@@ -1,3 +1,5 @@
+import Dispatch
+import NIOConcurrencyHelpers
 import NIOCore
 import XCTest
 
@@ -30,7 +32,9 @@ final class AdmissionLimiterTests: XCTestCase {
         XCTAssertEqual(limiter.sessions, 3)
         let perTargetLimiter = AdmissionLimiter(limits: .init())
         XCTAssertNoThrow(try perTargetLimiter.acquire(client: "x", target: limited).get())
-        guard case .failure(let perTarget) = perTargetLimiter.acquire(client: "y", target: limited) else { return XCTFail() }
+        guard case .failure(let perTarget) = perTargetLimiter.acquire(client: "y", target: limited) else {
+            return XCTFail()
+        }
         XCTAssertEqual(perTarget.reason, "target is at its session limit")
         XCTAssertNoThrow(try perTargetLimiter.acquire(client: "y", target: other).get())
     }
@@ -58,9 +62,6 @@ final class AdmissionLimiterTests: XCTestCase {
         XCTAssertNotNil(limiter.takeHandshake(client: "a", now: start + .milliseconds(500)))
     }
 }
-
-import Dispatch
-import NIOConcurrencyHelpers
 
 final class NIOLockedCounter: Sendable {
     private let box = NIOLockedValueBox(0)

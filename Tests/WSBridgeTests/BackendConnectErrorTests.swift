@@ -17,7 +17,10 @@ final class BackendConnectErrorTests: XCTestCase {
     func testOtherErrors() {
         XCTAssertEqual(BackendConnectError.classify(IOError(errnoCode: ECONNREFUSED, reason: "connect")).kind, .refused)
         XCTAssertEqual(BackendConnectError.classify(IOError(errnoCode: ENOENT, reason: "connect")).kind, .refused)
-        XCTAssertEqual(BackendConnectError.classify(IOError(errnoCode: EHOSTUNREACH, reason: "connect")).kind, .unreachable)
+        XCTAssertEqual(
+            BackendConnectError.classify(IOError(errnoCode: EHOSTUNREACH, reason: "connect")).kind,
+            .unreachable
+        )
         XCTAssertEqual(BackendConnectError.classify(ChannelError.ioOnClosedChannel).kind, .unreachable)
     }
 }

@@ -6,7 +6,9 @@ import XCTest
 /// selects nothing).
 final class CipherListTests: XCTestCase {
     func testListsThatSelectACipherAreAccepted() {
-        for list in ["HIGH:!aNULL:!MD5", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384:NOT-A-CIPHER", "DEFAULT"] {
+        for list in [
+            "HIGH:!aNULL:!MD5", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384:NOT-A-CIPHER", "DEFAULT",
+        ] {
             XCTAssertTrue(ServerTLSSettings.selectsCiphers(list), list)
         }
     }

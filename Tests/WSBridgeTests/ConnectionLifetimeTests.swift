@@ -22,7 +22,12 @@ final class ConnectionLifetimeTests: XCTestCase {
             if harness.client.isActive { try harness.client.close().wait() }
             harness.loop.run()
         }
-        XCTAssertNil(fallback, "the handshake handler outlived its connection: \(request.prefix(30))", file: file, line: line)
+        XCTAssertNil(
+            fallback,
+            "the handshake handler outlived its connection: \(request.prefix(30))",
+            file: file,
+            line: line
+        )
     }
 
     func testARefusedRequestFreesItsHandlers() throws {
@@ -37,5 +42,5 @@ final class ConnectionLifetimeTests: XCTestCase {
 }
 
 #if !canImport(ObjectiveC)
-private func autoreleasepool<T>(_ body: () throws -> T) rethrows -> T { try body() }
+    private func autoreleasepool<T>(_ body: () throws -> T) rethrows -> T { try body() }
 #endif

@@ -19,8 +19,10 @@ final class EnvironmentArgumentsTests: XCTestCase {
         )
         XCTAssertEqual(
             merged,
-            ["--targets", "/etc/t.yaml", "--origin", "https://a.example", "--origin", "https://b.example",
-             "--require-origin", "--connect-timeout", "7", "6080"]
+            [
+                "--targets", "/etc/t.yaml", "--origin", "https://a.example", "--origin", "https://b.example",
+                "--require-origin", "--connect-timeout", "7", "6080",
+            ]
         )
     }
 
@@ -43,13 +45,24 @@ final class EnvironmentArgumentsTests: XCTestCase {
         )
         XCTAssertEqual(merged, ["6080", "vnc:5900", "--connect-timeout", "7"])
         XCTAssertThrowsError(
-            try EnvironmentArguments.merge(arguments: [], environment: ["WSBRIDGE_TARGET": "x:1"], options: self.options)
+            try EnvironmentArguments.merge(
+                arguments: [],
+                environment: ["WSBRIDGE_TARGET": "x:1"],
+                options: self.options
+            )
         )
         XCTAssertThrowsError(
-            try EnvironmentArguments.merge(arguments: [], environment: ["WSBRIDGE_REQUIRE_ORIGIN": "maybe"], options: self.options)
+            try EnvironmentArguments.merge(
+                arguments: [],
+                environment: ["WSBRIDGE_REQUIRE_ORIGIN": "maybe"],
+                options: self.options
+            )
         ) { error in
             XCTAssertEqual("\(error)", "WSBRIDGE_REQUIRE_ORIGIN=maybe: expected 1/true/yes/on or 0/false/no/off")
         }
-        XCTAssertEqual(EnvironmentArguments.variable(for: "max-connections-per-client"), "WSBRIDGE_MAX_CONNECTIONS_PER_CLIENT")
+        XCTAssertEqual(
+            EnvironmentArguments.variable(for: "max-connections-per-client"),
+            "WSBRIDGE_MAX_CONNECTIONS_PER_CLIENT"
+        )
     }
 }

@@ -8,7 +8,8 @@ final class FileWatcherTests: XCTestCase {
     var directory: String!
 
     override func setUp() {
-        self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-watch-\(UUID().uuidString)").path
+        self.directory =
+            FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-watch-\(UUID().uuidString)").path
         try! FileManager.default.createDirectory(atPath: self.directory, withIntermediateDirectories: true)
     }
 
@@ -75,8 +76,16 @@ final class FileWatcherTests: XCTestCase {
     private func snapshot(size: Int64, inode: UInt64 = 1) -> FileWatcher.Snapshot {
         FileWatcher.Snapshot(entries: [
             .init(
-                path: "/t", chain: [], resolved: "/t", exists: true, isDirectory: false, device: 1, inode: inode,
-                size: size, modified: Int64(inode), changed: Int64(inode)
+                path: "/t",
+                chain: [],
+                resolved: "/t",
+                exists: true,
+                isDirectory: false,
+                device: 1,
+                inode: inode,
+                size: size,
+                modified: Int64(inode),
+                changed: Int64(inode)
             )
         ])
     }
@@ -127,7 +136,9 @@ final class FileWatcherTests: XCTestCase {
         let file = self.directory + "/t.conf"
         try "a: 127.0.0.1:1\nb: 127.0.0.1:2\n".write(toFile: file, atomically: false, encoding: .utf8)
         let watcher = FileWatcher(
-            paths: [file], what: "test", logger: Logger(label: "test"),
+            paths: [file],
+            what: "test",
+            logger: Logger(label: "test"),
             timing: .init(interval: .milliseconds(20), quiet: .milliseconds(50), settle: .milliseconds(600))
         )
         let applied = AppliedValues()

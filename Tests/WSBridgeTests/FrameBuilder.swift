@@ -17,8 +17,12 @@ struct FrameBuilder {
         self.fin = fin
     }
 
-    static func binary(_ payload: [UInt8], fin: Bool = true) -> FrameBuilder { .init(opcode: 0x2, payload: payload, fin: fin) }
-    static func text(_ text: String, fin: Bool = true) -> FrameBuilder { .init(opcode: 0x1, payload: Array(text.utf8), fin: fin) }
+    static func binary(_ payload: [UInt8], fin: Bool = true) -> FrameBuilder {
+        .init(opcode: 0x2, payload: payload, fin: fin)
+    }
+    static func text(_ text: String, fin: Bool = true) -> FrameBuilder {
+        .init(opcode: 0x1, payload: Array(text.utf8), fin: fin)
+    }
     static func close(_ code: UInt16?, _ reason: [UInt8] = []) -> FrameBuilder {
         var payload: [UInt8] = []
         if let code { payload = [UInt8(code >> 8), UInt8(code & 0xFF)] + reason }

@@ -44,7 +44,9 @@ final class FrameParserTests: XCTestCase {
             let (events, failure) = self.parse(bytes, chunk: chunk)
             XCTAssertNil(failure)
             XCTAssertEqual(self.payloadBytes(events), payload, "chunk \(chunk)")
-            XCTAssertFalse(events.contains { if case .data(let b) = $0 { return b.readableBytes == 0 } else { return false } })
+            XCTAssertFalse(
+                events.contains { if case .data(let b) = $0 { return b.readableBytes == 0 } else { return false } }
+            )
         }
     }
 
@@ -136,7 +138,10 @@ final class FrameParserTests: XCTestCase {
         var huge = FrameBuilder.binary([])
         huge.declaredLength = (1 << 63) - 1
         XCTAssertEqual(self.parse(huge.bytes).1, FrameParser.Failure(.tooBig, "frame too big"))
-        XCTAssertEqual(self.parse(FrameBuilder.binary(Array(repeating: 1, count: 1025)).bytes, maxFrameSize: 1024).1?.code, .tooBig)
+        XCTAssertEqual(
+            self.parse(FrameBuilder.binary(Array(repeating: 1, count: 1025)).bytes, maxFrameSize: 1024).1?.code,
+            .tooBig
+        )
         XCTAssertNil(self.parse(FrameBuilder.binary(Array(repeating: 1, count: 1024)).bytes, maxFrameSize: 1024).1)
     }
 
@@ -228,7 +233,10 @@ final class FrameParserTests: XCTestCase {
 final class UTF8ValidatorTests: XCTestCase {
     func testAgreesWithTheStandardLibraryOnRandomInput() {
         var generator = SystemRandomNumberGenerator()
-        let alphabet: [UInt8] = [0x00, 0x41, 0x7F, 0x80, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xED, 0xEF, 0xF0, 0xF4, 0xF5, 0xFF, 0xA0, 0x9F, 0x90, 0x8F]
+        let alphabet: [UInt8] = [
+            0x00, 0x41, 0x7F, 0x80, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xED, 0xEF, 0xF0, 0xF4, 0xF5, 0xFF, 0xA0, 0x9F,
+            0x90, 0x8F,
+        ]
         for _ in 0..<20000 {
             let length = Int.random(in: 0...8, using: &generator)
             let bytes = (0..<length).map { _ in alphabet.randomElement(using: &generator)! }

@@ -4,12 +4,18 @@ import XCTest
 
 final class HTTPTokenResolverTests: XCTestCase {
     func testTokenIsPercentEncodedInTheURL() {
-        XCTAssertEqual(HTTPTokenResolver.url(template: "http://api/t/%s", token: "abc-._~XYZ09"), "http://api/t/abc-._~XYZ09")
+        XCTAssertEqual(
+            HTTPTokenResolver.url(template: "http://api/t/%s", token: "abc-._~XYZ09"),
+            "http://api/t/abc-._~XYZ09"
+        )
         XCTAssertEqual(
             HTTPTokenResolver.url(template: "http://api/t/%s?x=1", token: "a/b c?&#%é"),
             "http://api/t/a%2Fb%20c%3F%26%23%25%C3%A9?x=1"
         )
-        XCTAssertEqual(HTTPTokenResolver.url(template: "http://api/?token=%s", token: "../.."), "http://api/?token=..%2F..")
+        XCTAssertEqual(
+            HTTPTokenResolver.url(template: "http://api/?token=%s", token: "../.."),
+            "http://api/?token=..%2F.."
+        )
     }
 
     func testBodies() {

@@ -48,9 +48,14 @@ final class HandshakeHandlerTests: XCTestCase {
         XCTAssertTrue(head.hasPrefix("HTTP/1.1 101"), head)
         XCTAssertEqual(harness.reads.reads, reads + 1, "the held read is issued after the 101")
         var delivered: [UInt8] = []
-        while let buffer = try pending.backend?.readOutbound(as: ByteBuffer.self) { delivered += buffer.readableBytesView }
+        while let buffer = try pending.backend?.readOutbound(as: ByteBuffer.self) {
+            delivered += buffer.readableBytesView
+        }
         XCTAssertEqual(delivered, Array(repeating: 7, count: 150), "the kept frame reaches the backend")
-        XCTAssertNil(try? harness.client.pipeline.syncOperations.handler(type: HandshakeHandler.self), "the owner is gone")
+        XCTAssertNil(
+            try? harness.client.pipeline.syncOperations.handler(type: HandshakeHandler.self),
+            "the owner is gone"
+        )
     }
 
     func testReadsContinueBelowTheBound() throws {

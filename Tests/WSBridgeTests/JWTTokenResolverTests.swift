@@ -1,5 +1,5 @@
-import Foundation
 import Crypto
+import Foundation
 import JWTKit
 import Logging
 import NIOEmbedded
@@ -21,40 +21,42 @@ final class JWTTokenResolverTests: XCTestCase {
 
     /// A 2048-bit RSA key for RS256 (generated for these tests only).
     static let rsaPEM = """
------BEGIN PRIVATE KEY-----
-MIIEuwIBADANBgkqhkiG9w0BAQEFAASCBKUwggShAgEAAoIBAQCf4Uwg6ACUmoEH
-Y7b3CedoPR7tYT4YE8X30i/DCtdaR3Qpgk7N9L5DpTPgMSLAOWRl4et+BuCpWep3
-igyuq8CpIBoqsYykeV/DcETf0HsQyF8r+WW2afc80sLyKra+eGtA/9nkWVrTkRB2
-Y4r/TIkNbWt3ryh5SkyytC0Itu0nqa6EE9uskYzjBC3utDdfDXXIrBOigD1ejOzf
-cbNRFJRGwupEJGIO4KsyN2iBvcMU+mYrZbb5ShUV/u7is0/AN5Lrf1btY7tVQdJE
-mpKXBkTlsxNDblc6hFF9YxMsIWeKcqN0gzIBm9L1nx4L8bQ2wxPw2BdxlZnk/Oeq
-k48L4L5LAgMBAAECgf8MSk9K8BSYD6RlbQaMqEaoQ0Wj7L7I0taPvP5ehoc8A6sv
-RAzrmj1vFpyhWm3Rc0/LCHv66K1CSlu4jIuUa7NGOVWiOsI11W2D3YnW5conDUAp
-bLcZctDTnckWciuTkwobQIkz+r4rV2fB5pZIzsqZgpF02amOVApPsnzxtR4wor6t
-0ztQPKAfujIr8cLKTrg5so2BZpLb2sYfCmYlUZrrRWyrDVIjCStJ+T3xYZBn1670
-Q5N30oUr4OWMs0w1R1vPmuvS5sNJnba3+gx+7IlH0+ydBFfSNELDEH+3oMkUCQGw
-Nd1pJAaH3EMefedxMpkvDGWNPKCLsL0TxiZqeUUCgYEA3DZogIIUCscq7zMb2HFd
-yTZb6QVGGpbq5CbTtdiGSGYXQVUb55WyPpxCYZVk8e8ndJ1U2ZV8klGFGG4nW3xG
-/q2SD1wvJ4UwsqCSTkGcmvr8eRv80lEOCHyECdz9qIiv+rIW5TU8EFTF5HLiwiU6
-ROioPTWctYryIlQc2zhug20CgYEAudzaYYkgvfU8pp0VfuYgHmKGwL2FJ+jrsKUD
-9bWZCpO6Xtcn+Zm7ieH8ITFKt5HxI5BrB+a1ey1cbv01DKMswBq1OaXbueF8V9Nr
-hWZHDtLMSV2+IslT3V+0c2HVqM9kfqjrMN9QPvsOnm4Pz7zS1GkCHCRjTZTJMxjC
-dqZ5fZcCgYBaBIu3bHUQ6tWsLjJFyiHSbLwphxRfLi4a0Zxdi4No+QKsnEPp6RGR
-8oJYLZ+0HlT8oIvc3fSsQ1Kq5+yCw0yqMv2v9bj46MM9YdIs1zlTSSIHx98TgjrA
-UVYQShwO1sFJM5+UVqyU6HJ0rlnvjxRAsvKDAvVqaMAONGAPZQQYCQKBgQCVbEjl
-QSlhjldEW+V8L+aChxNuwO7cNxXE3eVhFK4FIt8igDdTI5TyNQxOYyJ+koYa4XAq
-2f/tF3rIgCi2EDlZ+B7aSc1skys0MHSwuplGAZLbKNJDhTg3MUoRuQXcwV85tPPg
-Rqhs+cm29SUhDd0xh3p6xYZQSN24hp9QZGYn4QKBgDxXImF7vPS5uXqk0+i3h1oz
-1fg5LIvaIBCtrEJr4cEBhqH1ohXDRNd55HFvenPd1D1RxxRKJwXeHs5lopYOTu/s
-OrI+bQ+2nNYGRyuaCeq8LqRqqq3XTwxSio+vT6jBwijBDpStemezDTYzeUtg9bpf
-8N3mQIizDxvdFVFm9tuR
------END PRIVATE KEY-----
-"""
+        -----BEGIN PRIVATE KEY-----
+        MIIEuwIBADANBgkqhkiG9w0BAQEFAASCBKUwggShAgEAAoIBAQCf4Uwg6ACUmoEH
+        Y7b3CedoPR7tYT4YE8X30i/DCtdaR3Qpgk7N9L5DpTPgMSLAOWRl4et+BuCpWep3
+        igyuq8CpIBoqsYykeV/DcETf0HsQyF8r+WW2afc80sLyKra+eGtA/9nkWVrTkRB2
+        Y4r/TIkNbWt3ryh5SkyytC0Itu0nqa6EE9uskYzjBC3utDdfDXXIrBOigD1ejOzf
+        cbNRFJRGwupEJGIO4KsyN2iBvcMU+mYrZbb5ShUV/u7is0/AN5Lrf1btY7tVQdJE
+        mpKXBkTlsxNDblc6hFF9YxMsIWeKcqN0gzIBm9L1nx4L8bQ2wxPw2BdxlZnk/Oeq
+        k48L4L5LAgMBAAECgf8MSk9K8BSYD6RlbQaMqEaoQ0Wj7L7I0taPvP5ehoc8A6sv
+        RAzrmj1vFpyhWm3Rc0/LCHv66K1CSlu4jIuUa7NGOVWiOsI11W2D3YnW5conDUAp
+        bLcZctDTnckWciuTkwobQIkz+r4rV2fB5pZIzsqZgpF02amOVApPsnzxtR4wor6t
+        0ztQPKAfujIr8cLKTrg5so2BZpLb2sYfCmYlUZrrRWyrDVIjCStJ+T3xYZBn1670
+        Q5N30oUr4OWMs0w1R1vPmuvS5sNJnba3+gx+7IlH0+ydBFfSNELDEH+3oMkUCQGw
+        Nd1pJAaH3EMefedxMpkvDGWNPKCLsL0TxiZqeUUCgYEA3DZogIIUCscq7zMb2HFd
+        yTZb6QVGGpbq5CbTtdiGSGYXQVUb55WyPpxCYZVk8e8ndJ1U2ZV8klGFGG4nW3xG
+        /q2SD1wvJ4UwsqCSTkGcmvr8eRv80lEOCHyECdz9qIiv+rIW5TU8EFTF5HLiwiU6
+        ROioPTWctYryIlQc2zhug20CgYEAudzaYYkgvfU8pp0VfuYgHmKGwL2FJ+jrsKUD
+        9bWZCpO6Xtcn+Zm7ieH8ITFKt5HxI5BrB+a1ey1cbv01DKMswBq1OaXbueF8V9Nr
+        hWZHDtLMSV2+IslT3V+0c2HVqM9kfqjrMN9QPvsOnm4Pz7zS1GkCHCRjTZTJMxjC
+        dqZ5fZcCgYBaBIu3bHUQ6tWsLjJFyiHSbLwphxRfLi4a0Zxdi4No+QKsnEPp6RGR
+        8oJYLZ+0HlT8oIvc3fSsQ1Kq5+yCw0yqMv2v9bj46MM9YdIs1zlTSSIHx98TgjrA
+        UVYQShwO1sFJM5+UVqyU6HJ0rlnvjxRAsvKDAvVqaMAONGAPZQQYCQKBgQCVbEjl
+        QSlhjldEW+V8L+aChxNuwO7cNxXE3eVhFK4FIt8igDdTI5TyNQxOYyJ+koYa4XAq
+        2f/tF3rIgCi2EDlZ+B7aSc1skys0MHSwuplGAZLbKNJDhTg3MUoRuQXcwV85tPPg
+        Rqhs+cm29SUhDd0xh3p6xYZQSN24hp9QZGYn4QKBgDxXImF7vPS5uXqk0+i3h1oz
+        1fg5LIvaIBCtrEJr4cEBhqH1ohXDRNd55HFvenPd1D1RxxRKJwXeHs5lopYOTu/s
+        OrI+bQ+2nNYGRyuaCeq8LqRqqq3XTwxSio+vT6jBwijBDpStemezDTYzeUtg9bpf
+        8N3mQIizDxvdFVFm9tuR
+        -----END PRIVATE KEY-----
+        """
 
     var directory: URL!
 
     override func setUp() {
-        self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-jwt-\(UUID().uuidString)")
+        self.directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "wsbridge-jwt-\(UUID().uuidString)"
+        )
         try! FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
     }
 
@@ -68,11 +70,15 @@ OrI+bQ+2nNYGRyuaCeq8LqRqqq3XTwxSio+vT6jBwijBDpStemezDTYzeUtg9bpf
         return path
     }
 
-    private func resolver(_ path: String, _ options: JWTTokenResolver.Options = .init(), targets: TargetsStore? = nil) async throws -> JWTTokenResolver {
+    private func resolver(_ path: String, _ options: JWTTokenResolver.Options = .init(), targets: TargetsStore? = nil)
+        async throws -> JWTTokenResolver
+    {
         try await JWTTokenResolver(path: path, options: options, targets: targets, logger: Logger(label: "test"))
     }
 
-    private func payload(exp: TimeInterval? = 300, nbf: TimeInterval? = nil, aud: String? = nil, iss: String? = nil) -> Payload {
+    private func payload(exp: TimeInterval? = 300, nbf: TimeInterval? = nil, aud: String? = nil, iss: String? = nil)
+        -> Payload
+    {
         Payload(
             host: "127.0.0.1",
             port: 5901,
@@ -84,13 +90,16 @@ OrI+bQ+2nNYGRyuaCeq8LqRqqq3XTwxSio+vT6jBwijBDpStemezDTYzeUtg9bpf
     }
 
     /// 64 bytes: long enough for HS512 (RFC 7518 3.2).
-    private static let secret = Data("websockify-test-secret-0123456789-websockify-test-secret-01234567".utf8.prefix(64))
+    private static let secret = Data(
+        "websockify-test-secret-0123456789-websockify-test-secret-01234567".utf8.prefix(64)
+    )
     private static var secretFile: String {
         secret.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
             .replacingOccurrences(of: "=", with: "")
     }
 
-    private func hmacToken(_ payload: Payload, _ digest: DigestAlgorithm, secret: Data = secret) async throws -> String {
+    private func hmacToken(_ payload: Payload, _ digest: DigestAlgorithm, secret: Data = secret) async throws -> String
+    {
         let keys = JWTKeyCollection()
         await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: digest)
         return try await keys.sign(payload)
@@ -138,7 +147,9 @@ OrI+bQ+2nNYGRyuaCeq8LqRqqq3XTwxSio+vT6jBwijBDpStemezDTYzeUtg9bpf
 
     func testWrongKeyExpiredNotYetValidAndLeeway() async throws {
         let resolver = try await self.resolver(self.write("secret.key", Self.secretFile), .init(leeway: 5))
-        var verdict = await resolver.verify(try await self.hmacToken(self.payload(), .sha256, secret: Data(repeating: 7, count: 64)))
+        var verdict = await resolver.verify(
+            try await self.hmacToken(self.payload(), .sha256, secret: Data(repeating: 7, count: 64))
+        )
         XCTAssertEqual(verdict, .invalid("invalid token: bad signature"))
         verdict = await resolver.verify(try await self.hmacToken(self.payload(exp: -60), .sha256))
         XCTAssertEqual(verdict, .invalid("invalid token: expired"))
@@ -155,11 +166,17 @@ OrI+bQ+2nNYGRyuaCeq8LqRqqq3XTwxSio+vT6jBwijBDpStemezDTYzeUtg9bpf
             self.write("secret.key", Self.secretFile),
             .init(audience: "wsbridge", issuer: "https://issuer.example")
         )
-        var verdict = await resolver.verify(try await self.hmacToken(self.payload(aud: "wsbridge", iss: "https://issuer.example"), .sha256))
+        var verdict = await resolver.verify(
+            try await self.hmacToken(self.payload(aud: "wsbridge", iss: "https://issuer.example"), .sha256)
+        )
         XCTAssertEqual(verdict, self.backend)
-        verdict = await resolver.verify(try await self.hmacToken(self.payload(aud: "other", iss: "https://issuer.example"), .sha256))
+        verdict = await resolver.verify(
+            try await self.hmacToken(self.payload(aud: "other", iss: "https://issuer.example"), .sha256)
+        )
         XCTAssertEqual(verdict, .invalid("invalid token: wrong audience"))
-        verdict = await resolver.verify(try await self.hmacToken(self.payload(aud: "wsbridge", iss: "https://evil.example"), .sha256))
+        verdict = await resolver.verify(
+            try await self.hmacToken(self.payload(aud: "wsbridge", iss: "https://evil.example"), .sha256)
+        )
         XCTAssertEqual(verdict, .invalid("invalid token: wrong issuer"))
         verdict = await resolver.verify(try await self.hmacToken(self.payload(), .sha256))
         XCTAssertEqual(verdict, .invalid("invalid token: wrong audience"))
@@ -170,7 +187,10 @@ OrI+bQ+2nNYGRyuaCeq8LqRqqq3XTwxSio+vT6jBwijBDpStemezDTYzeUtg9bpf
         try FileManager.default.createDirectory(atPath: keysDirectory, withIntermediateDirectories: true)
         let es = ES256PrivateKey()
         FileManager.default.createFile(atPath: keysDirectory + "/old.key", contents: Data(Self.secretFile.utf8))
-        FileManager.default.createFile(atPath: keysDirectory + "/new.pem", contents: Data(es.publicKey.pemRepresentation.utf8))
+        FileManager.default.createFile(
+            atPath: keysDirectory + "/new.pem",
+            contents: Data(es.publicKey.pemRepresentation.utf8)
+        )
         let resolver = try await self.resolver(keysDirectory)
         var verdict = await resolver.verify(try await self.hmacToken(self.payload(), .sha256))
         XCTAssertEqual(verdict, self.backend)
@@ -180,21 +200,29 @@ OrI+bQ+2nNYGRyuaCeq8LqRqqq3XTwxSio+vT6jBwijBDpStemezDTYzeUtg9bpf
         XCTAssertEqual(verdict, self.backend)
 
         // A JWK set with two EC keys chosen by kid (jwt-kit reads RSA, EC and OKP JWKs; not "oct").
-        let first = ES256PrivateKey(), second = ES256PrivateKey()
+        let first = ES256PrivateKey()
+        let second = ES256PrivateKey()
         func jwk(_ key: ES256PrivateKey, _ kid: String) -> String {
             let (x, y) = key.parameters!
-            return "{\"kty\": \"EC\", \"crv\": \"P-256\", \"kid\": \"\(kid)\", \"alg\": \"ES256\", \"x\": \"\(x)\", \"y\": \"\(y)\"}"
+            return
+                "{\"kty\": \"EC\", \"crv\": \"P-256\", \"kid\": \"\(kid)\", \"alg\": \"ES256\", \"x\": \"\(x)\", \"y\": \"\(y)\"}"
         }
-        let setResolver = try await self.resolver(self.write("keys.json", "{\"keys\": [\(jwk(first, "2024")), \(jwk(second, "2025"))]}"))
+        let setResolver = try await self.resolver(
+            self.write("keys.json", "{\"keys\": [\(jwk(first, "2024")), \(jwk(second, "2025"))]}")
+        )
         for (kid, key) in [("2024", first), ("2025", second)] {
             let signer = JWTKeyCollection()
             await signer.add(ecdsa: key, kid: JWKIdentifier(string: kid))
-            let verdict = await setResolver.verify(try await signer.sign(self.payload(), kid: JWKIdentifier(string: kid)))
+            let verdict = await setResolver.verify(
+                try await signer.sign(self.payload(), kid: JWKIdentifier(string: kid))
+            )
             XCTAssertEqual(verdict, self.backend, kid)
         }
         let stranger = JWTKeyCollection()
         await stranger.add(ecdsa: ES256PrivateKey(), kid: JWKIdentifier(string: "2025"))
-        let verdict2 = await setResolver.verify(try await stranger.sign(self.payload(), kid: JWKIdentifier(string: "2025")))
+        let verdict2 = await setResolver.verify(
+            try await stranger.sign(self.payload(), kid: JWKIdentifier(string: "2025"))
+        )
         XCTAssertEqual(verdict2, .invalid("invalid token: bad signature"))
     }
 
@@ -236,11 +264,15 @@ OrI+bQ+2nNYGRyuaCeq8LqRqqq3XTwxSio+vT6jBwijBDpStemezDTYzeUtg9bpf
         XCTAssertEqual(resolver.keyCount, 3)
         func token(_ alg: String, _ sign: (Data) -> Data) -> String {
             func b64(_ data: Data) -> String {
-                data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-                    .replacingOccurrences(of: "=", with: "")
+                data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(
+                    of: "/",
+                    with: "_"
+                )
+                .replacingOccurrences(of: "=", with: "")
             }
             let exp = Int(Date().timeIntervalSince1970) + 300
-            let signed = b64(Data("{\"alg\":\"\(alg)\",\"typ\":\"JWT\"}".utf8)) + "."
+            let signed =
+                b64(Data("{\"alg\":\"\(alg)\",\"typ\":\"JWT\"}".utf8)) + "."
                 + b64(Data("{\"host\":\"127.0.0.1\",\"port\":5901,\"exp\":\(exp)}".utf8))
             return signed + "." + b64(sign(Data(signed.utf8)))
         }
@@ -258,13 +290,18 @@ OrI+bQ+2nNYGRyuaCeq8LqRqqq3XTwxSio+vT6jBwijBDpStemezDTYzeUtg9bpf
         let forged = token("HS256") { Data(HMAC<SHA256>.authenticationCode(for: $0, using: other)) }
         let verdict = await resolver.verify(forged)
         XCTAssertEqual(verdict, .invalid("invalid token: bad signature"))
-        let warnings = JWTTokenResolver.warnings(try await JWTTokenResolver.loadKeys(self.directory.appendingPathComponent("short.key").path))
+        let warnings = JWTTokenResolver.warnings(
+            try await JWTTokenResolver.loadKeys(self.directory.appendingPathComponent("short.key").path)
+        )
         XCTAssertEqual(warnings.count, 1)
         XCTAssertTrue(warnings[0].contains("HMAC secret of 16 bytes"), warnings[0])
     }
 
     func testBadKeyFiles() async {
-        for (name, text) in [("empty", ""), ("pem", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"), ("json", "{\"keys\": [{\"kty\": \"zzz\"}]}")] {
+        for (name, text) in [
+            ("empty", ""), ("pem", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"),
+            ("json", "{\"keys\": [{\"kty\": \"zzz\"}]}"),
+        ] {
             do {
                 _ = try await self.resolver(self.write(name, text))
                 XCTFail("accepted \(name)")
@@ -281,7 +318,12 @@ OrI+bQ+2nNYGRyuaCeq8LqRqqq3XTwxSio+vT6jBwijBDpStemezDTYzeUtg9bpf
         let rsa = try Insecure.RSA.PrivateKey(pem: Self.rsaPEM)
         let cases: [(String, String, String)] = [
             ("rsa-public", body(rsa.publicKey.pemRepresentation), "RSA"),
-            ("rsa-public-wrapped", rsa.publicKey.pemRepresentation.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined(separator: "\n"), "RSA"),
+            (
+                "rsa-public-wrapped",
+                rsa.publicKey.pemRepresentation.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined(
+                    separator: "\n"
+                ), "RSA"
+            ),
             ("rsa-private", body(Self.rsaPEM), "RSA"),
             ("ec-public", body(ES256PrivateKey().publicKey.pemRepresentation), "EC"),
             ("ed25519-public", body(try EdDSA.PrivateKey(curve: .ed25519).publicKey.pemRepresentation), "Ed25519"),

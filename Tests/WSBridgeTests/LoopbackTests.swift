@@ -49,7 +49,10 @@ final class LoopbackTests: XCTestCase {
     ) async throws {
         var configuration = BridgeConfiguration(host: "127.0.0.1", port: 0)
         configure(&configuration)
-        let target = Target(name: "echo", backend: backend ?? .tcp(host: "127.0.0.1", port: self.echo.localAddress!.port!))
+        let target = Target(
+            name: "echo",
+            backend: backend ?? .tcp(host: "127.0.0.1", port: self.echo.localAddress!.port!)
+        )
         let (ports, portContinuation) = AsyncStream<Int>.makeStream()
         let server = BridgeServer(
             configuration: configuration,
@@ -98,7 +101,11 @@ final class LoopbackTests: XCTestCase {
             try await withThrowingTaskGroup(of: Void.self) { sessions in
                 for index in 0..<40 {
                     sessions.addTask {
-                        let client = try await WebSocketTestClient.connect(port: port, path: "/?token=echo", group: group)
+                        let client = try await WebSocketTestClient.connect(
+                            port: port,
+                            path: "/?token=echo",
+                            group: group
+                        )
                         let payload = (0..<(1000 + index * 997)).map { _ in UInt8.random(in: 0...255) }
                         // Fragmented: three frames of one message.
                         let third = payload.count / 3
@@ -194,12 +201,17 @@ final class LoopbackTests: XCTestCase {
     func testABurstAgainstASessionLimitAdmitsExactlyTheLimit() async throws {
         let group = self.group!
         let metrics = BridgeMetrics()
-        try await self.withBridge(metrics: metrics, configure: { $0.limits.maxSessions = 100 }) { port in
+        let limit: (inout BridgeConfiguration) -> Void = { $0.limits.maxSessions = 100 }
+        try await self.withBridge(metrics: metrics, configure: limit) { port in
             let outcomes = try await withThrowingTaskGroup(of: (WebSocketTestClient?, String).self) { attempts in
                 for _ in 0..<400 {
                     attempts.addTask {
                         do {
-                            let client = try await WebSocketTestClient.connect(port: port, path: "/?token=echo", group: group)
+                            let client = try await WebSocketTestClient.connect(
+                                port: port,
+                                path: "/?token=echo",
+                                group: group
+                            )
                             return (client, "101")
                         } catch WebSocketTestClient.Failure.upgradeRefused(let status) {
                             return (nil, status)
@@ -273,13 +285,19 @@ final class LoopbackTests: XCTestCase {
                 .childChannelInitializer { $0.close() }
                 .bind(host: "127.0.0.1", port: 0).get()
             let dropped = try await Readiness.probe(
-                address: dropper.localAddress!, secret: readiness.secret, timeout: .seconds(2), on: eventLoop
+                address: dropper.localAddress!,
+                secret: readiness.secret,
+                timeout: .seconds(2),
+                on: eventLoop
             ).get()
             XCTAssertEqual(dropped, .failure(.init("self-check: connection closed before the upgrade")))
             try await dropper.close()
             // The wrong secret is an ordinary request: no token, 400.
             let wrongSecret = try await Readiness.probe(
-                address: try SocketAddress(ipAddress: "127.0.0.1", port: port), secret: "guess", timeout: .seconds(2), on: eventLoop
+                address: try SocketAddress(ipAddress: "127.0.0.1", port: port),
+                secret: "guess",
+                timeout: .seconds(2),
+                on: eventLoop
             ).get()
             XCTAssertEqual(wrongSecret, .failure(.init("self-check: upgrade answered 'HTTP/1.1 400 Bad Request'")))
             await serviceGroup.triggerGracefulShutdown()

@@ -29,7 +29,9 @@ final class PipelineTests: XCTestCase {
         private(set) var server: BridgeServer!
 
         init(
-            table: TargetTable = TargetTable(mode: .single(Target(name: "t", backend: .tcp(host: "127.0.0.1", port: 1)))),
+            table: TargetTable = TargetTable(
+                mode: .single(Target(name: "t", backend: .tcp(host: "127.0.0.1", port: 1)))
+            ),
             connectError: Error? = nil,
             connector custom: BackendConnector? = nil,
             configure: (inout BridgeConfiguration) -> Void = { _ in }
@@ -100,7 +102,11 @@ final class PipelineTests: XCTestCase {
     /// Splits a response into its head text and the bytes after it.
     static func splitHead(_ bytes: [UInt8]) -> (String, [UInt8]) {
         let marker: [UInt8] = Array("\r\n\r\n".utf8)
-        guard let end = (0...(max(0, bytes.count - 4))).first(where: { bytes.count >= 4 && Array(bytes[$0..<$0 + 4]) == marker }) else {
+        guard
+            let end = (0...(max(0, bytes.count - 4))).first(where: {
+                bytes.count >= 4 && Array(bytes[$0..<$0 + 4]) == marker
+            })
+        else {
             return (String(decoding: bytes, as: UTF8.self), [])
         }
         return (String(decoding: bytes[..<end], as: UTF8.self), Array(bytes[(end + 4)...]))
@@ -166,10 +172,22 @@ final class PipelineTests: XCTestCase {
         let cases: [(String, String)] = [
             ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "404"),
             ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", "405"),
-            ("GET /?token=echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\(key)Sec-WebSocket-Version: 8\r\n\r\n", "426"),
-            ("GET /?token=echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n", "400"),
-            ("GET /?token=echo HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\(key)Sec-WebSocket-Version: 13\r\n\r\n", "400"),
-            ("GET /?token=echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n\(key)Sec-WebSocket-Version: 13\r\n\r\n", "400"),
+            (
+                "GET /?token=echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\(key)Sec-WebSocket-Version: 8\r\n\r\n",
+                "426"
+            ),
+            (
+                "GET /?token=echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                "400"
+            ),
+            (
+                "GET /?token=echo HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\(key)Sec-WebSocket-Version: 13\r\n\r\n",
+                "400"
+            ),
+            (
+                "GET /?token=echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n\(key)Sec-WebSocket-Version: 13\r\n\r\n",
+                "400"
+            ),
             (Self.upgradeRequest(extra: "Origin: https://evil.example.com\r\n"), "403"),
             (Self.upgradeRequest(uri: "/"), "400"),
             (Self.upgradeRequest(uri: "/?token=nope"), "404"),

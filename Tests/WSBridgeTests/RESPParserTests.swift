@@ -20,7 +20,9 @@ final class RESPParserTests: XCTestCase {
         XCTAssertEqual(try self.parse("*-1\r\n")?.value, .array(nil))
         XCTAssertEqual(
             try self.parse("*3\r\n$7\r\nmessage\r\n$4\r\nchan\r\n$3\r\ntok\r\n")?.value,
-            .array([.bulkString(Array("message".utf8)), .bulkString(Array("chan".utf8)), .bulkString(Array("tok".utf8))])
+            .array([
+                .bulkString(Array("message".utf8)), .bulkString(Array("chan".utf8)), .bulkString(Array("tok".utf8)),
+            ])
         )
     }
 
@@ -62,12 +64,16 @@ final class RESPParserTests: XCTestCase {
     /// more bytes than it was given.
     func testFuzz() {
         var generator = SystemRandomNumberGenerator()
-        let seeds = ["+OK\r\n", "$5\r\nhello\r\n", "*2\r\n$1\r\na\r\n:12\r\n", "-ERR x\r\n", "*-1\r\n", "$-1\r\n"].map { Array($0.utf8) }
+        let seeds = ["+OK\r\n", "$5\r\nhello\r\n", "*2\r\n$1\r\na\r\n:12\r\n", "-ERR x\r\n", "*-1\r\n", "$-1\r\n"].map {
+            Array($0.utf8)
+        }
         let alphabet = Array("+-:$*\r\n0123456789-ab".utf8)
         for round in 0..<20_000 {
             var bytes: [UInt8]
             if round % 2 == 0 {
-                bytes = (0..<Int.random(in: 0..<24, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! }
+                bytes = (0..<Int.random(in: 0..<24, using: &generator)).map { _ in
+                    alphabet.randomElement(using: &generator)!
+                }
             } else {
                 bytes = seeds.randomElement(using: &generator)!
                 for _ in 0..<Int.random(in: 1...3, using: &generator) where !bytes.isEmpty {
@@ -87,7 +93,10 @@ final class RESPParserTests: XCTestCase {
     }
 
     func testEncodeCommand() {
-        XCTAssertEqual(String(decoding: RESPValue.encodeCommand(["GET", "a:b"]), as: UTF8.self), "*2\r\n$3\r\nGET\r\n$3\r\na:b\r\n")
+        XCTAssertEqual(
+            String(decoding: RESPValue.encodeCommand(["GET", "a:b"]), as: UTF8.self),
+            "*2\r\n$3\r\nGET\r\n$3\r\na:b\r\n"
+        )
     }
 
     func testDecoderOverByteBufferView() throws {
@@ -104,7 +113,13 @@ final class RedisTokenSourceTests: XCTestCase {
         XCTAssertEqual(try RedisTokenSource.parse("redis:6380").endpoint.port, 6380)
         XCTAssertEqual(try RedisTokenSource.parse("redis::").endpoint.port, 6379)
         let full = try RedisTokenSource.parse("redis:6380:2:secret:app")
-        XCTAssertEqual(full, RedisTokenSource(endpoint: .init(host: "redis", port: 6380, database: 2, password: "secret"), namespace: "app"))
+        XCTAssertEqual(
+            full,
+            RedisTokenSource(
+                endpoint: .init(host: "redis", port: 6380, database: 2, password: "secret"),
+                namespace: "app"
+            )
+        )
         let defaults = try RedisTokenSource.parse("redis:::verysecretpass")
         XCTAssertEqual(defaults.endpoint, .init(host: "redis", port: 6379, database: 0, password: "verysecretpass"))
         XCTAssertEqual(try RedisTokenSource.parse("redis::::my-ns").namespace, "my-ns")
@@ -115,7 +130,9 @@ final class RedisTokenSourceTests: XCTestCase {
     }
 
     func testBadSources() {
-        for bad in ["", ":6379", "redis:port", "redis:1:x", "redis:1:2:3:4:5", "redis:\"unbalanced", "[::1:6379", "redis:70000"] {
+        for bad in [
+            "", ":6379", "redis:port", "redis:1:x", "redis:1:2:3:4:5", "redis:\"unbalanced", "[::1:6379", "redis:70000",
+        ] {
             XCTAssertThrowsError(try RedisTokenSource.parse(bad), bad)
         }
     }

@@ -39,8 +39,14 @@ final class RequestHeadParserTests: XCTestCase {
     }
 
     func testOversizedHeadsAndTooManyFields() {
-        XCTAssertEqual(self.parse("GET / HTTP/1.1\r\nX: " + String(repeating: "a", count: 2000) + "\r\n\r\n"), .tooLarge)
-        XCTAssertEqual(self.parse("GET / HTTP/1.1\r\nX: " + String(repeating: "a", count: 2000), limit: 1024), .tooLarge)
+        XCTAssertEqual(
+            self.parse("GET / HTTP/1.1\r\nX: " + String(repeating: "a", count: 2000) + "\r\n\r\n"),
+            .tooLarge
+        )
+        XCTAssertEqual(
+            self.parse("GET / HTTP/1.1\r\nX: " + String(repeating: "a", count: 2000), limit: 1024),
+            .tooLarge
+        )
         var fields = "GET / HTTP/1.1\r\n"
         for index in 0..<300 { fields += "X\(index): 1\r\n" }
         XCTAssertEqual(self.parse(fields + "\r\n", limit: 1 << 20), .tooLarge)
@@ -49,7 +55,8 @@ final class RequestHeadParserTests: XCTestCase {
     func testMalformedHeads() {
         for text in [
             "GARBAGE\r\n\r\n", "GET  / HTTP/1.1\r\n\r\n", "GET / HTTP/2.0\r\n\r\n", "GET / HTTX/1.1\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost x\r\n\r\n", "GET / HTTP/1.1\r\n folded: x\r\n\r\n", "GET / HTTP/1.1\nHost: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost x\r\n\r\n", "GET / HTTP/1.1\r\n folded: x\r\n\r\n",
+            "GET / HTTP/1.1\nHost: x\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\u{01}b\r\n\r\n", "G(T / HTTP/1.1\r\n\r\n",
         ] {
             guard case .malformed = self.parse(text) else { return XCTFail("accepted: \(text.debugDescription)") }
@@ -62,7 +69,9 @@ final class RequestHeadParserTests: XCTestCase {
     }
 
     func testDuplicateHeadersAreKeptForTheStrictCheck() {
-        guard case .head(let head, _) = self.parse("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n") else { return XCTFail() }
+        guard case .head(let head, _) = self.parse("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n") else {
+            return XCTFail()
+        }
         XCTAssertEqual(head.headers["host"], ["a", "b"])
     }
 

@@ -27,7 +27,10 @@ final class SessionStateMachineTests: XCTestCase {
         partnerWritable: Bool = true
     ) -> Machine {
         var machine = Machine(settings: settings)
-        _ = machine.handle(.start(connectFailure: nil, clientWritable: clientWritable, partnerWritable: partnerWritable), now: at(0))
+        _ = machine.handle(
+            .start(connectFailure: nil, clientWritable: clientWritable, partnerWritable: partnerWritable),
+            now: at(0)
+        )
         return machine
     }
 
@@ -48,20 +51,32 @@ final class SessionStateMachineTests: XCTestCase {
         var settings = Self.settings
         settings.idleTimeout = .seconds(60)
         var machine = Machine(settings: settings)
-        let actions = machine.handle(.start(connectFailure: nil, clientWritable: true, partnerWritable: true), now: Self.at(0))
+        let actions = machine.handle(
+            .start(connectFailure: nil, clientWritable: true, partnerWritable: true),
+            now: Self.at(0)
+        )
         XCTAssertEqual(actions, [.schedule(.ping, Self.at(30)), .schedule(.idle, Self.at(60))])
         XCTAssertEqual(machine.client, .open)
     }
 
     func testAFailedConnectIsReportedAs1014AndEndsWhenTheClientLeaves() {
         var machine = Machine(settings: Self.settings)
-        let actions = machine.handle(.start(connectFailure: "backend unreachable", clientWritable: true, partnerWritable: false), now: Self.at(0))
-        XCTAssertEqual(Self.sendCloses(actions), [.sendClose(code: 1014, reason: "backend unreachable", thenClose: false)])
+        let actions = machine.handle(
+            .start(connectFailure: "backend unreachable", clientWritable: true, partnerWritable: false),
+            now: Self.at(0)
+        )
+        XCTAssertEqual(
+            Self.sendCloses(actions),
+            [.sendClose(code: 1014, reason: "backend unreachable", thenClose: false)]
+        )
         XCTAssertTrue(actions.contains(.schedule(.clientClose, Self.at(5))))
         XCTAssertEqual(machine.partner, .closed)
         XCTAssertEqual(machine.handle(.clientFrame(.close(.normal, "")), now: Self.at(1)), [.closeClient])
         let end = machine.handle(.clientInactive, now: Self.at(1))
-        XCTAssertEqual(Self.finished(end), .init(close: .init(code: 1014, by: .server, reason: "backend unreachable"), bytesUp: 0, bytesDown: 0))
+        XCTAssertEqual(
+            Self.finished(end),
+            .init(close: .init(code: 1014, by: .server, reason: "backend unreachable"), bytesUp: 0, bytesDown: 0)
+        )
     }
 
     // MARK: relaying
@@ -83,7 +98,10 @@ final class SessionStateMachineTests: XCTestCase {
     func testFrameHeadersGoToThePartnerForTheEcho() {
         var machine = Self.started()
         let header = FrameParser.DataFrameHeader(opcode: .text, fin: true, length: 0)
-        XCTAssertEqual(machine.handle(.clientFrame(.dataFrame(header)), now: Self.at(1)), [.forwardToPartner(.frameStart(header))])
+        XCTAssertEqual(
+            machine.handle(.clientFrame(.dataFrame(header)), now: Self.at(1)),
+            [.forwardToPartner(.frameStart(header))]
+        )
     }
 
     // MARK: backpressure
@@ -94,7 +112,11 @@ final class SessionStateMachineTests: XCTestCase {
         XCTAssertEqual(machine.handle(.partnerWritability(false), now: Self.at(1)), [])
         XCTAssertEqual(machine.handle(.clientReadRequested, now: Self.at(1)), [], "held")
         XCTAssertTrue(machine.clientReadHeld)
-        XCTAssertEqual(machine.handle(.partnerWritability(true), now: Self.at(2)), [.readClient], "issued once it drains")
+        XCTAssertEqual(
+            machine.handle(.partnerWritability(true), now: Self.at(2)),
+            [.readClient],
+            "issued once it drains"
+        )
         XCTAssertEqual(machine.handle(.partnerWritability(true), now: Self.at(2)), [], "and only once")
     }
 
@@ -128,9 +150,16 @@ final class SessionStateMachineTests: XCTestCase {
 
     func testAPartnerThatWritesToTheClientFollowsTheClientsWritability() {
         var machine = Machine(settings: Self.settings)
-        _ = machine.handle(.start(connectFailure: nil, clientWritable: true, partnerWritable: true, partnerWritesToClient: true), now: Self.at(0))
+        _ = machine.handle(
+            .start(connectFailure: nil, clientWritable: true, partnerWritable: true, partnerWritesToClient: true),
+            now: Self.at(0)
+        )
         _ = machine.handle(.clientWritability(false), now: Self.at(1))
-        XCTAssertEqual(machine.handle(.clientReadRequested, now: Self.at(1)), [], "an echo reads no more than the client takes")
+        XCTAssertEqual(
+            machine.handle(.clientReadRequested, now: Self.at(1)),
+            [],
+            "an echo reads no more than the client takes"
+        )
         XCTAssertEqual(machine.handle(.clientWritability(true), now: Self.at(2)), [.readClient])
         _ = machine.handle(.clientWritability(false), now: Self.at(3))
         XCTAssertEqual(machine.handle(.clientReadRequested, now: Self.at(3)), [])
@@ -143,7 +172,10 @@ final class SessionStateMachineTests: XCTestCase {
     func testPingsAreAnsweredAtOnceWhileTheClientTakesMore() {
         var machine = Self.started()
         let ping = Self.payload([7])
-        XCTAssertEqual(machine.handle(.clientFrame(.ping(ping)), now: Self.at(1)), [.writeToClient(WebSocketFrame(fin: true, opcode: .pong, data: ping))])
+        XCTAssertEqual(
+            machine.handle(.clientFrame(.ping(ping)), now: Self.at(1)),
+            [.writeToClient(WebSocketFrame(fin: true, opcode: .pong, data: ping))]
+        )
         XCTAssertEqual(machine.handle(.clientReadComplete, now: Self.at(1)), [.flushClient])
     }
 
@@ -169,7 +201,11 @@ final class SessionStateMachineTests: XCTestCase {
         _ = machine.handle(.clientFrame(.ping(Self.payload([1]))), now: Self.at(1))
         _ = machine.handle(.shutdown, now: Self.at(2))
         XCTAssertEqual(machine.handle(.clientWritability(true), now: Self.at(3)), [])
-        XCTAssertEqual(machine.handle(.clientFrame(.ping(Self.payload([2]))), now: Self.at(3)), [], "no Pong after our Close")
+        XCTAssertEqual(
+            machine.handle(.clientFrame(.ping(Self.payload([2]))), now: Self.at(3)),
+            [],
+            "no Pong after our Close"
+        )
     }
 
     // MARK: liveness
@@ -204,7 +240,10 @@ final class SessionStateMachineTests: XCTestCase {
         XCTAssertEqual(machine.pong, .paused(sentAt: Self.at(30)))
         XCTAssertEqual(machine.client, .open)
         // Reads resume at 100 s: the client gets the whole timeout from there.
-        XCTAssertEqual(machine.handle(.partnerWritability(true), now: Self.at(100)), [.readClient, .schedule(.pong, Self.at(110))])
+        XCTAssertEqual(
+            machine.handle(.partnerWritability(true), now: Self.at(100)),
+            [.readClient, .schedule(.pong, Self.at(110))]
+        )
         _ = machine.handle(.clientFrame(.pong(ByteBuffer())), now: Self.at(100.1))
         XCTAssertEqual(machine.handle(.timer(.pong), now: Self.at(110)), [])
         XCTAssertEqual(machine.client, .open)
@@ -217,7 +256,11 @@ final class SessionStateMachineTests: XCTestCase {
         _ = machine.handle(.clientReadRequested, now: Self.at(31))
         _ = machine.handle(.partnerWritability(true), now: Self.at(39))
         XCTAssertEqual(machine.handle(.timer(.pong), now: Self.at(40)), [.schedule(.pong, Self.at(49))])
-        XCTAssertEqual(machine.handle(.timer(.pong), now: Self.at(49)).last, .closeClient, "no answer in a full window of reading")
+        XCTAssertEqual(
+            machine.handle(.timer(.pong), now: Self.at(49)).last,
+            .closeClient,
+            "no answer in a full window of reading"
+        )
     }
 
     // MARK: closing: who closes first
@@ -225,7 +268,11 @@ final class SessionStateMachineTests: XCTestCase {
     func testTheClientClosesFirst() {
         var machine = Self.started()
         let closing = machine.handle(.clientFrame(.close(CloseCode(4000), "bye")), now: Self.at(1))
-        XCTAssertEqual(Self.sendCloses(closing), [.sendClose(code: 4000, reason: "", thenClose: true)], "the code is echoed")
+        XCTAssertEqual(
+            Self.sendCloses(closing),
+            [.sendClose(code: 4000, reason: "", thenClose: true)],
+            "the code is echoed"
+        )
         XCTAssertTrue(closing.contains(.closePartner(.shutOutput)))
         XCTAssertTrue(closing.contains(.schedule(.partnerClose, Self.at(6))))
         XCTAssertEqual(machine.partner, .outputShut)
@@ -239,7 +286,10 @@ final class SessionStateMachineTests: XCTestCase {
 
     func testACloseWithoutACodeIsAnsweredWith1000AndLoggedAs1005() {
         var machine = Self.started()
-        XCTAssertEqual(Self.sendCloses(machine.handle(.clientFrame(.close(nil, "")), now: Self.at(1))), [.sendClose(code: 1000, reason: "", thenClose: true)])
+        XCTAssertEqual(
+            Self.sendCloses(machine.handle(.clientFrame(.close(nil, "")), now: Self.at(1))),
+            [.sendClose(code: 1000, reason: "", thenClose: true)]
+        )
         XCTAssertEqual(machine.close?.code, 1005)
     }
 
@@ -250,26 +300,40 @@ final class SessionStateMachineTests: XCTestCase {
         XCTAssertTrue(eof.contains(.schedule(.clientClose, Self.at(6))))
         XCTAssertEqual(machine.client, .closeSent)
         let last = Self.payload([4, 2])
-        XCTAssertEqual(machine.handle(.clientFrame(.data(last)), now: Self.at(2)), [.forwardToPartner(.payload(last))], "half-closed: the client's data still goes")
+        XCTAssertEqual(
+            machine.handle(.clientFrame(.data(last)), now: Self.at(2)),
+            [.forwardToPartner(.payload(last))],
+            "half-closed: the client's data still goes"
+        )
         let reply = machine.handle(.clientFrame(.close(.normal, "")), now: Self.at(2))
         XCTAssertEqual(reply, [.closeClient, .schedule(.partnerClose, Self.at(7)), .closePartner(.drainThenClose)])
         _ = machine.handle(.partnerInactive, now: Self.at(2))
         let end = machine.handle(.clientInactive, now: Self.at(2))
-        XCTAssertEqual(Self.finished(end), .init(close: .init(code: 1000, by: .backend, reason: "backend closed"), bytesUp: 2, bytesDown: 0))
+        XCTAssertEqual(
+            Self.finished(end),
+            .init(close: .init(code: 1000, by: .backend, reason: "backend closed"), bytesUp: 2, bytesDown: 0)
+        )
     }
 
     func testABackendErrorCloses1011() {
         var machine = Self.started()
         let actions = machine.handle(.partnerInactive, now: Self.at(1))
         XCTAssertEqual(Self.sendCloses(actions), [.sendClose(code: 1011, reason: "backend error", thenClose: false)])
-        XCTAssertEqual(machine.handle(.clientFrame(.data(Self.payload([1]))), now: Self.at(1)), [], "nowhere to send it")
+        XCTAssertEqual(
+            machine.handle(.clientFrame(.data(Self.payload([1]))), now: Self.at(1)),
+            [],
+            "nowhere to send it"
+        )
     }
 
     func testAProtocolErrorClosesWithItsCodeAndShutsTheBackend() {
         var machine = Self.started()
         let failure = FrameParser.Failure(.invalidPayload, "invalid UTF-8 in text message")
         let actions = machine.handle(.clientProtocolError(failure), now: Self.at(1))
-        XCTAssertEqual(Self.sendCloses(actions), [.sendClose(code: 1007, reason: "invalid UTF-8 in text message", thenClose: true)])
+        XCTAssertEqual(
+            Self.sendCloses(actions),
+            [.sendClose(code: 1007, reason: "invalid UTF-8 in text message", thenClose: true)]
+        )
         XCTAssertTrue(actions.contains(.closePartner(.shutOutput)))
     }
 
@@ -291,7 +355,10 @@ final class SessionStateMachineTests: XCTestCase {
 
     func testAResetIsRecordedAs1006ByTheClient() {
         var machine = Self.started()
-        XCTAssertEqual(machine.handle(.clientConnectionError("connection reset by peer"), now: Self.at(1)), [.closeClient])
+        XCTAssertEqual(
+            machine.handle(.clientConnectionError("connection reset by peer"), now: Self.at(1)),
+            [.closeClient]
+        )
         XCTAssertEqual(machine.close, .init(code: 1006, by: .client, reason: "connection reset by peer"))
     }
 
@@ -308,11 +375,16 @@ final class SessionStateMachineTests: XCTestCase {
     func testShutdownCloses1001AndTheBackendStillGetsTheClientsLastData() {
         var machine = Self.started()
         let actions = machine.handle(.shutdown, now: Self.at(1))
-        XCTAssertEqual(Self.sendCloses(actions), [.sendClose(code: 1001, reason: "server shutting down", thenClose: false)])
+        XCTAssertEqual(
+            Self.sendCloses(actions),
+            [.sendClose(code: 1001, reason: "server shutting down", thenClose: false)]
+        )
         XCTAssertFalse(actions.contains(.closePartner(.shutOutput)))
         let last = Self.payload([1])
         XCTAssertEqual(machine.handle(.clientFrame(.data(last)), now: Self.at(2)), [.forwardToPartner(.payload(last))])
-        XCTAssertTrue(machine.handle(.clientFrame(.close(.goingAway, "")), now: Self.at(2)).contains(.closePartner(.shutOutput)))
+        XCTAssertTrue(
+            machine.handle(.clientFrame(.close(.goingAway, "")), now: Self.at(2)).contains(.closePartner(.shutOutput))
+        )
     }
 
     func testCloseIsSentOnceWhateverHappensNext() {
@@ -332,8 +404,15 @@ final class SessionStateMachineTests: XCTestCase {
         var machine = Self.started(settings)
         _ = machine.handle(.clientFrame(.data(Self.payload([1]))), now: Self.at(6))
         XCTAssertEqual(machine.handle(.timer(.idle), now: Self.at(10)), [.schedule(.idle, Self.at(16))])
-        _ = machine.handle(.partnerData(WebSocketFrame(fin: true, opcode: .binary, data: Self.payload([1]))), now: Self.at(12))
-        XCTAssertEqual(machine.handle(.timer(.idle), now: Self.at(16)), [.schedule(.idle, Self.at(22))], "data either way counts")
+        _ = machine.handle(
+            .partnerData(WebSocketFrame(fin: true, opcode: .binary, data: Self.payload([1]))),
+            now: Self.at(12)
+        )
+        XCTAssertEqual(
+            machine.handle(.timer(.idle), now: Self.at(16)),
+            [.schedule(.idle, Self.at(22))],
+            "data either way counts"
+        )
         // Pings and pongs are not data.
         _ = machine.handle(.clientFrame(.ping(Self.payload([]))), now: Self.at(20))
         let actions = machine.handle(.timer(.idle), now: Self.at(22))

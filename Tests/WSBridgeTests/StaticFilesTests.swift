@@ -31,14 +31,26 @@ final class StaticFilesTests: XCTestCase {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-web-\(UUID())")
         let root = base.appendingPathComponent("root")
         let outside = base.appendingPathComponent("secret.txt")
-        try FileManager.default.createDirectory(at: root.appendingPathComponent("sub"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: root.appendingPathComponent("sub"),
+            withIntermediateDirectories: true
+        )
         defer { try? FileManager.default.removeItem(at: base) }
         try "secret".write(to: outside, atomically: true, encoding: .utf8)
         try "<h1>hi</h1>".write(to: root.appendingPathComponent("index.html"), atomically: true, encoding: .utf8)
         try "x".write(to: root.appendingPathComponent("sub/file.js"), atomically: true, encoding: .utf8)
-        try FileManager.default.createSymbolicLink(atPath: root.appendingPathComponent("out.txt").path, withDestinationPath: outside.path)
-        try FileManager.default.createSymbolicLink(atPath: root.appendingPathComponent("outdir").path, withDestinationPath: base.path)
-        try FileManager.default.createSymbolicLink(atPath: root.appendingPathComponent("in.js").path, withDestinationPath: "sub/file.js")
+        try FileManager.default.createSymbolicLink(
+            atPath: root.appendingPathComponent("out.txt").path,
+            withDestinationPath: outside.path
+        )
+        try FileManager.default.createSymbolicLink(
+            atPath: root.appendingPathComponent("outdir").path,
+            withDestinationPath: base.path
+        )
+        try FileManager.default.createSymbolicLink(
+            atPath: root.appendingPathComponent("in.js").path,
+            withDestinationPath: "sub/file.js"
+        )
 
         let files = try StaticFiles(root: root.path)
         XCTAssertEqual(files.resolve("/out.txt"), .notFound)
@@ -51,7 +63,10 @@ final class StaticFilesTests: XCTestCase {
         XCTAssertEqual(files.resolve("/sub?a=b#frag"), .redirect("/sub/?a=b"))
         for uri in ["//sub", "///sub", "/./sub", "//sub?x=//evil"] {
             if case .redirect(let location) = files.resolve(uri) {
-                XCTAssertTrue(location.hasPrefix("/") && !location.hasPrefix("//") && !location.hasPrefix("/\\"), "\(uri) -> \(location)")
+                XCTAssertTrue(
+                    location.hasPrefix("/") && !location.hasPrefix("//") && !location.hasPrefix("/\\"),
+                    "\(uri) -> \(location)"
+                )
             }
         }
         XCTAssertEqual(files.resolve("/sub/"), .notFound, "no index.html and no listing")
@@ -85,7 +100,10 @@ final class SessionRecorderTests: XCTestCase {
     func testEscapingMatchesWebsockify() {
         // Python: bytes(range(256)).decode('latin1').encode('unicode_escape').decode('ascii').replace("'", "\\'")
         XCTAssertEqual(SessionRecorder.escape(Array("RFB 003.008\n".utf8)), "RFB 003.008\\n")
-        XCTAssertEqual(SessionRecorder.escape([0x00, 0x09, 0x0D, 0x27, 0x5C, 0x7F, 0x80, 0xFF]), "\\x00\\t\\r\\'\\\\\\x7f\\x80\\xff")
+        XCTAssertEqual(
+            SessionRecorder.escape([0x00, 0x09, 0x0D, 0x27, 0x5C, 0x7F, 0x80, 0xFF]),
+            "\\x00\\t\\r\\'\\\\\\x7f\\x80\\xff"
+        )
     }
 
     /// Recordings are never overwritten and a planted symlink is neither followed nor its target truncated.
@@ -135,8 +153,11 @@ final class SessionRecorderTests: XCTestCase {
             Thread.sleep(forTimeInterval: 0.01)  // the recorder writes on a queue of its own
             text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
         }
-        let data = text.split(separator: "\n").dropFirst(2).dropLast().map { $0.replacingOccurrences(of: #"\d+"#, with: "", options: .regularExpression) }
-        let a = String(repeating: "a", count: 30), b = String(repeating: "b", count: 30)
+        let data = text.split(separator: "\n").dropFirst(2).dropLast().map {
+            $0.replacingOccurrences(of: #"\d+"#, with: "", options: .regularExpression)
+        }
+        let a = String(repeating: "a", count: 30)
+        let b = String(repeating: "b", count: 30)
         XCTAssertEqual(data, ["'}}\(a)',", "'{{\(a)',", "'}}\(b)',"], text)
     }
 }

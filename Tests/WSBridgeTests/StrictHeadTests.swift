@@ -38,10 +38,23 @@ final class StrictHeadTests: XCTestCase {
         XCTAssertEqual(UpgradePolicy.strictHeadCheck(head([("Content-Length", "3")]))?.kind, .requestBody)
         XCTAssertEqual(UpgradePolicy.strictHeadCheck(head([("Transfer-Encoding", "identity")]))?.kind, .requestBody)
         XCTAssertEqual(UpgradePolicy.strictHeadCheck(head([("Host", "y")]))?.kind, .duplicateHeader)
-        XCTAssertEqual(UpgradePolicy.strictHeadCheck(head([("Origin", "a"), ("origin", "b")]))?.reason, "duplicate Origin header")
-        let plain = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/", headers: HTTPHeaders([("Host", "x"), ("Content-Length", "5")]))
+        XCTAssertEqual(
+            UpgradePolicy.strictHeadCheck(head([("Origin", "a"), ("origin", "b")]))?.reason,
+            "duplicate Origin header"
+        )
+        let plain = HTTPRequestHead(
+            version: .http1_1,
+            method: .POST,
+            uri: "/",
+            headers: HTTPHeaders([("Host", "x"), ("Content-Length", "5")])
+        )
         XCTAssertNil(UpgradePolicy.strictHeadCheck(plain), "bodies of plain requests are not the upgrade's business")
-        let twoHosts = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: HTTPHeaders([("Host", "x"), ("Host", "y")]))
+        let twoHosts = HTTPRequestHead(
+            version: .http1_1,
+            method: .GET,
+            uri: "/",
+            headers: HTTPHeaders([("Host", "x"), ("Host", "y")])
+        )
         XCTAssertEqual(UpgradePolicy.strictHeadCheck(twoHosts)?.kind, .duplicateHeader)
     }
 }

@@ -26,12 +26,17 @@ final class TLSLoopbackTests: XCTestCase {
 
     static let opensslPath: String? = {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        return path.split(separator: ":").map { "\($0)/openssl" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+        return path.split(separator: ":").map { "\($0)/openssl" }.first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
     }()
 
     func openssl(_ arguments: [String]) throws {
         guard let executable = Self.opensslPath else {
-            throw OpenSSLError(description: "openssl is not on PATH: TLSLoopbackTests make their certificates with it (Debian: apt-get install openssl)")
+            throw OpenSSLError(
+                description:
+                    "openssl is not on PATH: TLSLoopbackTests make their certificates with it (Debian: apt-get install openssl)"
+            )
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
@@ -44,13 +49,18 @@ final class TLSLoopbackTests: XCTestCase {
         let stderr = errors.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
-            throw OpenSSLError(description: "openssl \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(String(decoding: stderr, as: UTF8.self))")
+            throw OpenSSLError(
+                description:
+                    "openssl \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(String(decoding: stderr, as: UTF8.self))"
+            )
         }
     }
 
     override func setUp() async throws {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-tls-\(UUID().uuidString)")
+        self.directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "wsbridge-tls-\(UUID().uuidString)"
+        )
         try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
     }
 
@@ -65,7 +75,10 @@ final class TLSLoopbackTests: XCTestCase {
         try self.openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "server.key"])
         try self.openssl(["req", "-new", "-key", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"])
         try "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n".write(
-            to: self.directory.appendingPathComponent("server.ext"), atomically: true, encoding: .utf8)
+            to: self.directory.appendingPathComponent("server.ext"),
+            atomically: true,
+            encoding: .utf8
+        )
         try self.openssl([
             "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", "7",
             "-out", "server.pem", "-days", "2", "-extfile", "server.ext",
@@ -79,15 +92,21 @@ final class TLSLoopbackTests: XCTestCase {
 
     /// An echo server, over TLS with the test certificate when `tls` is true.
     func echoServer(tls: Bool) async throws -> Channel {
-        let context = tls ? try NIOSSLContext(configuration: .makeServerConfiguration(
-            certificateChain: try NIOSSLCertificate.fromPEMFile(self.certFile).map { .certificate($0) },
-            privateKey: .privateKey(try NIOSSLPrivateKey(file: self.keyFile, format: .pem))
-        )) : nil
+        let context =
+            tls
+            ? try NIOSSLContext(
+                configuration: .makeServerConfiguration(
+                    certificateChain: try NIOSSLCertificate.fromPEMFile(self.certFile).map { .certificate($0) },
+                    privateKey: .privateKey(try NIOSSLPrivateKey(file: self.keyFile, format: .pem))
+                )
+            ) : nil
         return try await ServerBootstrap(group: self.group)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let context { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context)) }
+                    if let context {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+                    }
                     try channel.pipeline.syncOperations.addHandler(LoopbackTests.EchoHandler())
                 }
             }
@@ -138,9 +157,14 @@ final class TLSLoopbackTests: XCTestCase {
         let group = self.group!
         let tls = try self.clientContext()
         let settings = ServerTLSSettings(certificates: [.init(certificate: self.certFile, key: self.keyFile)])
-        try await self.withBridge(targets: ["echo": target], configure: { $0.tls = try ServerTLSStore(settings: settings) }) { port in
+        let withTLS: (inout BridgeConfiguration) throws -> Void = { $0.tls = try ServerTLSStore(settings: settings) }
+        try await self.withBridge(targets: ["echo": target], configure: withTLS) { port in
             let secure = try await WebSocketTestClient.connect(
-                port: port, path: "/?token=echo", group: group, tls: tls, serverHostname: "localhost"
+                port: port,
+                path: "/?token=echo",
+                group: group,
+                tls: tls,
+                serverHostname: "localhost"
             )
             for size in [1, 65536, 1 << 20] {
                 let payload = (0..<size).map { _ in UInt8.random(in: 0...255) }
@@ -167,11 +191,13 @@ final class TLSLoopbackTests: XCTestCase {
         let echo = try await self.echoServer(tls: true)
         let port = echo.localAddress!.port!
         let trusted = Target(
-            name: "trusted", backend: .tcp(host: "127.0.0.1", port: port),
+            name: "trusted",
+            backend: .tcp(host: "127.0.0.1", port: port),
             tls: try BackendTLS(ca: self.caFile, serverName: "localhost").load()
         )
         let untrusted = Target(
-            name: "untrusted", backend: .tcp(host: "127.0.0.1", port: port),
+            name: "untrusted",
+            backend: .tcp(host: "127.0.0.1", port: port),
             tls: try BackendTLS(serverName: "localhost").load()
         )
         let group = self.group!
@@ -184,7 +210,11 @@ final class TLSLoopbackTests: XCTestCase {
             client.close(code: 1000)
             _ = await client.receiveClose()
 
-            let refused = try await WebSocketTestClient.connect(port: bridgePort, path: "/?token=untrusted", group: group)
+            let refused = try await WebSocketTestClient.connect(
+                port: bridgePort,
+                path: "/?token=untrusted",
+                group: group
+            )
             let close = await refused.receiveClose()
             XCTAssertEqual(close?.0, 1014)
             XCTAssertEqual(close?.1, "backend TLS certificate not trusted")

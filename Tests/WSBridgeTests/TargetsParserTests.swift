@@ -56,7 +56,11 @@ final class TargetsParserTests: XCTestCase {
         ] {
             let contents = try TokenFileParser.parse(text, file: "t.cfg")
             XCTAssertEqual(contents.entries.map(\.token), expected, text.debugDescription)
-            XCTAssertEqual(contents.entries.map(\.target.backend).last, .tcp(host: "1.2.3.4", port: 3), text.debugDescription)
+            XCTAssertEqual(
+                contents.entries.map(\.target.backend).last,
+                .tcp(host: "1.2.3.4", port: 3),
+                text.debugDescription
+            )
         }
         XCTAssertEqual(try TokenFileParser.parse("# c\r\n\r\nc: 1.2.3.4:3\r\n", file: "t").entries.map(\.line), [3])
     }
@@ -67,15 +71,25 @@ final class TargetsParserTests: XCTestCase {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-\(UUID())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        try "a: 1.2.3.4:1\nbroken\nb: nohost\nc: 1.2.3.4:3\n".write(to: dir.appendingPathComponent("one.cfg"), atomically: true, encoding: .utf8)
+        try "a: 1.2.3.4:1\nbroken\nb: nohost\nc: 1.2.3.4:3\n".write(
+            to: dir.appendingPathComponent("one.cfg"),
+            atomically: true,
+            encoding: .utf8
+        )
         try "c: 1.2.3.4:4\n".write(to: dir.appendingPathComponent("two.cfg"), atomically: true, encoding: .utf8)
         let table = try TargetsLoader(path: dir.path).load()
         guard case .tokens(let map) = table.mode else { return XCTFail() }
         XCTAssertEqual(Set(map.keys), ["a", "c"])
         XCTAssertEqual(map["c"]?.backend, .tcp(host: "1.2.3.4", port: 4), "the last definition read wins")
-        XCTAssertEqual(table.warnings.map { "\(($0.file as NSString).lastPathComponent):\($0.line ?? 0)" }, ["one.cfg:2", "one.cfg:3", "two.cfg:1"])
+        XCTAssertEqual(
+            table.warnings.map { "\(($0.file as NSString).lastPathComponent):\($0.line ?? 0)" },
+            ["one.cfg:2", "one.cfg:3", "two.cfg:1"]
+        )
         XCTAssertTrue(table.warnings[0].message.hasSuffix("; line skipped"), table.warnings[0].message)
-        XCTAssertTrue(table.warnings[2].message.contains("already defined at \(dir.path)/one.cfg:4"), table.warnings[2].message)
+        XCTAssertTrue(
+            table.warnings[2].message.contains("already defined at \(dir.path)/one.cfg:4"),
+            table.warnings[2].message
+        )
         let (checked, errors) = TargetsLoader(path: dir.path).check()
         XCTAssertNil(checked)
         XCTAssertEqual(errors.count, 3)
@@ -85,8 +99,15 @@ final class TargetsParserTests: XCTestCase {
         XCTAssertEqual(empty.targetCount, 0)
         XCTAssertEqual(empty.warnings.map(\.file), [missing])
         XCTAssertNotNil(TargetsLoader(path: missing).check().errors.first)
-        XCTAssertThrowsError(try TargetsLoader(path: dir.appendingPathComponent("ours.yaml").path).load(), "YAML stays strict")
-        XCTAssertEqual(try TargetsLoader(path: dir.appendingPathComponent("gone").path, format: .tokenFileNames).load().warnings.count, 1)
+        XCTAssertThrowsError(
+            try TargetsLoader(path: dir.appendingPathComponent("ours.yaml").path).load(),
+            "YAML stays strict"
+        )
+        XCTAssertEqual(
+            try TargetsLoader(path: dir.appendingPathComponent("gone").path, format: .tokenFileNames).load().warnings
+                .count,
+            1
+        )
     }
 
     func testYAMLForms() throws {
@@ -162,7 +183,11 @@ final class TargetsParserTests: XCTestCase {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         try "a: 127.0.0.1:1\n".write(to: dir.appendingPathComponent("one"), atomically: true, encoding: .utf8)
-        try "targets:\n  b: 127.0.0.1:2\n".write(to: dir.appendingPathComponent("two.yaml"), atomically: true, encoding: .utf8)
+        try "targets:\n  b: 127.0.0.1:2\n".write(
+            to: dir.appendingPathComponent("two.yaml"),
+            atomically: true,
+            encoding: .utf8
+        )
         try "ignored".write(to: dir.appendingPathComponent(".hidden"), atomically: true, encoding: .utf8)
         let table = try TargetsLoader(path: dir.path).load()
         guard case .tokens(let map) = table.mode else { return XCTFail() }
@@ -170,7 +195,10 @@ final class TargetsParserTests: XCTestCase {
 
         try "b: 127.0.0.1:3\n".write(to: dir.appendingPathComponent("zz"), atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try TargetsLoader(path: dir.path).load()) { error in
-            XCTAssertTrue("\(error)".hasSuffix("zz:1: token … is already defined at \(dir.path)/two.yaml:2"), "\(error)")
+            XCTAssertTrue(
+                "\(error)".hasSuffix("zz:1: token … is already defined at \(dir.path)/two.yaml:2"),
+                "\(error)"
+            )
         }
     }
 
@@ -182,7 +210,8 @@ final class TargetsParserTests: XCTestCase {
         try "abcd-one-secret: 127.0.0.1:1\nabcd-two-secret: 127.0.0.1:2\nzzzz-other-token: 127.0.0.1:3\n"
             .write(to: file, atomically: true, encoding: .utf8)
         guard case .tokens(let map) = try TargetsLoader(path: file.path).load().mode else { return XCTFail() }
-        let one = try XCTUnwrap(map["abcd-one-secret"]), two = try XCTUnwrap(map["abcd-two-secret"])
+        let one = try XCTUnwrap(map["abcd-one-secret"])
+        let two = try XCTUnwrap(map["abcd-two-secret"])
         XCTAssertEqual(one.name, two.name)
         XCTAssertNotEqual(one.identity, two.identity)
         XCTAssertEqual(one.metricLabel, "abc…#1")
@@ -191,7 +220,8 @@ final class TargetsParserTests: XCTestCase {
         for target in map.values { XCTAssertFalse(target.metricLabel.contains("secret")) }
 
         let limiter = AdmissionLimiter(limits: .init())
-        var limitedOne = one, limitedTwo = two
+        var limitedOne = one
+        var limitedTwo = two
         limitedOne.maxSessions = 1
         limitedTwo.maxSessions = 1
         XCTAssertNoThrow(try limiter.acquire(client: "a", target: limitedOne).get())
@@ -202,12 +232,20 @@ final class TargetsParserTests: XCTestCase {
     func testWebsockifyDottedPluginNames() {
         XCTAssertEqual(WebsockifyPluginName.builtIn("TokenFile", kind: .token), "TokenFile")
         XCTAssertEqual(WebsockifyPluginName.builtIn("websockify.token_plugins.TokenFile", kind: .token), "TokenFile")
-        XCTAssertEqual(WebsockifyPluginName.builtIn("websockify.auth_plugins.BasicHTTPAuth", kind: .auth), "BasicHTTPAuth")
-        for foreign in ["x.TokenFile", "websockify.auth_plugins.TokenFile", "websockify.token_plugins.a.TokenFile", "websockify.token_plugins."] {
+        XCTAssertEqual(
+            WebsockifyPluginName.builtIn("websockify.auth_plugins.BasicHTTPAuth", kind: .auth),
+            "BasicHTTPAuth"
+        )
+        for foreign in [
+            "x.TokenFile", "websockify.auth_plugins.TokenFile", "websockify.token_plugins.a.TokenFile",
+            "websockify.token_plugins.",
+        ] {
             XCTAssertNil(WebsockifyPluginName.builtIn(foreign, kind: .token), foreign)
             XCTAssertNotNil(WebsockifyPluginName.refusal(foreign, kind: .token, option: "--token-plugin"), foreign)
         }
-        XCTAssertNil(WebsockifyPluginName.refusal("websockify.token_plugins.TokenRedis", kind: .token, option: "--token-plugin"))
+        XCTAssertNil(
+            WebsockifyPluginName.refusal("websockify.token_plugins.TokenRedis", kind: .token, option: "--token-plugin")
+        )
     }
 
     /// Targets of token services are measured under one label per service, not one per token.
@@ -283,11 +321,22 @@ final class TargetsParserTests: XCTestCase {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-\(UUID())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        try "a: 1.2.3.4:5\nbroken\nb: nohost\n".write(to: dir.appendingPathComponent("one.cfg"), atomically: true, encoding: .utf8)
-        try "targets:\n  a: 1.2.3.4:6\n  c:\n    colour: red\n".write(to: dir.appendingPathComponent("two.yaml"), atomically: true, encoding: .utf8)
+        try "a: 1.2.3.4:5\nbroken\nb: nohost\n".write(
+            to: dir.appendingPathComponent("one.cfg"),
+            atomically: true,
+            encoding: .utf8
+        )
+        try "targets:\n  a: 1.2.3.4:6\n  c:\n    colour: red\n".write(
+            to: dir.appendingPathComponent("two.yaml"),
+            atomically: true,
+            encoding: .utf8
+        )
         let (table, errors) = TargetsLoader(path: dir.path).check()
         XCTAssertNil(table)
-        XCTAssertEqual(errors.map { "\(($0.file as NSString).lastPathComponent):\($0.line ?? 0)" }, ["one.cfg:2", "one.cfg:3", "two.yaml:4", "two.yaml:2"])
+        XCTAssertEqual(
+            errors.map { "\(($0.file as NSString).lastPathComponent):\($0.line ?? 0)" },
+            ["one.cfg:2", "one.cfg:3", "two.yaml:4", "two.yaml:2"]
+        )
     }
 
     func testTokenFileNamesAndSocketDirectories() throws {
@@ -306,7 +355,9 @@ final class TargetsParserTests: XCTestCase {
             XCTAssertTrue("\(error)".hasSuffix("vnc-3:1: expected host:port, got 'nonsense'"), "\(error)")
         }
 
-        let sockets = FileManager.default.temporaryDirectory.appendingPathComponent("wsb-s-\(UUID().uuidString.prefix(8))")
+        let sockets = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "wsb-s-\(UUID().uuidString.prefix(8))"
+        )
         try FileManager.default.createDirectory(at: sockets, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: sockets) }
         let socketPath = sockets.appendingPathComponent("console").path
@@ -317,12 +368,17 @@ final class TargetsParserTests: XCTestCase {
             _ = socketPath.utf8CString.withUnsafeBytes { raw.copyMemory(from: $0) }
         }
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         XCTAssertEqual(bound, 0)
         defer { close(fd) }
         try "not a socket".write(to: sockets.appendingPathComponent("plain"), atomically: true, encoding: .utf8)
-        try FileManager.default.createSymbolicLink(atPath: sockets.appendingPathComponent("link").path, withDestinationPath: socketPath)
+        try FileManager.default.createSymbolicLink(
+            atPath: sockets.appendingPathComponent("link").path,
+            withDestinationPath: socketPath
+        )
         let socketTable = try TargetsLoader(path: sockets.path, format: .unixSocketDirectory).load()
         guard case .tokens(let socketMap) = socketTable.mode else { return XCTFail() }
         XCTAssertEqual(Array(socketMap.keys), ["console"], "plain files and symlinks are not targets")

@@ -27,7 +27,9 @@ final class TargetsRereadTests: XCTestCase {
 
     /// A token written after the table was loaded is found at once; an unchanged file is not read again.
     func testAnUnknownTokenRereadsChangedFilesOnly() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("wsbridge-reread-\(UUID().uuidString)").path
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "wsbridge-reread-\(UUID().uuidString)"
+        ).path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try "a: 127.0.0.1:1\n".write(toFile: directory + "/one", atomically: true, encoding: .utf8)

@@ -23,14 +23,25 @@ final class TokenRedactionTests: XCTestCase {
 
     func testBackendsAndLocationsNamedByTheirToken() {
         let token = "socket-token-0123456789"
-        let socket = Target(name: Target.redact(token), backend: .unix(path: "/run/vnc/\(token)"), definedAt: "/run/vnc/\(token)")
+        let socket = Target(
+            name: Target.redact(token),
+            backend: .unix(path: "/run/vnc/\(token)"),
+            definedAt: "/run/vnc/\(token)"
+        )
         XCTAssertEqual(TokenRedaction.backend(socket), "unix:/run/vnc/sock…")
         XCTAssertEqual(TokenRedaction.location(socket), "/run/vnc/sock…")
-        let file = Target(name: Target.redact(token), backend: .tcp(host: "h", port: 1), definedAt: "/etc/tokens/\(token):1")
+        let file = Target(
+            name: Target.redact(token),
+            backend: .tcp(host: "h", port: 1),
+            definedAt: "/etc/tokens/\(token):1"
+        )
         XCTAssertEqual(TokenRedaction.location(file), "/etc/tokens/sock…:1")
         let named = Target(name: "console", backend: .unix(path: "/run/console.sock"), definedAt: "/etc/t.yaml:3")
         XCTAssertEqual(TokenRedaction.backend(named), "unix:/run/console.sock")
         XCTAssertEqual(TokenRedaction.location(named), "/etc/t.yaml:3")
-        XCTAssertEqual(TokenRedaction.scrub("GET http://api/\(token) failed", token: token), "GET http://api/sock… failed")
+        XCTAssertEqual(
+            TokenRedaction.scrub("GET http://api/\(token) failed", token: token),
+            "GET http://api/sock… failed"
+        )
     }
 }

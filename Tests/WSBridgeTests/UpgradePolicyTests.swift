@@ -64,14 +64,20 @@ final class UpgradePolicyTests: XCTestCase {
         XCTAssertEqual(self.status(self.request(removing: ["Host"]), table), 400)
         XCTAssertEqual(self.status(self.request(removing: ["Sec-WebSocket-Key"]), table), 400)
         XCTAssertEqual(self.status(self.request(extra: [("Sec-WebSocket-Key", "c2hvcnQ=")]), table), 400)
-        XCTAssertEqual(self.status(self.request(extra: [("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZR==")]), table), 400)
+        XCTAssertEqual(
+            self.status(self.request(extra: [("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZR==")]), table),
+            400
+        )
         XCTAssertEqual(self.status(self.request(extra: [("Sec-WebSocket-Version", "8")]), table), 426)
         XCTAssertEqual(self.status(self.request(removing: ["Sec-WebSocket-Version"]), table), 426)
         XCTAssertEqual(self.status(self.request("/"), table), 400)
         XCTAssertEqual(self.status(self.request("/?token=nope"), table), 404)
         XCTAssertEqual(self.status(self.request(), table, requireOrigin: true), 403)
 
-        if case .reject(let rejection) = UpgradePolicy().decide(self.request(extra: [("Sec-WebSocket-Version", "8")]), targets: table) {
+        if case .reject(let rejection) = UpgradePolicy().decide(
+            self.request(extra: [("Sec-WebSocket-Version", "8")]),
+            targets: table
+        ) {
             XCTAssertEqual(rejection.headers.first?.0, "Sec-WebSocket-Version")
             XCTAssertEqual(rejection.headers.first?.1, "13")
         } else {
@@ -93,7 +99,10 @@ final class UpgradePolicyTests: XCTestCase {
         // An unknown origin gets 403 even for unknown tokens: it learns nothing about tokens.
         XCTAssertEqual(self.status(self.request("/?token=nope", extra: [("Origin", "https://evil.com")]), global), 403)
 
-        let perTarget = try self.table(origins: ["https://app.example.com"], targetOrigins: ["https://admin.example.com"])
+        let perTarget = try self.table(
+            origins: ["https://app.example.com"],
+            targetOrigins: ["https://admin.example.com"]
+        )
         XCTAssertEqual(self.status(origin("https://admin.example.com"), perTarget), 101)
         XCTAssertEqual(self.status(origin("https://app.example.com"), perTarget), 403)
     }
@@ -131,14 +140,21 @@ final class UpgradePolicyTests: XCTestCase {
         XCTAssertEqual(policy.token(in: head("/t/path-tok?token=query-tok", everything)), "query-tok")
         XCTAssertEqual(policy.token(in: head("/t/path-tok", everything)), "path-tok")
         XCTAssertEqual(policy.token(in: head("/t/a%20b")), "a b")
-        XCTAssertEqual(policy.token(in: head("/x/path-tok", everything)), "bearer-tok", "the path must match the template")
+        XCTAssertEqual(
+            policy.token(in: head("/x/path-tok", everything)),
+            "bearer-tok",
+            "the path must match the template"
+        )
         XCTAssertEqual(policy.token(in: head("/", Array(everything.dropFirst()))), "proto-tok")
         XCTAssertEqual(policy.token(in: head("/", Array(everything.dropFirst(2)))), "cookie-tok")
         XCTAssertNil(policy.token(in: head("/t/")))
         XCTAssertNil(policy.token(in: head("/", [("Authorization", "Basic dTpw")])))
 
         let host = UpgradePolicy(tokenSources: .init(hostToken: true))
-        XCTAssertEqual(host.token(in: head("/?token=ignored", [("Host", "vnc-7.example.com:6080")])), "vnc-7.example.com")
+        XCTAssertEqual(
+            host.token(in: head("/?token=ignored", [("Host", "vnc-7.example.com:6080")])),
+            "vnc-7.example.com"
+        )
         XCTAssertEqual(host.token(in: head("/", [("Host", "[::1]:6080")])), "::1")
     }
 
@@ -178,7 +194,9 @@ final class UpgradePolicyTests: XCTestCase {
         XCTAssertTrue(CIDR("fe80::/10")!.contains("fe80::1%eth0"))
         XCTAssertTrue(CIDR("::ffff:0:0/96")!.contains("::ffff:1.2.3.4"))
         XCTAssertTrue(CIDR("1::")!.contains("1:0:0:0:0:0:0:0"))
-        for bad in ["10.0.0.0/33", "10.0.0", "1.2.3.256", "::1::2", "1:2:3:4:5:6:7:8:9", "x", "10.0.0.0/", "fe80::/129"] {
+        for bad in [
+            "10.0.0.0/33", "10.0.0", "1.2.3.256", "::1::2", "1:2:3:4:5:6:7:8:9", "x", "10.0.0.0/", "fe80::/129",
+        ] {
             XCTAssertNil(CIDR(bad), bad)
         }
     }

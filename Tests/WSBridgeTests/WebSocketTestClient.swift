@@ -70,14 +70,17 @@ final class WebSocketTestClient: Sendable {
             .channelInitializer { channel in
                 if let tls {
                     do {
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverHostname))
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: tls, serverHostname: serverHostname)
+                        )
                     } catch {
                         return channel.eventLoop.makeFailedFuture(error)
                     }
                 }
                 let catcher = RefusalCatcher(refused)
                 let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 24, automaticErrorHandling: false) {
-                    channel, response in
+                    channel,
+                    response in
                     upgraded.succeed(response.headers.first(name: "sec-websocket-protocol"))
                     return channel.pipeline.removeHandler(catcher).flatMap {
                         channel.pipeline.addHandler(Inbox(continuation))
@@ -93,7 +96,10 @@ final class WebSocketTestClient: Sendable {
             .connect(host: "127.0.0.1", port: port).get()
         var headers = HTTPHeaders([("Host", "127.0.0.1:\(port)"), ("Content-Length", "0")])
         for (name, value) in extra { headers.add(name: name, value: value) }
-        channel.write(HTTPClientRequestPart.head(.init(version: .http1_1, method: .GET, uri: path, headers: headers)), promise: nil)
+        channel.write(
+            HTTPClientRequestPart.head(.init(version: .http1_1, method: .GET, uri: path, headers: headers)),
+            promise: nil
+        )
         channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
         refused.futureResult.whenSuccess { status in upgraded.fail(Failure.upgradeRefused(status)) }
         let selected = try await upgraded.futureResult.get()

@@ -17,7 +17,12 @@ public final class AdmissionLimiter: Sendable {
         /// Bucket size: handshakes a client may make at once.
         public var handshakeBurst: Int
 
-        public init(maxSessions: Int? = nil, maxSessionsPerClient: Int? = nil, handshakeRate: Double? = nil, handshakeBurst: Int = 10) {
+        public init(
+            maxSessions: Int? = nil,
+            maxSessionsPerClient: Int? = nil,
+            handshakeRate: Double? = nil,
+            handshakeBurst: Int = 10
+        ) {
             self.maxSessions = maxSessions
             self.maxSessionsPerClient = maxSessionsPerClient
             self.handshakeRate = handshakeRate
@@ -68,7 +73,9 @@ public final class AdmissionLimiter: Sendable {
             guard bucket.tokens >= 1 else {
                 let wait = Int(((1 - bucket.tokens) / rate).rounded(.up))
                 return HTTPRejection(
-                    .rate, .tooManyRequests, "too many handshakes from this address",
+                    .rate,
+                    .tooManyRequests,
+                    "too many handshakes from this address",
                     headers: [("Retry-After", String(max(1, wait)))]
                 )
             }
@@ -83,7 +90,9 @@ public final class AdmissionLimiter: Sendable {
             func busy(_ reason: String) -> Result<Lease, HTTPRejection> {
                 .failure(
                     HTTPRejection(
-                        .limit, .serviceUnavailable, reason,
+                        .limit,
+                        .serviceUnavailable,
+                        reason,
                         headers: [("Retry-After", String(Self.busyRetryAfter))]
                     )
                 )

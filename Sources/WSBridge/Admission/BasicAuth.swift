@@ -103,7 +103,8 @@ public struct BasicAuthenticator: Sendable {
                 throw AuthFileError(
                     file: file,
                     line: index + 1,
-                    message: "unsupported password hash for '\(user)': use bcrypt ($2y$/$2b$, htpasswd -B), $6$, $5$ or yescrypt ($y$)"
+                    message:
+                        "unsupported password hash for '\(user)': use bcrypt ($2y$/$2b$, htpasswd -B), $6$, $5$ or yescrypt ($y$)"
                 )
             }
             guard users[user] == nil else {
@@ -116,7 +117,8 @@ public struct BasicAuthenticator: Sendable {
     }
 
     public static func loadFile(_ path: String) throws -> [String: Credential] {
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8)
+        else {
             throw AuthFileError(file: path, line: nil, message: "cannot read the credentials file")
         }
         return try Self.parseFile(text, file: path)

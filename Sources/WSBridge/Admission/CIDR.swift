@@ -23,7 +23,9 @@ public struct CIDR: Hashable, Sendable, CustomStringConvertible {
     /// Whether `address` (textual IPv4 or IPv6; IPv4-mapped IPv6 counts as IPv4) lies in this network.
     public func contains(_ address: String) -> Bool {
         guard var candidate = Self.parseAddress(address) else { return false }
-        if candidate.count == 16, self.bytes.count == 4, candidate[0..<12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF] {
+        if candidate.count == 16, self.bytes.count == 4,
+            candidate[0..<12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF]
+        {
             candidate = Array(candidate[12...])
         }
         guard candidate.count == self.bytes.count else { return false }
@@ -63,7 +65,9 @@ public struct CIDR: Hashable, Sendable, CustomStringConvertible {
             return result
         }
         if halves.count == 2 {
-            guard let h = groups(halves[0], allowIPv4: false), let t = groups(halves[1], allowIPv4: true) else { return nil }
+            guard let h = groups(halves[0], allowIPv4: false), let t = groups(halves[1], allowIPv4: true) else {
+                return nil
+            }
             head = h
             tail = t
             guard head.count + tail.count + ipv4Tail.count / 2 < 8 else { return nil }

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import NIOHTTP1
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// The networks of proxies whose forwarding header is believed (`--trusted-proxy CIDR`), and which header that is
 /// (`--trusted-proxy-header xff|forwarded`).
@@ -77,7 +78,9 @@ public struct TrustedProxies: Sendable, Equatable {
                     let parts = pair.split(separator: "=", maxSplits: 1)
                     guard parts.count == 2, parts[0].trimmingWhitespace().lowercased() == "for" else { continue }
                     var node = parts[1].trimmingWhitespace()
-                    if node.count >= 2, node.hasPrefix("\""), node.hasSuffix("\"") { node = String(node.dropFirst().dropLast()) }
+                    if node.count >= 2, node.hasPrefix("\""), node.hasSuffix("\"") {
+                        node = String(node.dropFirst().dropLast())
+                    }
                     if node.hasPrefix("["), let close = node.firstIndex(of: "]") {
                         node = String(node[node.index(after: node.startIndex)..<close])
                     } else if node.filter({ $0 == ":" }).count == 1, let colon = node.firstIndex(of: ":") {

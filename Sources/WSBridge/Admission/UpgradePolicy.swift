@@ -67,12 +67,17 @@ public struct UpgradePolicy: Sendable {
     /// The 401 for missing or wrong credentials.
     /// Too many password hashes wait already (`BasicAuthenticator.maxPendingHashes`): 503, try again in a second.
     public static let authenticationBusy = HTTPRejection(
-        .authBusy, .serviceUnavailable, "too many logins at once, try again", headers: [("Retry-After", "1")]
+        .authBusy,
+        .serviceUnavailable,
+        "too many logins at once, try again",
+        headers: [("Retry-After", "1")]
     )
 
     public static func unauthorized(_ reason: String) -> HTTPRejection {
         HTTPRejection(
-            .auth, .unauthorized, reason,
+            .auth,
+            .unauthorized,
+            reason,
             headers: [("WWW-Authenticate", "Basic realm=\"\(BasicAuthenticator.realm)\", charset=\"UTF-8\"")]
         )
     }
@@ -131,8 +136,12 @@ public struct UpgradePolicy: Sendable {
         if let origin, let allowed = target.origins ?? targets.origins, !allowed.allows(origin) {
             return .reject(.init(.origin, .forbidden, "origin not allowed"))
         }
-        if let allowed = target.clientCertNames ?? self.clientCertNames, !Self.allows(allowed, names: identity.certificateNames) {
-            let reason = identity.certificateNames == nil ? "client certificate required" : "client certificate not allowed for this target"
+        if let allowed = target.clientCertNames ?? self.clientCertNames,
+            !Self.allows(allowed, names: identity.certificateNames)
+        {
+            let reason =
+                identity.certificateNames == nil
+                ? "client certificate required" : "client certificate not allowed for this target"
             return .reject(.init(.clientCertificate, .forbidden, reason))
         }
 
@@ -164,7 +173,12 @@ public struct UpgradePolicy: Sendable {
             return HTTPRejection(.method, .methodNotAllowed, "method not allowed", headers: [("Allow", "GET")])
         }
         guard head.method == .GET else {
-            return HTTPRejection(.method, .methodNotAllowed, "WebSocket upgrade requires GET", headers: [("Allow", "GET")])
+            return HTTPRejection(
+                .method,
+                .methodNotAllowed,
+                "WebSocket upgrade requires GET",
+                headers: [("Allow", "GET")]
+            )
         }
         guard head.version.major == 1, head.version.minor >= 1 else {
             return HTTPRejection(.malformed, .badRequest, "WebSocket upgrade requires HTTP/1.1")
@@ -319,7 +333,8 @@ public struct UpgradePolicy: Sendable {
         while let byte = iterator.next() {
             switch byte {
             case UInt8(ascii: "%"):
-                guard let high = iterator.next().flatMap(Self.hexValue), let low = iterator.next().flatMap(Self.hexValue)
+                guard let high = iterator.next().flatMap(Self.hexValue),
+                    let low = iterator.next().flatMap(Self.hexValue)
                 else { return nil }
                 bytes.append(high << 4 | low)
             case UInt8(ascii: "+") where plusIsSpace:

@@ -62,7 +62,9 @@ public struct BridgeApplication: Sendable {
         let configuration = self.configuration
         let logger = self.logger
         for notice in configuration.notices { logger.log(level: notice.level, "\(notice.message)") }
-        if let pidFile = configuration.pidFile, !Daemon.isDaemon, let error = Daemon.writePidFile(pidFile, pid: getpid()) {
+        if let pidFile = configuration.pidFile, !Daemon.isDaemon,
+            let error = Daemon.writePidFile(pidFile, pid: getpid())
+        {
             throw StartupError.pidFile(error)
         }
         let rebind = try Self.rebind(configuration)
@@ -74,8 +76,11 @@ public struct BridgeApplication: Sendable {
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         let tlsHangups: UnixSignalsSequence? = tlsStore == nil ? nil : await UnixSignalsSequence(trapping: .sighup)
         var credentialsHangups: UnixSignalsSequence?
-        if case .file = configuration.authentication { credentialsHangups = await UnixSignalsSequence(trapping: .sighup) }
-        let logFileHangups: UnixSignalsSequence? = self.logFile == nil ? nil : await UnixSignalsSequence(trapping: .sighup)
+        if case .file = configuration.authentication {
+            credentialsHangups = await UnixSignalsSequence(trapping: .sighup)
+        }
+        let logFileHangups: UnixSignalsSequence? =
+            self.logFile == nil ? nil : await UnixSignalsSequence(trapping: .sighup)
         if store.current.origins == nil {
             logger.warning("no --origin allow-list: WebSocket connections from any web page are accepted")
         }
@@ -147,7 +152,14 @@ public struct BridgeApplication: Sendable {
             services.append(LogFileReopener(file: logFile, logger: logger, hangups: logFileHangups))
         }
         if case .file(let path) = configuration.authentication, let authenticator = server.authenticator {
-            services.append(CredentialsWatcher(path: path, authenticator: authenticator, logger: logger, hangups: credentialsHangups))
+            services.append(
+                CredentialsWatcher(
+                    path: path,
+                    authenticator: authenticator,
+                    logger: logger,
+                    hangups: credentialsHangups
+                )
+            )
         }
         let serviceGroup = ServiceGroup(
             configuration: .init(
@@ -247,7 +259,10 @@ public struct BridgeApplication: Sendable {
         server.unknownTokenRereadInterval = configuration.tokens.rereadInterval
         server.proxyProtocol = configuration.proxyProtocol
         do {
-            server.trustedProxies = try TrustedProxies(configuration.trustedProxies, header: configuration.trustedProxyHeader)
+            server.trustedProxies = try TrustedProxies(
+                configuration.trustedProxies,
+                header: configuration.trustedProxyHeader
+            )
         } catch {
             throw StartupError.authentication(error)
         }
@@ -265,7 +280,9 @@ public struct BridgeApplication: Sendable {
         }
         if let tls = configuration.tls {
             if tls.isDefaultCertificate {
-                self.logger.info("TLS with \(BridgeOptions.defaultCertificate) from the working directory (websockify's default --cert)")
+                self.logger.info(
+                    "TLS with \(BridgeOptions.defaultCertificate) from the working directory (websockify's default --cert)"
+                )
             }
             do { server.tls = try ServerTLSStore(settings: tls.settings) } catch { throw StartupError.tls(error) }
         }
@@ -274,7 +291,9 @@ public struct BridgeApplication: Sendable {
             case .none:
                 break
             case .password(let user, let password):
-                server.authenticator = BasicAuthenticator(users: try BasicAuthenticator.parseSource("\(user):\(password)"))
+                server.authenticator = BasicAuthenticator(
+                    users: try BasicAuthenticator.parseSource("\(user):\(password)")
+                )
             case .file(let path):
                 server.authenticator = BasicAuthenticator(users: try BasicAuthenticator.loadFile(path))
             case .clientCertificateNames(let names):
@@ -287,7 +306,8 @@ public struct BridgeApplication: Sendable {
     }
 
     /// The token service of the routing, when it has one (Redis, JWT, an HTTP API).
-    private func tokenService(store: TargetsStore, group: EventLoopGroup) async throws -> (any TokenResolver & Service)? {
+    private func tokenService(store: TargetsStore, group: EventLoopGroup) async throws -> (any TokenResolver & Service)?
+    {
         let configuration = self.configuration
         let logger = self.logger
         switch configuration.routing {

@@ -101,7 +101,9 @@ extension BridgeOptions {
 
     private func routing(_ context: Context) throws -> Configuration.Routing {
         guard self.positional.count <= 2 else {
-            throw ValidationError("at most two positional arguments: [SOURCE_ADDR:]SOURCE_PORT [TARGET_HOST:TARGET_PORT]")
+            throw ValidationError(
+                "at most two positional arguments: [SOURCE_ADDR:]SOURCE_PORT [TARGET_HOST:TARGET_PORT]"
+            )
         }
         var plugin: TokenPlugin?
         if let name = self.tokenPlugin {
@@ -116,15 +118,22 @@ extension BridgeOptions {
             plugin = known
             if case .api = known, let url = self.tokenSource {
                 guard url.hasPrefix("http://") || url.hasPrefix("https://"), url.contains("%s") else {
-                    throw ValidationError("--token-plugin \(name) needs --token-source http(s)://…%s… (the token replaces %s)")
+                    throw ValidationError(
+                        "--token-plugin \(name) needs --token-source http(s)://…%s… (the token replaces %s)"
+                    )
                 }
             }
             if case .redis = known, let source = self.tokenSource {
                 do { _ = try RedisTokenSource.parse(source) } catch { throw ValidationError("\(error)") }
             }
-            guard self.tokenSource != nil else { throw ValidationError("--token-plugin \(name) needs --token-source PATH") }
-            if case .jwt = known {} else if self.targets != nil {
-                throw ValidationError("give --targets or --token-plugin, not both (except JWTTokenApi, whose 'target' claim names a target of --targets)")
+            guard self.tokenSource != nil else {
+                throw ValidationError("--token-plugin \(name) needs --token-source PATH")
+            }
+            if case .jwt = known {
+            } else if self.targets != nil {
+                throw ValidationError(
+                    "give --targets or --token-plugin, not both (except JWTTokenApi, whose 'target' claim names a target of --targets)"
+                )
             }
         } else if self.tokenSource != nil {
             throw ValidationError("--token-source needs --token-plugin TokenFile")
@@ -133,7 +142,9 @@ extension BridgeOptions {
         let tokenRouting = self.targets != nil || plugin != nil
         let modes = [positionalTarget != nil, tokenRouting, self.unixTarget != nil].filter { $0 }.count
         guard modes <= 1 else {
-            throw ValidationError("choose one of: a positional TARGET_HOST:TARGET_PORT, --targets FILE, --unix-target PATH")
+            throw ValidationError(
+                "choose one of: a positional TARGET_HOST:TARGET_PORT, --targets FILE, --unix-target PATH"
+            )
         }
         guard modes == 1 else {
             if !context.wrapCommand.isEmpty {
@@ -141,7 +152,9 @@ extension BridgeOptions {
                 guard !self.listensWithoutPort(context), let listen = self.positionalListen(context),
                     case .success(let address) = ListenAddress.parse(listen), address.port != 0
                 else {
-                    throw ValidationError("wrap mode without a target needs a SOURCE_PORT other than 0 (the port the program binds), or --unix-target PATH or TARGET_HOST:TARGET_PORT")
+                    throw ValidationError(
+                        "wrap mode without a target needs a SOURCE_PORT other than 0 (the port the program binds), or --unix-target PATH or TARGET_HOST:TARGET_PORT"
+                    )
                 }
                 return .wrappedProgram
             }
@@ -198,7 +211,9 @@ extension BridgeOptions {
         if let listen = self.positionalListen(context) {
             switch ListenAddress.parse(listen) {
             case .success(let address):
-                if case .tcp = configuration.listener { configuration.listener = .tcp(host: address.host, port: address.port) }
+                if case .tcp = configuration.listener {
+                    configuration.listener = .tcp(host: address.host, port: address.port)
+                }
             case .failure(let error): throw ValidationError(error.message)
             }
         }
@@ -223,7 +238,9 @@ extension BridgeOptions {
         )
         let interval = try Self.seconds(self.tokenRereadInterval, "--token-reread-interval")
         guard self.tokenRereadInterval < self.handshakeTimeout else {
-            throw ValidationError("--token-reread-interval must be shorter than --handshake-timeout (unknown tokens wait for the next re-read)")
+            throw ValidationError(
+                "--token-reread-interval must be shorter than --handshake-timeout (unknown tokens wait for the next re-read)"
+            )
         }
         // ReadOnlyTokenFile reads once, as in websockify.
         if case .targetsFiles(_, _, reloads: false) = configuration.routing {
@@ -245,22 +262,32 @@ extension BridgeOptions {
             }
             switch WebsockifyPluginName.builtIn(plugin, kind: .auth) ?? plugin {
             case "BasicHTTPAuth":
-                guard let source = self.authSource else { throw ValidationError("--auth-plugin BasicHTTPAuth needs --auth-source user:password") }
+                guard let source = self.authSource else {
+                    throw ValidationError("--auth-plugin BasicHTTPAuth needs --auth-source user:password")
+                }
                 guard let colon = source.firstIndex(of: ":"), colon != source.startIndex else {
                     throw ValidationError("--auth-source must be user:password")
                 }
-                guard self.authFile == nil else { throw ValidationError("give --auth-plugin BasicHTTPAuth or --auth-file, not both") }
+                guard self.authFile == nil else {
+                    throw ValidationError("give --auth-plugin BasicHTTPAuth or --auth-file, not both")
+                }
                 configuration.authentication = .password(
                     user: String(source[..<colon]),
                     password: String(source[source.index(after: colon)...])
                 )
             case "ClientCertCNAuth":
-                guard self.verifyClient else { throw ValidationError("--auth-plugin ClientCertCNAuth needs --verify-client") }
+                guard self.verifyClient else {
+                    throw ValidationError("--auth-plugin ClientCertCNAuth needs --verify-client")
+                }
                 let names = (self.authSource ?? "").split(separator: " ").map(String.init)
-                guard !names.isEmpty else { throw ValidationError("--auth-plugin ClientCertCNAuth needs --auth-source 'NAME NAME…'") }
+                guard !names.isEmpty else {
+                    throw ValidationError("--auth-plugin ClientCertCNAuth needs --auth-source 'NAME NAME…'")
+                }
                 configuration.authentication = .clientCertificateNames(names)
             default:
-                throw ValidationError("--auth-plugin \(plugin) is not supported: use BasicHTTPAuth or ClientCertCNAuth (or --auth-file)")
+                throw ValidationError(
+                    "--auth-plugin \(plugin) is not supported: use BasicHTTPAuth or ClientCertCNAuth (or --auth-file)"
+                )
             }
         } else if self.authSource != nil {
             throw ValidationError("--auth-source needs --auth-plugin BasicHTTPAuth or ClientCertCNAuth")

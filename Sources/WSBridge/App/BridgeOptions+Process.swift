@@ -21,7 +21,9 @@ extension BridgeOptions {
                 ("--cafile", self.cafile != nil), ("--key-password-file", self.keyPasswordFile != nil),
                 ("--key-password", self.keyPasswordOnCommandLine != nil), ("--ssl-ciphers", self.sslCiphers != nil),
             ] where given {
-                throw ValidationError("\(name) needs --cert FILE (or \(Self.defaultCertificate) in the working directory, as websockify)")
+                throw ValidationError(
+                    "\(name) needs --cert FILE (or \(Self.defaultCertificate) in the working directory, as websockify)"
+                )
             }
             return
         }
@@ -50,7 +52,10 @@ extension BridgeOptions {
         configuration.tls = tls
         if self.keyPasswordOnCommandLine != nil {
             configuration.notices.append(
-                .init(.warning, "--key-password is visible to every user of this machine (ps, /proc): prefer --key-password-file FILE or WSBRIDGE_KEY_PASSWORD")
+                .init(
+                    .warning,
+                    "--key-password is visible to every user of this machine (ps, /proc): prefer --key-password-file FILE or WSBRIDGE_KEY_PASSWORD"
+                )
             )
         }
     }
@@ -118,11 +123,16 @@ extension BridgeOptions {
             configuration.wrap = wrap
         }
         if self.libserver {
-            configuration.notices.append(.init(.warning, "--libserver is ignored: wsbridge has one server engine, with every option"))
+            configuration.notices.append(
+                .init(.warning, "--libserver is ignored: wsbridge has one server engine, with every option")
+            )
         }
         if self.traffic {
             configuration.notices.append(
-                .init(.info, "--traffic: per-frame traffic characters are not printed; each session's 'session closed' line has the bytes each way")
+                .init(
+                    .info,
+                    "--traffic: per-frame traffic characters are not printed; each session's 'session closed' line has the bytes each way"
+                )
             )
         }
     }
@@ -137,7 +147,9 @@ extension BridgeOptions {
 
     /// A number of seconds where 0 means off.
     static func seconds(_ value: Double, _ name: String) throws -> TimeAmount {
-        guard value >= 0, value.isFinite else { throw ValidationError("\(name) must be 0 (off) or a positive number of seconds") }
+        guard value >= 0, value.isFinite else {
+            throw ValidationError("\(name) must be 0 (off) or a positive number of seconds")
+        }
         return .nanoseconds(Int64((value * 1e9).rounded()))
     }
 

@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Logging
 import NIOCore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// Everything one bridge process does, as a plain value: where it listens, how it routes, admits, relays, logs and
 /// when it stops. Paths stay paths and addresses stay addresses; `BridgeApplication` builds the live objects

@@ -9,7 +9,11 @@ extension BridgeApplication {
         let json = logging.format == .json
         let logFile = try logging.file.map { try LogFile(path: $0) }
         let syslog = logging.syslog.map {
-            SyslogWriter(destination: $0, facility: logging.daemonFacility ? .daemon : .user, legacy: logging.legacySyslog)
+            SyslogWriter(
+                destination: $0,
+                facility: logging.daemonFacility ? .daemon : .user,
+                legacy: logging.legacySyslog
+            )
         }
         LoggingSystem.bootstrap { label in
             var handlers: [any LogHandler] = []
@@ -24,12 +28,19 @@ extension BridgeApplication {
                 if json {
                     handlers.append(JSONLogHandler(label: label, level: level, stream: { logFile.write($0) }))
                 } else {
-                    handlers.append(TextLogHandler(label: label, level: level, sink: { _, line in logFile.write(line + "\n") }))
+                    handlers.append(
+                        TextLogHandler(label: label, level: level, sink: { _, line in logFile.write(line + "\n") })
+                    )
                 }
             }
             if let syslog {
                 handlers.append(
-                    TextLogHandler(label: label, level: level, style: .syslog, sink: { level, line in syslog.send(line, level: level) })
+                    TextLogHandler(
+                        label: label,
+                        level: level,
+                        style: .syslog,
+                        sink: { level, line in syslog.send(line, level: level) }
+                    )
                 )
             }
             return handlers.count == 1 ? handlers[0] : MultiplexLogHandler(handlers)

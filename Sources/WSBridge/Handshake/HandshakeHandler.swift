@@ -213,9 +213,17 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
             case .incomplete:
                 return
             case .tooLarge:
-                self.refuse(HTTPRejection(.headTooLarge, .init(statusCode: 431), "request header fields too large"), method: .GET, context: context)
+                self.refuse(
+                    HTTPRejection(.headTooLarge, .init(statusCode: 431), "request header fields too large"),
+                    method: .GET,
+                    context: context
+                )
             case .malformed(let reason):
-                self.refuse(HTTPRejection(.malformed, .badRequest, "malformed HTTP request: \(reason)"), method: .GET, context: context)
+                self.refuse(
+                    HTTPRejection(.malformed, .badRequest, "malformed HTTP request: \(reason)"),
+                    method: .GET,
+                    context: context
+                )
             case .head(let head, var rest):
                 if rest.readableBytes > 0 { self.keep(&rest) }
                 self.requestHeadReceived(head, context: context)
@@ -288,11 +296,20 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
             if let answer = self.endpoints.answer(head, on: context.eventLoop) {
                 let stallTimeout = self.server.configuration.stallTimeout
                 answer.whenSuccess { answer in
-                    answer.write(to: context, method: head.method, stallTimeout: stallTimeout, wrap: self.wrapOutboundOut)
+                    answer.write(
+                        to: context,
+                        method: head.method,
+                        stallTimeout: stallTimeout,
+                        wrap: self.wrapOutboundOut
+                    )
                 }
                 return
             }
-            if case .reject(let rejection) = self.policy.decide(head, targets: self.server.targets.current, client: endpoint.key) {
+            if case .reject(let rejection) = self.policy.decide(
+                head,
+                targets: self.server.targets.current,
+                client: endpoint.key
+            ) {
                 self.refuse(rejection, head: head, context: context)
             } else {
                 context.close(promise: nil)  // not reached: a request without Upgrade is never accepted
@@ -335,10 +352,13 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func decide(_ head: HTTPRequestHead, identity: UpgradePolicy.ClientIdentity, context: ChannelHandlerContext) {
+    private func decide(_ head: HTTPRequestHead, identity: UpgradePolicy.ClientIdentity, context: ChannelHandlerContext)
+    {
         let table = self.server.targets.current
         let decision = self.policy.decide(head, targets: table, client: self.endpoint?.key, identity: identity)
-        guard let rereader = self.server.rereader, case .reject(let rejection) = decision, rejection.kind == .unknownToken else {
+        guard let rereader = self.server.rereader, case .reject(let rejection) = decision,
+            rejection.kind == .unknownToken
+        else {
             self.decide(decision, table: table, head: head, identity: identity, context: context)
             return
         }
@@ -360,7 +380,8 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context: ChannelHandlerContext
     ) {
         let client = self.endpoint?.key
-        guard let resolver = self.server.resolver, case .reject(let rejection) = decision, rejection.kind == .unknownToken,
+        guard let resolver = self.server.resolver, case .reject(let rejection) = decision,
+            rejection.kind == .unknownToken,
             let token = self.policy.token(in: head)
         else {
             self.admit(decision, head: head, context: context)
@@ -373,15 +394,27 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
             case .success(.found(let target)):
                 self.resolvedByService = true
                 let resolved = TargetTable(mode: .tokens([token: target]), origins: table.origins)
-                self.admit(self.policy.decide(head, targets: resolved, client: client, identity: identity), head: head, context: context)
+                self.admit(
+                    self.policy.decide(head, targets: resolved, client: client, identity: identity),
+                    head: head,
+                    context: context
+                )
             case .success(.notFound):
                 self.refuse(rejection, head: head, context: context)
             case .success(.invalid(let reason)):
                 self.refuse(HTTPRejection(.invalidToken, .forbidden, reason), head: head, context: context)
             case .success(.unavailable(let reason)):
-                self.refuse(HTTPRejection(.tokenService, .serviceUnavailable, reason, headers: [("Retry-After", "5")]), head: head, context: context)
+                self.refuse(
+                    HTTPRejection(.tokenService, .serviceUnavailable, reason, headers: [("Retry-After", "5")]),
+                    head: head,
+                    context: context
+                )
             case .failure(let error):
-                self.refuse(HTTPRejection(.tokenService, .serviceUnavailable, "\(error)", headers: [("Retry-After", "5")]), head: head, context: context)
+                self.refuse(
+                    HTTPRejection(.tokenService, .serviceUnavailable, "\(error)", headers: [("Retry-After", "5")]),
+                    head: head,
+                    context: context
+                )
             }
         }
     }
@@ -411,7 +444,12 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let token = admission.token {
             // From the decision on, a reload that removes the token refuses this connection (404 before the 101,
             // Close 1008 after).
-            self.server.registerSession(channel: channel, token: token, target: admission.target, resolved: self.resolvedByService)
+            self.server.registerSession(
+                channel: channel,
+                token: token,
+                target: admission.target,
+                resolved: self.resolvedByService
+            )
         }
         let echoes = admission.target.backend == .echo
         guard self.machine.admitted(connectsBackend: !echoes) == .proceed else { return }
@@ -441,7 +479,12 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.refuse(rejection, method: head.method == .HEAD ? .HEAD : .GET, uri: head.uri, context: context)
     }
 
-    private func refuse(_ rejection: HTTPRejection, method: HTTPMethod, uri: String? = nil, context: ChannelHandlerContext) {
+    private func refuse(
+        _ rejection: HTTPRejection,
+        method: HTTPMethod,
+        uri: String? = nil,
+        context: ChannelHandlerContext
+    ) {
         guard self.machine.refuse() == .proceed else { return }
         self.endHandshake()
         self.server.metrics.rejected(rejection.kind)
@@ -485,11 +528,16 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         self.endHandshake()
         var headers = HTTPHeaders([
-            ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", WebSocketAccept.value(forKey: key)),
+            ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", WebSocketAccept.value(forKey: key)),
         ])
-        if let subprotocol = self.admission?.subprotocol { headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol) }
+        if let subprotocol = self.admission?.subprotocol {
+            headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol)
+        }
         context.writeAndFlush(
-            self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers))),
+            self.wrapOutboundOut(
+                .head(HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers))
+            ),
             promise: nil
         )
         let channel = context.channel
@@ -502,12 +550,14 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 handlers = [WebSocketFrameEncoder(), SelfCheckHandler()]
             } else {
                 guard let admission = self.admission else { preconditionFailure("upgrade without an admission") }
-                handlers = [WebSocketFrameEncoder()] + (try self.server.makeSession(
-                    channel: channel,
-                    admission: admission,
-                    backend: self.backend,
-                    logger: self.logger
-                ))
+                handlers =
+                    [WebSocketFrameEncoder()]
+                    + (try self.server.makeSession(
+                        channel: channel,
+                        admission: admission,
+                        backend: self.backend,
+                        logger: self.logger
+                    ))
             }
             // In pipeline order, so that the encoder is in place before the session writes (a Close 1014 from its
             // `handlerAdded`).

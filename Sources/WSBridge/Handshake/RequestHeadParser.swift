@@ -90,7 +90,9 @@ struct RequestHeadParser {
         while index < bytes.endIndex {
             if bytes[index] == 0x0A { return malformed("bare LF in request head") }
             if bytes[index] == 0x0D {
-                guard index + 1 < bytes.endIndex, bytes[index + 1] == 0x0A else { return malformed("bare CR in request head") }
+                guard index + 1 < bytes.endIndex, bytes[index + 1] == 0x0A else {
+                    return malformed("bare CR in request head")
+                }
                 lines.append(bytes[start..<index])
                 index += 2
                 start = index
@@ -106,14 +108,17 @@ struct RequestHeadParser {
             !requestLine[1].isEmpty, requestLine[1].allSatisfy({ $0 > 0x20 && $0 < 0x7F })
         else { return malformed("malformed request line") }
         let versionBytes = Array(requestLine[2])
-        guard versionBytes.count == 8, versionBytes.starts(with: Array("HTTP/".utf8)), versionBytes[6] == UInt8(ascii: "."),
+        guard versionBytes.count == 8, versionBytes.starts(with: Array("HTTP/".utf8)),
+            versionBytes[6] == UInt8(ascii: "."),
             let major = Self.digit(versionBytes[5]), let minor = Self.digit(versionBytes[7])
         else { return malformed("malformed HTTP version") }
         guard major == 1 else { return malformed("unsupported HTTP version") }
 
         var headers: [(String, String)] = []
         for line in lines.dropFirst() {
-            guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { return malformed("header line without a colon") }
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else {
+                return malformed("header line without a colon")
+            }
             let name = line[line.startIndex..<colon]
             guard !name.isEmpty, name.allSatisfy(Self.isTokenByte) else {
                 // A leading space or tab is obsolete line folding (RFC 9112 §5.2), also refused.
@@ -130,7 +135,12 @@ struct RequestHeadParser {
         let method = HTTPMethod(rawValue: String(decoding: requestLine[0], as: UTF8.self))
         let uri = String(decoding: requestLine[1], as: UTF8.self)
         return .success(
-            HTTPRequestHead(version: HTTPVersion(major: major, minor: minor), method: method, uri: uri, headers: HTTPHeaders(headers))
+            HTTPRequestHead(
+                version: HTTPVersion(major: major, minor: minor),
+                method: method,
+                uri: uri,
+                headers: HTTPHeaders(headers)
+            )
         )
     }
 
@@ -141,7 +151,8 @@ struct RequestHeadParser {
     /// `tchar` of RFC 9110 §5.6.2.
     private static func isTokenByte(_ byte: UInt8) -> Bool {
         switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"):
             return true
         default:
             return "!#$%&'*+-.^_`|~".utf8.contains(byte)

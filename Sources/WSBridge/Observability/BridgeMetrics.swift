@@ -34,11 +34,31 @@ public final class BridgeMetrics: Sendable {
         init(target: String, factory: MetricsFactory) {
             let labels = [("target", target)]
             self.active = CoreMetrics.Meter(label: "wsbridge_sessions_active", dimensions: labels, factory: factory)
-            self.opened = CoreMetrics.Counter(label: "wsbridge_sessions_opened_total", dimensions: labels, factory: factory)
-            self.bytesUp = CoreMetrics.Counter(label: "wsbridge_bytes_to_backend_total", dimensions: labels, factory: factory)
-            self.bytesDown = CoreMetrics.Counter(label: "wsbridge_bytes_to_client_total", dimensions: labels, factory: factory)
-            self.connectLatency = CoreMetrics.Timer(label: "wsbridge_backend_connect_seconds", dimensions: labels, factory: factory)
-            self.duration = CoreMetrics.Timer(label: "wsbridge_session_duration_seconds", dimensions: labels, factory: factory)
+            self.opened = CoreMetrics.Counter(
+                label: "wsbridge_sessions_opened_total",
+                dimensions: labels,
+                factory: factory
+            )
+            self.bytesUp = CoreMetrics.Counter(
+                label: "wsbridge_bytes_to_backend_total",
+                dimensions: labels,
+                factory: factory
+            )
+            self.bytesDown = CoreMetrics.Counter(
+                label: "wsbridge_bytes_to_client_total",
+                dimensions: labels,
+                factory: factory
+            )
+            self.connectLatency = CoreMetrics.Timer(
+                label: "wsbridge_backend_connect_seconds",
+                dimensions: labels,
+                factory: factory
+            )
+            self.duration = CoreMetrics.Timer(
+                label: "wsbridge_session_duration_seconds",
+                dimensions: labels,
+                factory: factory
+            )
         }
     }
 
@@ -56,22 +76,51 @@ public final class BridgeMetrics: Sendable {
         self.factory = factory
         self.rejections = Dictionary(
             uniqueKeysWithValues: HTTPRejection.Kind.allCases.map {
-                ($0, CoreMetrics.Counter(label: "wsbridge_handshake_rejections_total", dimensions: [("reason", $0.rawValue)], factory: factory))
+                (
+                    $0,
+                    CoreMetrics.Counter(
+                        label: "wsbridge_handshake_rejections_total",
+                        dimensions: [("reason", $0.rawValue)],
+                        factory: factory
+                    )
+                )
             }
         )
         self.connectFailures = Dictionary(
             uniqueKeysWithValues: BackendConnectError.Kind.allCases.map {
-                ($0, CoreMetrics.Counter(label: "wsbridge_backend_connect_failures_total", dimensions: [("kind", $0.rawValue)], factory: factory))
+                (
+                    $0,
+                    CoreMetrics.Counter(
+                        label: "wsbridge_backend_connect_failures_total",
+                        dimensions: [("kind", $0.rawValue)],
+                        factory: factory
+                    )
+                )
             }
         )
         self.handshakesInProgress = CoreMetrics.Meter(label: "wsbridge_handshakes_in_progress", factory: factory)
         self.handshakeTimeouts = Dictionary(
             uniqueKeysWithValues: HandshakeStateMachine.Phase.allCases.map {
-                ($0, CoreMetrics.Counter(label: "wsbridge_handshake_timeouts_total", dimensions: [("phase", $0.rawValue)], factory: factory))
+                (
+                    $0,
+                    CoreMetrics.Counter(
+                        label: "wsbridge_handshake_timeouts_total",
+                        dimensions: [("phase", $0.rawValue)],
+                        factory: factory
+                    )
+                )
             }
         )
-        self.reloadsOK = CoreMetrics.Counter(label: "wsbridge_targets_reloads_total", dimensions: [("result", "ok")], factory: factory)
-        self.reloadsFailed = CoreMetrics.Counter(label: "wsbridge_targets_reloads_total", dimensions: [("result", "error")], factory: factory)
+        self.reloadsOK = CoreMetrics.Counter(
+            label: "wsbridge_targets_reloads_total",
+            dimensions: [("result", "ok")],
+            factory: factory
+        )
+        self.reloadsFailed = CoreMetrics.Counter(
+            label: "wsbridge_targets_reloads_total",
+            dimensions: [("result", "error")],
+            factory: factory
+        )
         self.targetsWarningsGauge = CoreMetrics.Gauge(label: "wsbridge_targets_warnings", factory: factory)
         self.rereads = CoreMetrics.Counter(label: "wsbridge_targets_rereads_total", factory: factory)
     }

@@ -10,7 +10,11 @@ public struct JSONLogHandler: LogHandler {
     private let label: String
     private let stream: @Sendable (String) -> Void
 
-    public init(label: String, level: Logger.Level = .info, stream: @escaping @Sendable (String) -> Void = JSONLogHandler.standardError) {
+    public init(
+        label: String,
+        level: Logger.Level = .info,
+        stream: @escaping @Sendable (String) -> Void = JSONLogHandler.standardError
+    ) {
         self.label = label
         self.logLevel = level
         self.stream = stream
@@ -36,7 +40,11 @@ public struct JSONLogHandler: LogHandler {
         for (key, value) in fields where object[key] == nil {
             object[key] = Self.plain(value)
         }
-        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]),
+        guard
+            let data = try? JSONSerialization.data(
+                withJSONObject: object,
+                options: [.sortedKeys, .withoutEscapingSlashes]
+            ),
             let line = String(data: data, encoding: .utf8)
         else { return }
         self.stream(line + "\n")
@@ -65,7 +73,9 @@ public struct JSONLogHandler: LogHandler {
 extension Logger.Metadata {
     /// A handler's metadata, then what its provider adds, then the event's own (later keys win): what every
     /// wsbridge log handler writes.
-    static func merged(_ base: Logger.Metadata, provider: Logger.MetadataProvider?, event: Logger.Metadata?) -> Logger.Metadata {
+    static func merged(_ base: Logger.Metadata, provider: Logger.MetadataProvider?, event: Logger.Metadata?)
+        -> Logger.Metadata
+    {
         var fields = base
         if let provided = provider?.get() { fields.merge(provided) { $1 } }
         if let event { fields.merge(event) { $1 } }

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import NIOConcurrencyHelpers
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// A log file opened for appending (`--log-file`), reopened on request (SIGHUP) so that logrotate can move it away:
 /// lines written after `reopen` go to a new file at the same path.
@@ -75,9 +76,9 @@ public struct LogFileError: Error, CustomStringConvertible, Sendable {
 }
 
 #if canImport(Glibc)
-private let systemWrite = Glibc.write
-private func systemOpen(_ path: String, _ flags: CInt, _ mode: mode_t) -> CInt { Glibc.open(path, flags, mode) }
+    private let systemWrite = Glibc.write
+    private func systemOpen(_ path: String, _ flags: CInt, _ mode: mode_t) -> CInt { Glibc.open(path, flags, mode) }
 #elseif canImport(Darwin)
-private let systemWrite = Darwin.write
-private func systemOpen(_ path: String, _ flags: CInt, _ mode: mode_t) -> CInt { Darwin.open(path, flags, mode) }
+    private let systemWrite = Darwin.write
+    private func systemOpen(_ path: String, _ flags: CInt, _ mode: mode_t) -> CInt { Darwin.open(path, flags, mode) }
 #endif

@@ -44,18 +44,27 @@ public final class Readiness: Sendable {
     /// plain request a TLS-only listener lets through.
     func isSelfCheck(_ buffer: ByteBuffer) -> Bool {
         let text = String(decoding: buffer.readableBytesView, as: UTF8.self)
-        return text.hasPrefix("GET \(Self.selfCheckPath) ") && text.contains("\r\n\(Self.selfCheckHeader): \(self.secret)\r\n")
+        return text.hasPrefix("GET \(Self.selfCheckPath) ")
+            && text.contains("\r\n\(Self.selfCheckHeader): \(self.secret)\r\n")
     }
 
     /// Runs the checks; succeeds with "ready" or fails with the reason.
     public func check(on eventLoop: EventLoop) -> EventLoopFuture<Result<String, ReadinessError>> {
         let state = self.state.withLockedValue { $0 }
         guard !state.draining else { return eventLoop.makeSucceededFuture(.failure(.init("draining: shutting down"))) }
-        guard var address = state.address else { return eventLoop.makeSucceededFuture(.failure(.init("not listening yet"))) }
+        guard var address = state.address else {
+            return eventLoop.makeSucceededFuture(.failure(.init("not listening yet")))
+        }
         // A wildcard listener is checked through loopback.
         if address.ipAddress == "::" { address = try! SocketAddress(ipAddress: "::1", port: address.port!) }
         if address.ipAddress == "0.0.0.0" { address = try! SocketAddress(ipAddress: "127.0.0.1", port: address.port!) }
-        return Self.probe(address: address, secret: self.secret, prefix: state.probePrefix, timeout: self.timeout, on: eventLoop).map { result in
+        return Self.probe(
+            address: address,
+            secret: self.secret,
+            prefix: state.probePrefix,
+            timeout: self.timeout,
+            on: eventLoop
+        ).map { result in
             // A shutdown that began while the probe ran explains its failure better than the probe does.
             if case .failure = result, self.state.withLockedValue({ $0.draining }) {
                 return .failure(.init("draining: shutting down"))

@@ -30,7 +30,10 @@ public final class SessionRecorder: Sendable {
     public init(path: String, limit: Int) throws {
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
-            throw RecorderError(message: "cannot create \(path): \(String(cString: strerror(errno)))", exists: errno == EEXIST)
+            throw RecorderError(
+                message: "cannot create \(path): \(String(cString: strerror(errno)))",
+                exists: errno == EEXIST
+            )
         }
         self.handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
         self.path = path

@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// Sends log lines to syslog as websockify's `--syslog SERVER` does: to a local datagram socket (`/dev/log`) or over
 /// UDP to `host:port`, in RFC 5424 (`<PRI>1 TIMESTAMP HOST wsbridge PID - - MSG`) or, with `legacy`, the old BSD
@@ -72,7 +73,9 @@ public final class SyslogWriter: Sendable {
                 // syslogd restarted: connect again once.
                 close(descriptor)
                 descriptor = self.connect()
-                if descriptor >= 0 { _ = bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) } }
+                if descriptor >= 0 {
+                    _ = bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
+                }
             }
         }
     }
@@ -108,7 +111,11 @@ public final class SyslogWriter: Sendable {
             var result: UnsafeMutablePointer<addrinfo>?
             guard getaddrinfo(host, String(port), &hints, &result) == 0, let info = result else { return -1 }
             defer { freeaddrinfo(result) }
-            let descriptor = Glibc.socket(info.pointee.ai_family, CInt(SOCK_DGRAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+            let descriptor = Glibc.socket(
+                info.pointee.ai_family,
+                CInt(SOCK_DGRAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue),
+                0
+            )
             guard descriptor >= 0 else { return -1 }
             // A connected UDP socket: send() goes to the server, and nothing else is read.
             guard Glibc.connect(descriptor, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {

@@ -19,7 +19,12 @@ public struct TextLogHandler: LogHandler {
     private let style: Style
     private let sink: @Sendable (Logger.Level, String) -> Void
 
-    public init(label: String, level: Logger.Level = .info, style: Style = .full, sink: @escaping @Sendable (Logger.Level, String) -> Void) {
+    public init(
+        label: String,
+        level: Logger.Level = .info,
+        style: Style = .full,
+        sink: @escaping @Sendable (Logger.Level, String) -> Void
+    ) {
         self.label = label
         self.logLevel = level
         self.style = style
@@ -37,7 +42,10 @@ public struct TextLogHandler: LogHandler {
         switch self.style {
         case .full:
             let metadata = rendered.isEmpty ? "" : " " + rendered
-            self.sink(event.level, "\(Date().formatted(Self.timestamp)) \(event.level) \(self.label) :\(metadata) \(event.message)")
+            self.sink(
+                event.level,
+                "\(Date().formatted(Self.timestamp)) \(event.level) \(self.label) :\(metadata) \(event.message)"
+            )
         case .syslog:
             self.sink(event.level, rendered.isEmpty ? "\(event.message)" : "\(event.message) \(rendered)")
         }

@@ -52,7 +52,9 @@ public enum TokenRedaction {
     /// Where a target was defined, as it may be printed: a file named by its token (`TokenFileName`, a socket of
     /// `UnixDomainSocketDirectory`) with that name redacted.
     public static func location(_ target: Target) -> String? {
-        guard let definedAt = target.definedAt, let slash = definedAt.lastIndex(of: "/") else { return target.definedAt }
+        guard let definedAt = target.definedAt, let slash = definedAt.lastIndex(of: "/") else {
+            return target.definedAt
+        }
         var name = String(definedAt[definedAt.index(after: slash)...])
         var suffix = ""
         if let colon = name.lastIndex(of: ":"), name[name.index(after: colon)...].allSatisfy(\.isNumber),

@@ -35,7 +35,8 @@ public struct RESPParser: Sendable {
         return (value, index - bytes.startIndex)
     }
 
-    private func value<Bytes: RandomAccessCollection>(_ bytes: Bytes, at index: inout Int, depth: Int) throws -> RESPValue?
+    private func value<Bytes: RandomAccessCollection>(_ bytes: Bytes, at index: inout Int, depth: Int) throws
+        -> RESPValue?
     where Bytes.Element == UInt8, Bytes.Index == Int {
         guard index < bytes.endIndex else { return nil }
         let type = bytes[index]

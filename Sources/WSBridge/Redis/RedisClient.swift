@@ -134,7 +134,12 @@ public final class RedisClient: Sendable {
                     let keep = self.state.withLockedValue { state -> Bool in
                         guard !state.closed else { return false }
                         state.slots[index] = .ready(connection)
-                        if state.failures > 0 { self.logger.info("redis reachable again", metadata: ["redis": "\(self.endpoint.host):\(self.endpoint.port)"]) }
+                        if state.failures > 0 {
+                            self.logger.info(
+                                "redis reachable again",
+                                metadata: ["redis": "\(self.endpoint.host):\(self.endpoint.port)"]
+                            )
+                        }
                         state.failures = 0
                         state.retryAt = .distantPast
                         return true

@@ -71,7 +71,9 @@ final class RedisConnection: Sendable {
     /// Sends one command; an error reply fails the future with `RedisError`.
     func command(_ arguments: [String]) -> EventLoopFuture<RESPValue> {
         let promise = self.channel.eventLoop.makePromise(of: RESPValue.self)
-        self.channel.writeAndFlush(RedisCommandHandler.Request(arguments: arguments, promise: promise)).cascadeFailure(to: promise)
+        self.channel.writeAndFlush(RedisCommandHandler.Request(arguments: arguments, promise: promise)).cascadeFailure(
+            to: promise
+        )
         return promise.futureResult.flatMapThrowing { value in
             if case .error(let message) = value { throw RedisError("redis: \(message)") }
             return value

@@ -103,9 +103,12 @@ public final class RedisSubscriber: Sendable {
     private func watch(_ connection: RedisConnection) {
         let eventLoop = connection.channel.eventLoop
         let logger = self.logger
-        let pings = eventLoop.scheduleRepeatedTask(initialDelay: Self.livenessInterval, delay: Self.livenessInterval) { _ in
+        let pings = eventLoop.scheduleRepeatedTask(initialDelay: Self.livenessInterval, delay: Self.livenessInterval) {
+            _ in
             let deadline = eventLoop.scheduleTask(in: Self.livenessTimeout) {
-                logger.warning("redis subscription did not answer a PING within \(Self.livenessTimeout.nanoseconds / 1_000_000) ms")
+                logger.warning(
+                    "redis subscription did not answer a PING within \(Self.livenessTimeout.nanoseconds / 1_000_000) ms"
+                )
                 connection.close()
             }
             connection.command(["PING"]).whenComplete { _ in deadline.cancel() }

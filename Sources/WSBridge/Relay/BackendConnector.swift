@@ -40,7 +40,10 @@ public struct BackendConnectError: Error, Sendable, Equatable {
     static func classify(_ error: Error) -> BackendConnectError {
         let detail = "\(error)"
         if let tlsError = error as? BackendTLSHandshakeError {
-            return .init(kind: tlsError.certificateNotTrusted ? .tlsVerification : .tlsHandshake, detail: tlsError.detail)
+            return .init(
+                kind: tlsError.certificateNotTrusted ? .tlsVerification : .tlsHandshake,
+                detail: tlsError.detail
+            )
         }
         // ChannelError.connectTimeout carries the timeout, so it is matched by case: comparing it with
         // `.connectTimeout(.zero)` or looking for "connectTimeout" in its description ("Connect timeout (1 s)")
@@ -182,10 +185,16 @@ struct BackendConnector: Sendable {
                             try sync.addHandler(BackendHandler())
                             return
                         }
-                        guard let context = tls.context else { throw BackendTLSHandshakeError(detail: "TLS context not loaded") }
+                        guard let context = tls.context else {
+                            throw BackendTLSHandshakeError(detail: "TLS context not loaded")
+                        }
                         let verification = BackendTLSVerification()
                         try sync.addHandler(
-                            Self.tlsClientHandler(context: context, serverHostname: tls.serverHostname(for: host), verification: verification)
+                            Self.tlsClientHandler(
+                                context: context,
+                                serverHostname: tls.serverHostname(for: host),
+                                verification: verification
+                            )
                         )
                         // The BackendHandler (which holds reads) joins once the handshake is done: the handshake
                         // needs reads.
@@ -281,12 +290,19 @@ final class BackendTLSHandshakeHandler: ChannelInboundHandler, RemovableChannelH
 }
 
 private protocol TLSClientHandlerMaking {
-    static func make(context: NIOSSLContext, serverHostname: String?, verification: BackendTLSVerification) throws -> NIOSSLClientHandler
+    static func make(context: NIOSSLContext, serverHostname: String?, verification: BackendTLSVerification) throws
+        -> NIOSSLClientHandler
 }
 
 private enum NotingVerification: TLSClientHandlerMaking {
     @available(*, deprecated)
-    static func make(context: NIOSSLContext, serverHostname: String?, verification: BackendTLSVerification) throws -> NIOSSLClientHandler {
-        try NIOSSLClientHandler(context: context, serverHostname: serverHostname, verificationCallback: { result, _ in verification.note(result) })
+    static func make(context: NIOSSLContext, serverHostname: String?, verification: BackendTLSVerification) throws
+        -> NIOSSLClientHandler
+    {
+        try NIOSSLClientHandler(
+            context: context,
+            serverHostname: serverHostname,
+            verificationCallback: { result, _ in verification.note(result) }
+        )
     }
 }

@@ -124,7 +124,9 @@ public struct FrameParser: Sendable {
                 let validUTF8: Bool
                 if self.unmaskInPlace {
                     validUTF8 = buffer.withUnsafeReadableBytes { bytes -> Bool in
-                        let chunk = UnsafeMutableRawBufferPointer(mutating: UnsafeRawBufferPointer(rebasing: bytes[0..<count]))
+                        let chunk = UnsafeMutableRawBufferPointer(
+                            mutating: UnsafeRawBufferPointer(rebasing: bytes[0..<count])
+                        )
                         Self.unmask(chunk, mask: mask, offset: maskOffset)
                         return self.messageIsText ? self.utf8.feed(UnsafeRawBufferPointer(chunk)) : true
                     }
@@ -188,7 +190,9 @@ public struct FrameParser: Sendable {
             if !fin { return try self.fail(.protocolError, "fragmented control frame") }
             if shortLength > 125 { return try self.fail(.protocolError, "control frame longer than 125 bytes") }
         } else if opcode == 0x0 {
-            if !self.inFragmentedMessage { return try self.fail(.protocolError, "continuation frame without a message") }
+            if !self.inFragmentedMessage {
+                return try self.fail(.protocolError, "continuation frame without a message")
+            }
         } else if self.inFragmentedMessage {
             return try self.fail(.protocolError, "new data frame inside a fragmented message")
         }

@@ -73,7 +73,8 @@ final class SessionHandler: ChannelDuplexHandler {
 
     static func settings(_ configuration: BridgeConfiguration, _ target: Target) -> SessionStateMachine.Settings {
         // The target's own idle timeout, else the server's.
-        let idle = target.idleTimeout.map { TimeAmount.nanoseconds(Int64(($0 * 1e9).rounded())) } ?? configuration.idleTimeout
+        let idle =
+            target.idleTimeout.map { TimeAmount.nanoseconds(Int64(($0 * 1e9).rounded())) } ?? configuration.idleTimeout
         return SessionStateMachine.Settings(
             pingInterval: configuration.pingInterval,
             pongTimeout: configuration.pongTimeout,
@@ -109,7 +110,10 @@ final class SessionHandler: ChannelDuplexHandler {
             self.logger.warning("backend TLS certificate not verified (tls.insecure)", metadata: metadata)
         }
         if let channel = (self.partner as? BackendHandler)?.channel {
-            precondition(channel.eventLoop === context.eventLoop, "the backend channel must live on the client channel's event loop")
+            precondition(
+                channel.eventLoop === context.eventLoop,
+                "the backend channel must live on the client channel's event loop"
+            )
         }
         self.handle(
             .start(

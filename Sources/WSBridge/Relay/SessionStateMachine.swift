@@ -76,7 +76,12 @@ struct SessionStateMachine {
         /// The session begins: the partner is connected (`connectFailure` nil) or could not be (the reason, sent to the
         /// page as Close 1014); whether each channel can take more now; whether the partner writes what it is given
         /// to the client itself (the echo: it can take more exactly while the client takes data).
-        case start(connectFailure: String?, clientWritable: Bool, partnerWritable: Bool, partnerWritesToClient: Bool = false)
+        case start(
+            connectFailure: String?,
+            clientWritable: Bool,
+            partnerWritable: Bool,
+            partnerWritesToClient: Bool = false
+        )
         case clientFrame(FrameParser.Event)
         case clientReadComplete
         /// The client channel asks to read (the next `read()` of its pipeline).
@@ -212,7 +217,13 @@ struct SessionStateMachine {
         switch event {
         case .start(let failure, let clientWritable, let partnerWritable, let writesToClient):
             self.partnerWritesToClient = writesToClient
-            self.start(failure: failure, clientWritable: clientWritable, partnerWritable: partnerWritable, now: now, &actions)
+            self.start(
+                failure: failure,
+                clientWritable: clientWritable,
+                partnerWritable: partnerWritable,
+                now: now,
+                &actions
+            )
         case .clientFrame(let frame):
             self.clientFrame(frame, now: now, &actions)
         case .clientReadComplete:
@@ -277,7 +288,13 @@ struct SessionStateMachine {
             }
             if self.client == .open {
                 self.note(CloseCode.normal.rawValue, by: .backend, reason: "backend closed")
-                self.sendClose(CloseCode.normal.rawValue, reason: "backend closed", thenClose: false, now: now, &actions)
+                self.sendClose(
+                    CloseCode.normal.rawValue,
+                    reason: "backend closed",
+                    thenClose: false,
+                    now: now,
+                    &actions
+                )
             }
         case .partnerInactive:
             guard self.partner != .closed else { return Self.illegal("the partner closed twice") }
@@ -286,7 +303,13 @@ struct SessionStateMachine {
             actions.append(.cancel(.partnerClose))
             if self.client == .open {
                 self.note(CloseCode.internalError.rawValue, by: .backend, reason: "backend error")
-                self.sendClose(CloseCode.internalError.rawValue, reason: "backend error", thenClose: false, now: now, &actions)
+                self.sendClose(
+                    CloseCode.internalError.rawValue,
+                    reason: "backend error",
+                    thenClose: false,
+                    now: now,
+                    &actions
+                )
             }
             self.releaseReads(now: now, &actions)
             self.finishIfDone(&actions)
@@ -301,7 +324,13 @@ struct SessionStateMachine {
             guard self.client == .open else { break }
             // The client's data still reaches the backend until the client's own Close.
             self.note(CloseCode.goingAway.rawValue, by: .server, reason: "server shutting down")
-            self.sendClose(CloseCode.goingAway.rawValue, reason: "server shutting down", thenClose: false, now: now, &actions)
+            self.sendClose(
+                CloseCode.goingAway.rawValue,
+                reason: "server shutting down",
+                thenClose: false,
+                now: now,
+                &actions
+            )
         }
         self.releaseReads(now: now, &actions)
     }
@@ -346,7 +375,9 @@ struct SessionStateMachine {
         case .dataFrame(let header):
             if self.clientFrameStart(now: now) { actions.append(.forwardToPartner(.frameStart(header))) }
         case .data(let buffer):
-            if self.clientPayload(buffer.readableBytes, now: now) { actions.append(.forwardToPartner(.payload(buffer))) }
+            if self.clientPayload(buffer.readableBytes, now: now) {
+                actions.append(.forwardToPartner(.payload(buffer)))
+            }
         case .ping(let payload):
             guard self.client == .open else { return }
             if self.clientWritable {
@@ -362,7 +393,13 @@ struct SessionStateMachine {
             if self.client == .open {
                 self.note(code?.rawValue ?? CloseCode.noStatus.rawValue, by: .client, reason: "")
                 // The client's code is echoed; a Close without one is answered with 1000.
-                self.sendClose(code?.rawValue ?? CloseCode.normal.rawValue, reason: "", thenClose: true, now: now, &actions)
+                self.sendClose(
+                    code?.rawValue ?? CloseCode.normal.rawValue,
+                    reason: "",
+                    thenClose: true,
+                    now: now,
+                    &actions
+                )
             } else {
                 self.client = .closing
                 actions.append(.closeClient)
@@ -470,7 +507,13 @@ struct SessionStateMachine {
                 actions.append(.schedule(.idle, due))
             } else {
                 self.note(CloseCode.goingAway.rawValue, by: .server, reason: "idle timeout")
-                self.sendClose(CloseCode.goingAway.rawValue, reason: "idle timeout", thenClose: false, now: now, &actions)
+                self.sendClose(
+                    CloseCode.goingAway.rawValue,
+                    reason: "idle timeout",
+                    thenClose: false,
+                    now: now,
+                    &actions
+                )
                 self.finishPartner(now: now, &actions)
             }
         case .clientClose:

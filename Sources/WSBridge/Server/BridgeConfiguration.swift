@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import NIOCore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// Everything that shapes how the bridge listens, admits and relays. Defaults are the documented ones.
 public struct BridgeConfiguration: Sendable {
@@ -146,7 +147,10 @@ public struct BridgeConfiguration: Sendable {
 
 extension BridgeConfiguration {
     /// `TCP_USER_TIMEOUT` (Linux, `netinet/tcp.h`).
-    static let tcpUserTimeoutOption = ChannelOptions.Types.SocketOption(level: .tcp, name: NIOBSDSocket.Option(rawValue: 18))
+    static let tcpUserTimeoutOption = ChannelOptions.Types.SocketOption(
+        level: .tcp,
+        name: NIOBSDSocket.Option(rawValue: 18)
+    )
 
     /// `tcpUserTimeout` as the option's value (0: the system default).
     var tcpUserTimeoutMilliseconds: Int {

@@ -32,7 +32,10 @@ extension BridgeServer {
         if channel.remoteAddress?.ipAddress != nil, let options = channel.syncOptions {
             // websockify's default keepalive, and a bound on unacknowledged data (dead peers, both legs).
             try? options.setOption(.socketOption(.so_keepalive), value: 1)
-            try? options.setOption(BridgeConfiguration.tcpUserTimeoutOption, value: self.configuration.tcpUserTimeoutMilliseconds)
+            try? options.setOption(
+                BridgeConfiguration.tcpUserTimeoutOption,
+                value: self.configuration.tcpUserTimeoutMilliseconds
+            )
         }
         var logger = self.logger
         logger[metadataKey: "client"] = "\(Self.describe(channel.remoteAddress))"
@@ -60,7 +63,10 @@ extension BridgeServer {
                         return true
                     },
                     onInvalid: { reason in
-                        logger.info("connection refused: invalid PROXY protocol header", metadata: ["reason": "\(reason)"])
+                        logger.info(
+                            "connection refused: invalid PROXY protocol header",
+                            metadata: ["reason": "\(reason)"]
+                        )
                         metrics.rejected(.proxyProtocol)
                     }
                 )
@@ -88,7 +94,14 @@ extension BridgeServer {
         let encoder = HTTPResponseEncoder()
         try sync.addHandler(encoder)
         try sync.addHandler(
-            HandshakeHandler(server: self, policy: policy, endpoints: endpoints, encoder: encoder, slot: slot, logger: logger)
+            HandshakeHandler(
+                server: self,
+                policy: policy,
+                endpoints: endpoints,
+                encoder: encoder,
+                slot: slot,
+                logger: logger
+            )
         )
     }
 
@@ -166,7 +179,9 @@ extension BridgeServer {
         logger: Logger
     ) throws -> [ChannelHandler] {
         if let deadline = admission.target.sessionDeadline {
-            let close = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(max(0, deadline.timeIntervalSinceNow) * 1e9))) {
+            let close = channel.eventLoop.scheduleTask(
+                in: .nanoseconds(Int64(max(0, deadline.timeIntervalSinceNow) * 1e9))
+            ) {
                 channel.pipeline.fireUserInboundEventTriggered(BridgeRevocationEvent(reason: "token expired"))
             }
             channel.closeFuture.whenComplete { _ in close.cancel() }

@@ -27,7 +27,9 @@ public final class BridgeServer: Service, Sendable {
     let handshakeLimiter: HandshakeLimiter
     let clients = ChannelRegistry()
     /// Live sessions with the token and target they were admitted with, for revocation on reload.
-    let sessions = NIOLockedValueBox<[ObjectIdentifier: (token: String, target: Target, channel: Channel, resolved: Bool)]>([:])
+    let sessions = NIOLockedValueBox<
+        [ObjectIdentifier: (token: String, target: Target, channel: Channel, resolved: Bool)]
+    >([:])
     let backends = ChannelRegistry()
     /// Asked for tokens the targets table does not know (Redis, …); nil when tokens come from files only.
     public let resolver: (any TokenResolver)?
@@ -121,7 +123,10 @@ public final class BridgeServer: Service, Sendable {
             session.channel.pipeline.fireUserInboundEventTriggered(BridgeRevocationEvent(reason: reason))
         }
         if revoked > 0 {
-            self.logger.info("closing sessions whose target was removed or changed", metadata: ["sessions": "\(revoked)"])
+            self.logger.info(
+                "closing sessions whose target was removed or changed",
+                metadata: ["sessions": "\(revoked)"]
+            )
         }
     }
 
@@ -262,7 +267,10 @@ public final class BridgeServer: Service, Sendable {
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: self.configuration.writeBufferWaterMark)
             .childChannelOption(.maxMessagesPerRead, value: UInt(max(1, self.configuration.maxReadsPerCycle)))
-            .childChannelOption(.recvAllocator, value: BridgeConfiguration.recvAllocator(maximum: self.configuration.readBufferSize))
+            .childChannelOption(
+                .recvAllocator,
+                value: BridgeConfiguration.recvAllocator(maximum: self.configuration.readBufferSize)
+            )
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     try self.initializeConnection(channel)
@@ -280,7 +288,8 @@ public final class BridgeServer: Service, Sendable {
             return channel
         }
         if let host = self.configuration.host {
-            if self.configuration.preferIPv6, let address = Self.ipv6Address(host: host, port: self.configuration.port) {
+            if self.configuration.preferIPv6, let address = Self.ipv6Address(host: host, port: self.configuration.port)
+            {
                 return try await bootstrap.bind(to: address).get()
             }
             return try await bootstrap.bind(host: host, port: self.configuration.port).get()

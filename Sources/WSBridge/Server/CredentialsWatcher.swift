@@ -27,7 +27,13 @@ public struct CredentialsWatcher: Service {
     }
 
     public func run() async throws {
-        let watcher = FileWatcher(paths: [self.path], what: "credentials", logger: self.logger, hangups: self.hangups, timing: self.timing)
+        let watcher = FileWatcher(
+            paths: [self.path],
+            what: "credentials",
+            logger: self.logger,
+            hangups: self.hangups,
+            timing: self.timing
+        )
         let path = self.path
         let authenticator = self.authenticator
         let logger = self.logger

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// websockify's `-D/--daemon`, for a process whose event-loop threads may already run (so no `fork`): the command
 /// starts itself again as a new session leader (`posix_spawn`, `setsid`) with standard input and output on
@@ -29,7 +30,9 @@ public enum Daemon {
     public static func spawnAndWait(arguments: [String], pidFile: String?, keepStandardInput: Bool) -> Never {
         var pipeEnds: [CInt] = [-1, -1]
         var readyEnds: [CInt] = [-1, -1]
-        guard pipe(&pipeEnds) == 0, pipe(&readyEnds) == 0 else { Self.fail("pipe: \(String(cString: strerror(errno)))") }
+        guard pipe(&pipeEnds) == 0, pipe(&readyEnds) == 0 else {
+            Self.fail("pipe: \(String(cString: strerror(errno)))")
+        }
         for end in pipeEnds + readyEnds { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         let devNull = open("/dev/null", O_RDWR | O_CLOEXEC)
         guard devNull >= 0 else { Self.fail("/dev/null: \(String(cString: strerror(errno)))") }

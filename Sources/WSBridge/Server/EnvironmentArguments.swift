@@ -42,7 +42,8 @@ public enum EnvironmentArguments {
                 switch value.lowercased() {
                 case "1", "true", "yes", "on": added.append(flag)
                 case "0", "false", "no", "off": break
-                default: throw EnvironmentError(message: "\(variable)=\(value): expected 1/true/yes/on or 0/false/no/off")
+                default:
+                    throw EnvironmentError(message: "\(variable)=\(value): expected 1/true/yes/on or 0/false/no/off")
                 }
             }
         }

@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Logging
 import ServiceLifecycle
 import UnixSignals
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// Watches files and directories for changes and hands a stable read of them to `apply`: the one implementation
 /// behind targets files, TLS certificates, JWT keys and credential files.
@@ -29,7 +30,11 @@ public struct FileWatcher: Sendable {
         /// The same, when a file shrank, emptied or disappeared: a writer may be half-way.
         public var settle: Duration
 
-        public init(interval: Duration = .seconds(1), quiet: Duration = .milliseconds(150), settle: Duration = .seconds(2)) {
+        public init(
+            interval: Duration = .seconds(1),
+            quiet: Duration = .milliseconds(150),
+            settle: Duration = .seconds(2)
+        ) {
             self.interval = interval
             self.quiet = quiet
             self.settle = settle
@@ -165,16 +170,24 @@ public struct FileWatcher: Sendable {
         var info = stat()
         guard stat(path, &info) == 0 else {
             return Entry(
-                path: path, chain: chain, resolved: resolved, exists: false, isDirectory: false, device: 0, inode: 0,
-                size: 0, modified: 0, changed: 0
+                path: path,
+                chain: chain,
+                resolved: resolved,
+                exists: false,
+                isDirectory: false,
+                device: 0,
+                inode: 0,
+                size: 0,
+                modified: 0,
+                changed: 0
             )
         }
         #if canImport(Darwin)
-        let modified = Int64(info.st_mtimespec.tv_sec) * 1_000_000_000 + Int64(info.st_mtimespec.tv_nsec)
-        let changed = Int64(info.st_ctimespec.tv_sec) * 1_000_000_000 + Int64(info.st_ctimespec.tv_nsec)
+            let modified = Int64(info.st_mtimespec.tv_sec) * 1_000_000_000 + Int64(info.st_mtimespec.tv_nsec)
+            let changed = Int64(info.st_ctimespec.tv_sec) * 1_000_000_000 + Int64(info.st_ctimespec.tv_nsec)
         #else
-        let modified = Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec)
-        let changed = Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec)
+            let modified = Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec)
+            let changed = Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec)
         #endif
         return Entry(
             path: path,
@@ -270,7 +283,10 @@ public struct FileWatcher: Sendable {
         load: @escaping @Sendable () async throws -> Value,
         apply: @escaping @Sendable (Result<Value, any Error>) async -> Void
     ) async {
-        let (events, continuation) = AsyncStream.makeStream(of: FileWatcherEvent.self, bufferingPolicy: .bufferingNewest(8))
+        let (events, continuation) = AsyncStream.makeStream(
+            of: FileWatcherEvent.self,
+            bufferingPolicy: .bufferingNewest(8)
+        )
         let paths = self.paths
         let initial = Self.snapshot(paths)
         await cancelWhenGracefulShutdown {
@@ -306,7 +322,9 @@ public struct FileWatcher: Sendable {
                                 let result: Result<Value, any Error>
                                 do { result = .success(try await load()) } catch { result = .failure(error) }
                                 guard debouncer.read(finished: Self.snapshot(paths), now: .now) else {
-                                    self.logger.debug("\(self.what) changed while being read: reading again once stable")
+                                    self.logger.debug(
+                                        "\(self.what) changed while being read: reading again once stable"
+                                    )
                                     continue settling
                                 }
                                 await apply(result)

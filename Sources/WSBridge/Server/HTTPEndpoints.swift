@@ -40,7 +40,10 @@ struct HTTPAnswer: Sendable {
             headers.add(name: "Content-Length", value: String(self.contentLength ?? self.body.readableBytes))
         }
         headers.add(name: "Connection", value: "close")
-        context.write(wrap(.head(HTTPResponseHead(version: .http1_1, status: self.status, headers: headers))), promise: nil)
+        context.write(
+            wrap(.head(HTTPResponseHead(version: .http1_1, status: self.status, headers: headers))),
+            promise: nil
+        )
         if let file = self.file, method != .HEAD,
             (try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)) != nil
         {

@@ -57,7 +57,7 @@ public final class MetricsServer: Service, Sendable {
         let bound: Channel
         do {
             bound = try await self.bind(endpoints)
-        } catch where self.optional {
+        } catch  where self.optional {
             self.logger.warning(
                 "metrics listener not started: \(self.host):\(self.port): \(error) (use --metrics-listen to choose another)"
             )

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// PROXY protocol version sent to a backend (`proxy_protocol: v1|v2`).
@@ -52,12 +52,15 @@ public struct ProxyHeader: Sendable, Equatable {
     static let v1MaxLength = 107
 
     /// Parses the header at the start of `bytes`.
-    public static func parse<Bytes: RandomAccessCollection>(_ bytes: Bytes) -> ParseResult where Bytes.Element == UInt8, Bytes.Index == Int {
+    public static func parse<Bytes: RandomAccessCollection>(_ bytes: Bytes) -> ParseResult
+    where Bytes.Element == UInt8, Bytes.Index == Int {
         let bytes = Array(bytes)
         if bytes.isEmpty { return .incomplete }
         if bytes[0] == Self.v2Signature[0] {
             let n = min(bytes.count, Self.v2Signature.count)
-            guard Array(bytes[0..<n]) == Array(Self.v2Signature[0..<n]) else { return .invalid("not a PROXY protocol header") }
+            guard Array(bytes[0..<n]) == Array(Self.v2Signature[0..<n]) else {
+                return .invalid("not a PROXY protocol header")
+            }
             return Self.parseV2(bytes)
         }
         let n = min(bytes.count, Self.v1Prefix.count)
@@ -88,7 +91,9 @@ public struct ProxyHeader: Sendable, Equatable {
         case "TCP4", "TCP6":
             guard fields.count == 6 else { return .invalid("PROXY v1 \(fields[1]) needs 4 fields") }
             let v6 = fields[1] == "TCP6"
-            guard let source = Self.canonicalIP(fields[2], v6: v6), let destination = Self.canonicalIP(fields[3], v6: v6) else {
+            guard let source = Self.canonicalIP(fields[2], v6: v6),
+                let destination = Self.canonicalIP(fields[3], v6: v6)
+            else {
                 return .invalid("PROXY v1 address is not \(v6 ? "IPv6" : "IPv4")")
             }
             guard let sourcePort = Self.port(fields[4]), let destinationPort = Self.port(fields[5]) else {
@@ -96,8 +101,18 @@ public struct ProxyHeader: Sendable, Equatable {
             }
             let addresses: Addresses =
                 v6
-                ? .tcp6(source: source, sourcePort: sourcePort, destination: destination, destinationPort: destinationPort)
-                : .tcp4(source: source, sourcePort: sourcePort, destination: destination, destinationPort: destinationPort)
+                ? .tcp6(
+                    source: source,
+                    sourcePort: sourcePort,
+                    destination: destination,
+                    destinationPort: destinationPort
+                )
+                : .tcp4(
+                    source: source,
+                    sourcePort: sourcePort,
+                    destination: destination,
+                    destinationPort: destinationPort
+                )
             return .header(ProxyHeader(version: .v1, addresses: addresses), length: length)
         default:
             return .invalid("PROXY v1 protocol must be TCP4, TCP6 or UNKNOWN")
@@ -129,7 +144,9 @@ public struct ProxyHeader: Sendable, Equatable {
                 ProxyHeader(
                     version: .v2,
                     addresses: .tcp4(
-                        source: source, sourcePort: Self.uint16(body, 8), destination: destination,
+                        source: source,
+                        sourcePort: Self.uint16(body, 8),
+                        destination: destination,
                         destinationPort: Self.uint16(body, 10)
                     )
                 ),
@@ -143,7 +160,9 @@ public struct ProxyHeader: Sendable, Equatable {
                 ProxyHeader(
                     version: .v2,
                     addresses: .tcp6(
-                        source: source, sourcePort: Self.uint16(body, 32), destination: destination,
+                        source: source,
+                        sourcePort: Self.uint16(body, 32),
+                        destination: destination,
                         destinationPort: Self.uint16(body, 34)
                     )
                 ),
@@ -200,14 +219,22 @@ public struct ProxyHeader: Sendable, Equatable {
         let s4 = Self.canonicalIP(source.ip, v6: false)
         let d4 = Self.canonicalIP(destination.ip, v6: false)
         if let s4, let d4 {
-            return ProxyHeader(version: version, addresses: .tcp4(source: s4, sourcePort: sourcePort, destination: d4, destinationPort: destinationPort))
+            return ProxyHeader(
+                version: version,
+                addresses: .tcp4(source: s4, sourcePort: sourcePort, destination: d4, destinationPort: destinationPort)
+            )
         }
         let s6 = s4.map { "::ffff:\($0)" } ?? Self.canonicalIP(source.ip, v6: true)
         let d6 = d4.map { "::ffff:\($0)" } ?? Self.canonicalIP(destination.ip, v6: true)
-        guard let s6 = s6.flatMap({ Self.canonicalIP($0, v6: true) }), let d6 = d6.flatMap({ Self.canonicalIP($0, v6: true) }) else {
+        guard let s6 = s6.flatMap({ Self.canonicalIP($0, v6: true) }),
+            let d6 = d6.flatMap({ Self.canonicalIP($0, v6: true) })
+        else {
             return ProxyHeader(version: version, addresses: .unknown)
         }
-        return ProxyHeader(version: version, addresses: .tcp6(source: s6, sourcePort: sourcePort, destination: d6, destinationPort: destinationPort))
+        return ProxyHeader(
+            version: version,
+            addresses: .tcp6(source: s6, sourcePort: sourcePort, destination: d6, destinationPort: destinationPort)
+        )
     }
 
     // MARK: helpers
@@ -231,7 +258,8 @@ public struct ProxyHeader: Sendable, Equatable {
     }
 
     private static func port(_ text: String) -> UInt16? {
-        guard !text.isEmpty, text.count <= 5, text.allSatisfy({ $0.isASCII && $0.isNumber }), text == "0" || !text.hasPrefix("0"),
+        guard !text.isEmpty, text.count <= 5, text.allSatisfy({ $0.isASCII && $0.isNumber }),
+            text == "0" || !text.hasPrefix("0"),
             let value = Int(text), value <= 65535
         else { return nil }
         return UInt16(value)

@@ -18,14 +18,20 @@ public struct ServerLifetime: Sendable, Equatable {
         /// Stop listening when the first session has ended (`--run-once`).
         public var stopAfterFirstSession: Bool
 
-        public init(stopAfter: TimeAmount? = nil, stopWhenIdleFor: TimeAmount? = nil, stopAfterFirstSession: Bool = false) {
+        public init(
+            stopAfter: TimeAmount? = nil,
+            stopWhenIdleFor: TimeAmount? = nil,
+            stopAfterFirstSession: Bool = false
+        ) {
             self.stopAfter = stopAfter
             self.stopWhenIdleFor = stopWhenIdleFor
             self.stopAfterFirstSession = stopAfterFirstSession
         }
 
         /// Whether anything can end the server's life.
-        public var isEnabled: Bool { self.stopAfter != nil || self.stopWhenIdleFor != nil || self.stopAfterFirstSession }
+        public var isEnabled: Bool {
+            self.stopAfter != nil || self.stopWhenIdleFor != nil || self.stopAfterFirstSession
+        }
     }
 
     /// Why the server stopped listening: websockify's option, as its log line names it.

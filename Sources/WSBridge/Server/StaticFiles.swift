@@ -96,15 +96,22 @@ public struct StaticFiles: Sendable {
                 case .notFound:
                     return eventLoop.makeSucceededFuture(HTTPAnswer(.notFound, "not found"))
                 case .redirect(let location):
-                    return eventLoop.makeSucceededFuture(HTTPAnswer(.movedPermanently, "moved", headers: [("Location", location)]))
+                    return eventLoop.makeSucceededFuture(
+                        HTTPAnswer(.movedPermanently, "moved", headers: [("Location", location)])
+                    )
                 case .listing(let path, let names):
                     var answer = HTTPAnswer(.ok, "")
                     answer.contentType = "text/html; charset=utf-8"
-                    let items = names.map { "<li><a href=\"\(Self.htmlEscape(Self.percentEncode($0)))\">\(Self.htmlEscape($0))</a></li>" }
-                    answer.body = ByteBuffer(string: "<!doctype html><title>\(Self.htmlEscape(path))</title><ul>\(items.joined())</ul>\n")
+                    let items = names.map {
+                        "<li><a href=\"\(Self.htmlEscape(Self.percentEncode($0)))\">\(Self.htmlEscape($0))</a></li>"
+                    }
+                    answer.body = ByteBuffer(
+                        string: "<!doctype html><title>\(Self.htmlEscape(path))</title><ul>\(items.joined())</ul>\n"
+                    )
                     return eventLoop.makeSucceededFuture(answer)
                 case .file(let path, let size, let modified):
-                    let etag = "\"\(String(size, radix: 16))-\(String(Int64(modified.timeIntervalSince1970 * 1000), radix: 16))\""
+                    let etag =
+                        "\"\(String(size, radix: 16))-\(String(Int64(modified.timeIntervalSince1970 * 1000), radix: 16))\""
                     let lastModified = Self.httpDate(modified)
                     var headers: [(String, String)] = [("ETag", etag), ("Last-Modified", lastModified)]
                     headers.append(("Cache-Control", "no-cache"))
@@ -129,7 +136,9 @@ public struct StaticFiles: Sendable {
 
     static func notModified(_ head: HTTPRequestHead, etag: String, modified: Date) -> Bool {
         if let match = head.headers.first(name: "if-none-match") {
-            return match.split(separator: ",").contains { $0.trimmingWhitespace() == etag || $0.trimmingWhitespace() == "*" }
+            return match.split(separator: ",").contains {
+                $0.trimmingWhitespace() == etag || $0.trimmingWhitespace() == "*"
+            }
         }
         if let since = head.headers.first(name: "if-modified-since"), let date = Self.parseHTTPDate(since) {
             return floor(modified.timeIntervalSince1970) <= date.timeIntervalSince1970
@@ -205,7 +214,9 @@ public struct StaticFiles: Sendable {
     }
 
     private static func percentEncode(_ name: String) -> String {
-        name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/?#"))) ?? name
+        name.addingPercentEncoding(
+            withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/?#"))
+        ) ?? name
     }
 }
 

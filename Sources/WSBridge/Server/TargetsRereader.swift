@@ -23,7 +23,13 @@ final class TargetsRereader: Sendable {
     private let logger: Logger
     private let metrics: BridgeMetrics
 
-    init?(store: TargetsStore, interval: TimeAmount?, logger: Logger, metrics: BridgeMetrics, threadPool: NIOThreadPool = .singleton) {
+    init?(
+        store: TargetsStore,
+        interval: TimeAmount?,
+        logger: Logger,
+        metrics: BridgeMetrics,
+        threadPool: NIOThreadPool = .singleton
+    ) {
         guard let loader = store.loader, let interval, interval > .zero else { return nil }
         self.store = store
         self.paths = [loader.path]

@@ -51,7 +51,12 @@ public struct TargetsWatcher: Service {
                 store.markSeen(FileWatcher.snapshot([loader.path]))
                 switch result {
                 case .success(let read): store.apply(read, logger: logger, metrics: metrics)
-                case .failure(let error): store.apply(.failure(TargetsFileError(file: loader.path, line: nil, message: "\(error)")), logger: logger, metrics: metrics)
+                case .failure(let error):
+                    store.apply(
+                        .failure(TargetsFileError(file: loader.path, line: nil, message: "\(error)")),
+                        logger: logger,
+                        metrics: metrics
+                    )
                 }
             }
         )

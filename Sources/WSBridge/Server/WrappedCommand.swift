@@ -54,7 +54,10 @@ public final class WrappedCommand: Service, Sendable {
         try self.start(reporting: continuation)
         await withGracefulShutdownHandler {
             for await status in exits {
-                self.logger.info("wrapped command exited", metadata: ["status": "\(status)", "wrap_mode": "\(self.mode.rawValue)"])
+                self.logger.info(
+                    "wrapped command exited",
+                    metadata: ["status": "\(status)", "wrap_mode": "\(self.mode.rawValue)"]
+                )
                 switch self.mode {
                 case .exit:
                     self.state.withLockedValue { $0.exitStatus = status }
@@ -64,7 +67,10 @@ public final class WrappedCommand: Service, Sendable {
                 case .respawn:
                     let wait = self.state.withLockedValue { Self.respawnDelay(starts: $0.starts, now: .now) }
                     if wait > .zero {
-                        self.logger.warning("wrapped command respawning too fast: waiting", metadata: ["seconds": "\(wait)"])
+                        self.logger.warning(
+                            "wrapped command respawning too fast: waiting",
+                            metadata: ["seconds": "\(wait)"]
+                        )
                         try? await Task.sleep(for: wait)
                     }
                     guard !self.state.withLockedValue({ $0.shuttingDown }) else { return }
@@ -110,7 +116,10 @@ public final class WrappedCommand: Service, Sendable {
             state.process = process
             state.starts = Array((state.starts + [.now]).suffix(3))
         }
-        self.logger.info("started the wrapped command", metadata: ["command": "\(self.command.joined(separator: " "))", "pid": "\(process.processIdentifier)"])
+        self.logger.info(
+            "started the wrapped command",
+            metadata: ["command": "\(self.command.joined(separator: " "))", "pid": "\(process.processIdentifier)"]
+        )
     }
 
     /// Ends a program still running: SIGTERM, then SIGKILL after `stopTimeout`.

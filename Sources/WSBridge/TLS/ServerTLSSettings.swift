@@ -129,7 +129,7 @@ public struct ServerTLSSettings: Sendable, Equatable {
             let table = loaded.dropFirst().map { ($0.names, $0.chain, $0.key) }
             configuration.sslContextCallback = { values, promise in
                 guard let name = values.serverHostname?.lowercased(),
-                    let match = table.first(where: { entry in entry.0.contains { Self.matches(pattern: $0, name: name) } })
+                    let match = table.first(where: { entry in Self.matches(patterns: entry.0, name: name) })
                 else {
                     promise.succeed(.noChanges)
                     return
@@ -168,6 +168,11 @@ public struct ServerTLSSettings: Sendable, Equatable {
         // A refusal leaves its reason in this thread's error queue, where a later NIOSSL call would find it.
         CNIOBoringSSL_ERR_clear_error()
         return accepted
+    }
+
+    /// Whether one of a certificate's names covers `name`.
+    static func matches(patterns: [String], name: String) -> Bool {
+        patterns.contains { Self.matches(pattern: $0, name: name) }
     }
 
     /// Whether a certificate name (`example.com`, `*.example.com`) covers `name` (one label for a wildcard).
@@ -220,23 +225,32 @@ public struct ServerTLSSettings: Sendable, Equatable {
             let key: NIOSSLPrivateKey
             do {
                 if let password {
-                    key = try NIOSSLPrivateKey(file: keyFile, format: .pem) { (setter: NIOSSLPassphraseSetter<[UInt8]>) in
+                    key = try NIOSSLPrivateKey(file: keyFile, format: .pem) {
+                        (setter: NIOSSLPassphraseSetter<[UInt8]>) in
                         setter(password)
                     }
                 } else {
                     key = try NIOSSLPrivateKey(file: keyFile, format: .pem)
                 }
             } catch {
-                let hint = password == nil ? " (an encrypted key needs --key-password-file or WSBRIDGE_KEY_PASSWORD)" : " (wrong password?)"
+                let hint =
+                    password == nil
+                    ? " (an encrypted key needs --key-password-file or WSBRIDGE_KEY_PASSWORD)" : " (wrong password?)"
                 throw TLSFileError(file: keyFile, message: "cannot load the private key\(hint)")
             }
             // The key must belong to the certificate: BoringSSL checks the pair when a context is made.
             do {
                 _ = try NIOSSLContext(
-                    configuration: .makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+                    configuration: .makeServerConfiguration(
+                        certificateChain: chain.map { .certificate($0) },
+                        privateKey: .privateKey(key)
+                    )
                 )
             } catch {
-                throw TLSFileError(file: keyFile, message: "this key does not belong to the certificate \(pair.certificate) (\(error))")
+                throw TLSFileError(
+                    file: keyFile,
+                    message: "this key does not belong to the certificate \(pair.certificate) (\(error))"
+                )
             }
             return LoadedPair(
                 file: pair.certificate,

@@ -75,7 +75,12 @@ public struct ServerTLSWatcher: Service {
     /// SIGHUP, trapped by the caller before anything listens (a SIGHUP right after start must reload, not kill).
     public let hangups: UnixSignalsSequence?
 
-    public init(store: ServerTLSStore, logger: Logger, hangups: UnixSignalsSequence? = nil, interval: Duration = .seconds(1)) {
+    public init(
+        store: ServerTLSStore,
+        logger: Logger,
+        hangups: UnixSignalsSequence? = nil,
+        interval: Duration = .seconds(1)
+    ) {
         self.store = store
         self.logger = logger
         self.hangups = hangups

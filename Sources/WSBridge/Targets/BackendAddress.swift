@@ -65,7 +65,9 @@ public enum BackendAddress: Hashable, Sendable, CustomStringConvertible {
 extension StringProtocol {
     func trimmingWhitespace() -> String {
         // Most values (every header of a browser's request) have nothing to trim: no copy for them.
-        guard let first = self.first, let last = self.last, first.isWhitespace || last.isWhitespace else { return String(self) }
+        guard let first = self.first, let last = self.last, first.isWhitespace || last.isWhitespace else {
+            return String(self)
+        }
         var slice = Substring(self)
         while let first = slice.first, first.isWhitespace { slice.removeFirst() }
         while let last = slice.last, last.isWhitespace { slice.removeLast() }

@@ -77,14 +77,20 @@ public struct BackendTLS: Sendable, Hashable {
             do {
                 configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem))
             } catch {
-                throw TLSFileError(file: keyFile, message: "cannot load the private key (encrypted keys are not supported here)")
+                throw TLSFileError(
+                    file: keyFile,
+                    message: "cannot load the private key (encrypted keys are not supported here)"
+                )
             }
         }
         var loaded = self
         do {
             loaded.context = try NIOSSLContext(configuration: configuration)
         } catch {
-            throw TLSFileError(file: self.clientCertificate ?? self.ca ?? "tls", message: "cannot build a TLS context (\(error))")
+            throw TLSFileError(
+                file: self.clientCertificate ?? self.ca ?? "tls",
+                message: "cannot build a TLS context (\(error))"
+            )
         }
         return loaded
     }

@@ -79,7 +79,9 @@ public final class HTTPTokenResolver: TokenResolver, Service {
 
     public func resolve(_ token: String, on eventLoop: EventLoop) -> EventLoopFuture<TokenResolution> {
         if let cached = self.cache.fresh(token) {
-            return eventLoop.makeSucceededFuture(cached.map { .found(RedisTokenResolver.target(token, $0, source: "token-api")) } ?? .notFound)
+            return eventLoop.makeSucceededFuture(
+                cached.map { .found(RedisTokenResolver.target(token, $0, source: "token-api")) } ?? .notFound
+            )
         }
         let request: HTTPClient.Request
         do {
@@ -116,7 +118,9 @@ public final class HTTPTokenResolver: TokenResolver, Service {
             return .found(RedisTokenResolver.target(token, backend, source: "token-api"))
         }
         .recover { error in
-            if let backend = cache.stale(token) { return .found(RedisTokenResolver.target(token, backend, source: "token-api")) }
+            if let backend = cache.stale(token) {
+                return .found(RedisTokenResolver.target(token, backend, source: "token-api"))
+            }
             logger.debug("token API lookup failed: \(TokenRedaction.scrub("\(error)", token: token))")
             return .unavailable("token service unavailable: token API unreachable")
         }
@@ -143,7 +147,9 @@ public final class HTTPTokenResolver: TokenResolver, Service {
         func didReceiveHead(task: HTTPClient.Task<Response>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
             self.state.withLockedValue { $0.status = head.status }
             if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > self.limit {
-                return task.eventLoop.makeFailedFuture(HTTPAPIError(message: "token API answer of \(length) bytes is too large"))
+                return task.eventLoop.makeFailedFuture(
+                    HTTPAPIError(message: "token API answer of \(length) bytes is too large")
+                )
             }
             return task.eventLoop.makeSucceededVoidFuture()
         }
@@ -155,7 +161,9 @@ public final class HTTPTokenResolver: TokenResolver, Service {
                 return true
             }
             guard fits else {
-                return task.eventLoop.makeFailedFuture(HTTPAPIError(message: "token API answer larger than \(self.limit) bytes"))
+                return task.eventLoop.makeFailedFuture(
+                    HTTPAPIError(message: "token API answer larger than \(self.limit) bytes")
+                )
             }
             return task.eventLoop.makeSucceededVoidFuture()
         }

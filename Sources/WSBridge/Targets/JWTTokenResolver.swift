@@ -26,7 +26,12 @@ public final class JWTTokenResolver: TokenResolver, Service {
         public var issuer: String?
         /// Close sessions (1008 `token expired`) when their token's `exp` passes.
         public var closeAtExpiry: Bool
-        public init(leeway: TimeInterval = 5, audience: String? = nil, issuer: String? = nil, closeAtExpiry: Bool = false) {
+        public init(
+            leeway: TimeInterval = 5,
+            audience: String? = nil,
+            issuer: String? = nil,
+            closeAtExpiry: Bool = false
+        ) {
             self.leeway = leeway
             self.audience = audience
             self.issuer = issuer
@@ -102,7 +107,9 @@ public final class JWTTokenResolver: TokenResolver, Service {
     public func resolve(_ token: String, on eventLoop: EventLoop) -> EventLoopFuture<TokenResolution> {
         // Not a JWS at all (three base64url parts): not ours, unknown as any other token.
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        if parts.count == 5 { return eventLoop.makeSucceededFuture(.invalid("invalid token: JWE (encrypted tokens) is not supported")) }
+        if parts.count == 5 {
+            return eventLoop.makeSucceededFuture(.invalid("invalid token: JWE (encrypted tokens) is not supported"))
+        }
         guard parts.count == 3, parts[0].hasPrefix("eyJ") else { return eventLoop.makeSucceededFuture(.notFound) }
         let promise = eventLoop.makePromise(of: TokenResolution.self)
         promise.completeWithTask { await self.verify(token) }
@@ -112,7 +119,9 @@ public final class JWTTokenResolver: TokenResolver, Service {
     /// Verification itself (signature, then time, audience, issuer, then the claims that name the backend).
     func verify(_ token: String) async -> TokenResolution {
         guard let header = Self.header(of: token) else { return .invalid("invalid token: malformed header") }
-        guard let alg = header.alg, alg.lowercased() != "none" else { return .invalid("invalid token: no signature algorithm") }
+        guard let alg = header.alg, alg.lowercased() != "none" else {
+            return .invalid("invalid token: no signature algorithm")
+        }
         let candidates = self.keys.withLockedValue { keys in
             keys.filter { $0.algorithms.contains(alg) && ($0.kid == nil || header.kid == nil || $0.kid == header.kid) }
         }
@@ -145,7 +154,9 @@ public final class JWTTokenResolver: TokenResolver, Service {
         }
         let deadline = self.options.closeAtExpiry ? claims.exp?.value : nil
         if let name = claims.target {
-            guard var target = self.namedTarget(name) else { return .invalid("invalid token: unknown target '\(name)'") }
+            guard var target = self.namedTarget(name) else {
+                return .invalid("invalid token: unknown target '\(name)'")
+            }
             target.sessionDeadline = deadline
             return .found(target)
         }
@@ -206,7 +217,9 @@ public final class JWTTokenResolver: TokenResolver, Service {
     }
 
     static func header(of token: String) -> Header? {
-        guard let first = token.split(separator: ".").first, let data = Self.base64URLDecode(String(first)) else { return nil }
+        guard let first = token.split(separator: ".").first, let data = Self.base64URLDecode(String(first)) else {
+            return nil
+        }
         return try? JSONDecoder().decode(Header.self, from: data)
     }
 
@@ -260,24 +273,32 @@ public final class JWTTokenResolver: TokenResolver, Service {
             return try await Self.pemKeys(text, file: file)
         }
         guard let secret = Self.base64URLDecode(text), !secret.isEmpty else {
-            throw TargetsFileError(file: file, line: nil, message: "a symmetric key file holds the base64url of the secret (as websockify reads it)")
+            throw TargetsFileError(
+                file: file,
+                line: nil,
+                message: "a symmetric key file holds the base64url of the secret (as websockify reads it)"
+            )
         }
         // A public key pasted as bare base64 DER would make anyone who has it able to sign tokens.
         if let what = PublicKeyDERDetector.describe(Array(secret)) {
             throw TargetsFileError(
                 file: file,
                 line: nil,
-                message: "refused as an HMAC secret: this looks like \(what); anyone holding the public key could sign tokens with it. Give an asymmetric key as PEM (-----BEGIN PUBLIC KEY-----) or a JWK"
+                message:
+                    "refused as an HMAC secret: this looks like \(what); anyone holding the public key could sign tokens with it. Give an asymmetric key as PEM (-----BEGIN PUBLIC KEY-----) or a JWK"
             )
         }
         // RFC 7518 §3.2 wants an HMAC key at least as long as the hash output; jwt-kit enforces it. websockify
         // (jwcrypto) accepts any length, and deployments have short secrets (websockify's own test key is one):
         // refusing them would break the switch, so they load with a loud warning and are verified here.
-        let warning = secret.count < 32
+        let warning =
+            secret.count < 32
             ? "\(file): HMAC secret of \(secret.count) bytes, shorter than the 32 that RFC 7518 3.2 requires for HS256: tokens signed with it are easier to forge; use a random secret of at least 32 bytes (64 for HS512)"
             : nil
         var keys: [Key] = []
-        for (name, digest, size) in [("HS256", DigestAlgorithm.sha256, 32), ("HS384", .sha384, 48), ("HS512", .sha512, 64)] {
+        for (name, digest, size) in [
+            ("HS256", DigestAlgorithm.sha256, 32), ("HS384", .sha384, 48), ("HS512", .sha512, 64),
+        ] {
             if secret.count >= size {
                 let collection = JWTKeyCollection()
                 await collection.add(hmac: HMACKey(from: secret), digestAlgorithm: digest)

@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
 
@@ -92,7 +93,12 @@ public final class RedisTokenResolver: TokenResolver, Service {
     /// A token-only target: logged by a short prefix of its token, counted (limits) by the token, and measured under
     /// the one label of its token service (`source`), so the metric series do not grow with the tokens used.
     static func target(_ token: String, _ backend: BackendAddress, source: String = "redis") -> Target {
-        Target(name: Target.redact(token), backend: backend, identity: Target.identity(token: token), metricLabel: source)
+        Target(
+            name: Target.redact(token),
+            backend: backend,
+            identity: Target.identity(token: token),
+            metricLabel: source
+        )
     }
 
     public func run() async throws {
@@ -103,11 +109,11 @@ public final class RedisTokenResolver: TokenResolver, Service {
     }
 }
 
-import NIOConcurrencyHelpers
-
 /// A list of observers called from any thread.
 final class NIOLockedCallbacks: Sendable {
     private let observers = NIOLockedValueBox<[@Sendable (String) -> Void]>([])
-    func add(_ observer: @escaping @Sendable (String) -> Void) { self.observers.withLockedValue { $0.append(observer) } }
+    func add(_ observer: @escaping @Sendable (String) -> Void) {
+        self.observers.withLockedValue { $0.append(observer) }
+    }
     func call(_ value: String) { for observer in self.observers.withLockedValue({ $0 }) { observer(value) } }
 }

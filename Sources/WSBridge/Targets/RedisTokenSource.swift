@@ -82,7 +82,9 @@ public struct RedisTokenSource: Sendable, Equatable {
     /// `host` and `port` apart, as JSONTokenApi answers), or plain `h:p`; surrounding white space is ignored and
     /// IPv6 hosts may be bracketed or bare (split on the last colon). Anything else is nil.
     public static func backend(fromValue bytes: [UInt8]) -> BackendAddress? {
-        guard let text = String(validating: bytes, as: UTF8.self)?.trimmingWhitespace(), !text.isEmpty else { return nil }
+        guard let text = String(validating: bytes, as: UTF8.self)?.trimmingWhitespace(), !text.isEmpty else {
+            return nil
+        }
         if text.hasPrefix("{") {
             guard let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any],
                 let host = object["host"] as? String

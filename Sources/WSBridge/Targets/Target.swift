@@ -75,7 +75,6 @@ public struct Target: Hashable, Sendable {
         self.clientCertNames = clientCertNames
     }
 
-
     /// The identity of a target keyed by `token`.
     public static func identity(token: String) -> String {
         "token:" + token

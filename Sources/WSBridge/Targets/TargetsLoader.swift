@@ -39,12 +39,18 @@ public struct TargetsLoader: Sendable {
         do {
             names = try FileManager.default.contentsOfDirectory(atPath: self.path)
         } catch {
-            throw TargetsFileError(file: self.path, line: nil, message: "cannot list directory: \(error.localizedDescription)")
+            throw TargetsFileError(
+                file: self.path,
+                line: nil,
+                message: "cannot list directory: \(error.localizedDescription)"
+            )
         }
         return names.filter { !$0.hasPrefix(".") }.sorted().compactMap { name in
             let full = (self.path as NSString).appendingPathComponent(name)
             var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: full, isDirectory: &isDir), !isDir.boolValue else { return nil }
+            guard FileManager.default.fileExists(atPath: full, isDirectory: &isDir), !isDir.boolValue else {
+                return nil
+            }
             return full
         }
     }
@@ -67,7 +73,11 @@ public struct TargetsLoader: Sendable {
             // websockify starts without it and answers every token as unknown until the file appears.
             var table = TargetTable(mode: .tokens([:]), origins: try self.allowList(origins))
             table.warnings = [
-                TargetsFileError(file: self.path, line: nil, message: "no such file or directory: every token is unknown until it exists")
+                TargetsFileError(
+                    file: self.path,
+                    line: nil,
+                    message: "no such file or directory: every token is unknown until it exists"
+                )
             ]
             return table
         }
@@ -78,7 +88,9 @@ public struct TargetsLoader: Sendable {
             map = try self.loadTokenFileNames()
             if let tls = self.defaultTLS {
                 let loaded: BackendTLS
-                do { loaded = try tls.load() } catch { throw TargetsFileError(file: self.path, line: nil, message: "--ssl-target: \(error)") }
+                do { loaded = try tls.load() } catch {
+                    throw TargetsFileError(file: self.path, line: nil, message: "--ssl-target: \(error)")
+                }
                 for (token, target) in map { map[token]?.tls = target.tls ?? loaded }
             }
             return TargetTable(mode: .tokens(Self.identified(map)), origins: try self.allowList(origins))
@@ -112,7 +124,9 @@ public struct TargetsLoader: Sendable {
             } else {
                 var skipped: [TargetsFileError] = []
                 contents = TokenFileParser.parse(text, file: file, errors: &skipped)
-                warnings += skipped.map { TargetsFileError(file: $0.file, line: $0.line, message: "\($0.message); line skipped") }
+                warnings += skipped.map {
+                    TargetsFileError(file: $0.file, line: $0.line, message: "\($0.message); line skipped")
+                }
             }
             origins += contents.origins
             for var entry in contents.entries {
@@ -127,12 +141,15 @@ public struct TargetsLoader: Sendable {
                     }
                 }
                 if let existing = map[entry.token] {
-                    let message = "token \(Target.redact(entry.token)) is already defined at \(existing.definedAt ?? "?")"
+                    let message =
+                        "token \(Target.redact(entry.token)) is already defined at \(existing.definedAt ?? "?")"
                     if yaml || definedInYAML.contains(entry.token) {
                         throw TargetsFileError(file: file, line: entry.line, message: message)
                     }
                     // websockify's dictionary keeps the last definition read.
-                    warnings.append(TargetsFileError(file: file, line: entry.line, message: "\(message); this later one is used"))
+                    warnings.append(
+                        TargetsFileError(file: file, line: entry.line, message: "\(message); this later one is used")
+                    )
                 }
                 if yaml { definedInYAML.insert(entry.token) }
                 map[entry.token] = entry.target
@@ -155,7 +172,8 @@ public struct TargetsLoader: Sendable {
         let groups = Dictionary(grouping: map.keys, by: { map[$0]!.name })
         for (_, tokens) in groups where tokens.count > 1 {
             let ordered = tokens.sorted { first, second in
-                let a = map[first]!.definedAt ?? "", b = map[second]!.definedAt ?? ""
+                let a = map[first]!.definedAt ?? ""
+                let b = map[second]!.definedAt ?? ""
                 if a != b { return a.compare(b, options: .numeric) == .orderedAscending }
                 return first < second
             }
@@ -173,7 +191,11 @@ public struct TargetsLoader: Sendable {
     private func requireDirectory() throws {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: self.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw TargetsFileError(file: self.path, line: nil, message: "not a directory (\(self.format.pluginName) needs one)")
+            throw TargetsFileError(
+                file: self.path,
+                line: nil,
+                message: "not a directory (\(self.format.pluginName) needs one)"
+            )
         }
     }
 
@@ -183,7 +205,8 @@ public struct TargetsLoader: Sendable {
         var map: [String: Target] = [:]
         for file in try self.files() {
             let token = (file as NSString).lastPathComponent
-            guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+            guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8)
+            else {
                 throw TargetsFileError(file: file, line: nil, message: "cannot read as UTF-8 text")
             }
             let line = TokenFileParser.lines(text).first { !$0.isEmpty }.map { String($0).trimmingWhitespace() } ?? ""
@@ -229,7 +252,8 @@ public struct TargetsLoader: Sendable {
             return (nil, [TargetsFileError(file: self.path, line: nil, message: "\(error)")])
         }
         for file in files {
-            guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+            guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8)
+            else {
                 errors.append(TargetsFileError(file: file, line: nil, message: "cannot read as UTF-8 text"))
                 continue
             }
@@ -251,7 +275,8 @@ public struct TargetsLoader: Sendable {
                         TargetsFileError(
                             file: file,
                             line: entry.line,
-                            message: "token \(Target.redact(entry.token)) is already defined at \(existing.definedAt ?? "?")"
+                            message:
+                                "token \(Target.redact(entry.token)) is already defined at \(existing.definedAt ?? "?")"
                         )
                     )
                 } else {

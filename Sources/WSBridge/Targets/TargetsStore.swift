@@ -83,7 +83,10 @@ public final class TargetsStore: Sendable {
         case .success(let table):
             self.snapshot.withLockedValue { $0 = table }
             for observer in self.observers.withLockedValue({ $0 }) { observer(table) }
-            logger.info("targets reloaded", metadata: ["targets": "\(table.targetCount)", "source": "\(self.loader?.path ?? "")"])
+            logger.info(
+                "targets reloaded",
+                metadata: ["targets": "\(table.targetCount)", "source": "\(self.loader?.path ?? "")"]
+            )
             Self.report(table, logger: logger, metrics: metrics)
             metrics?.reloaded(ok: true)
         case .failure(let error):

@@ -13,7 +13,12 @@ public final class TokenCache: Sendable {
         public var negativeTTL: TimeAmount
         public var staleFor: TimeAmount
         public var capacity: Int
-        public init(ttl: TimeAmount = .zero, negativeTTL: TimeAmount = .zero, staleFor: TimeAmount = .zero, capacity: Int = 100_000) {
+        public init(
+            ttl: TimeAmount = .zero,
+            negativeTTL: TimeAmount = .zero,
+            staleFor: TimeAmount = .zero,
+            capacity: Int = 100_000
+        ) {
             self.ttl = ttl
             self.negativeTTL = negativeTTL
             self.staleFor = staleFor
@@ -44,7 +49,8 @@ public final class TokenCache: Sendable {
     /// The last found backend when it is at most `staleFor` old.
     public func stale(_ token: String, now: NIODeadline = .now()) -> BackendAddress? {
         self.entries.withLockedValue { entries in
-            guard let entry = entries[token], let backend = entry.backend, now - entry.storedAt <= self.policy.staleFor else {
+            guard let entry = entries[token], let backend = entry.backend, now - entry.storedAt <= self.policy.staleFor
+            else {
                 return nil
             }
             return backend

@@ -11,7 +11,10 @@ public enum TokenFileParser {
     public static func lines(_ text: String) -> [Substring] {
         var body = Substring(text)
         if body.first == "\u{FEFF}" { body = body.dropFirst() }
-        return body.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" })
+        return body.split(
+            omittingEmptySubsequences: false,
+            whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }
+        )
     }
 
     public static func parse(_ text: String, file: String) throws -> TargetsFileContents {

@@ -23,6 +23,7 @@ public enum WebsockifyPluginName {
     public static func refusal(_ name: String, kind: Kind, option: String) -> String? {
         guard Self.builtIn(name, kind: kind) == nil else { return nil }
         let last = name.split(separator: ".").last.map(String.init) ?? name
-        return "\(option) \(name): wsbridge cannot load Python plugins; its built-in plugins are named as websockify names them (\(kind.rawValue).\(last), or \(last))"
+        return
+            "\(option) \(name): wsbridge cannot load Python plugins; its built-in plugins are named as websockify names them (\(kind.rawValue).\(last), or \(last))"
     }
 }

@@ -25,7 +25,9 @@ public enum YAMLTargetsParser {
 
     /// Parses the file, collecting the errors of every bad target (for `wsbridge check`); a file that is not
     /// YAML at all, or whose top level is wrong, still throws.
-    public static func parse(_ text: String, file: String, errors: inout [TargetsFileError]) throws -> TargetsFileContents {
+    public static func parse(_ text: String, file: String, errors: inout [TargetsFileError]) throws
+        -> TargetsFileContents
+    {
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
@@ -122,32 +124,54 @@ public enum YAMLTargetsParser {
                     origins = try Self.origins(list, file: file, line: valueLine)
                 case "max_sessions":
                     guard let limit = value.int, limit > 0 else {
-                        throw TargetsFileError(file: file, line: valueLine, message: "'max_sessions' must be a positive integer")
+                        throw TargetsFileError(
+                            file: file,
+                            line: valueLine,
+                            message: "'max_sessions' must be a positive integer"
+                        )
                     }
                     maxSessions = limit
                 case "tls":
                     tls = try Self.backendTLS(value, file: file, line: valueLine)
                     tlsLine = keyNode.mark?.line ?? valueLine
                 case "proxy_protocol":
-                    guard let text = value.string, let version = ProxyProtocolVersion(rawValue: text.lowercased()) else {
-                        throw TargetsFileError(file: file, line: valueLine, message: "'proxy_protocol' must be v1 or v2")
+                    guard let text = value.string, let version = ProxyProtocolVersion(rawValue: text.lowercased())
+                    else {
+                        throw TargetsFileError(
+                            file: file,
+                            line: valueLine,
+                            message: "'proxy_protocol' must be v1 or v2"
+                        )
                     }
                     proxyProtocol = version
                 case "client_cert_names":
                     let list = try Self.stringList(value, file: file, what: "client_cert_names")
                     guard !list.isEmpty, !list.contains(where: \.isEmpty) else {
-                        throw TargetsFileError(file: file, line: valueLine, message: "'client_cert_names' must list certificate names")
+                        throw TargetsFileError(
+                            file: file,
+                            line: valueLine,
+                            message: "'client_cert_names' must list certificate names"
+                        )
                     }
                     clientCertNames = list
                 case "idle_timeout":
                     guard let seconds = value.float, seconds > 0 else {
-                        throw TargetsFileError(file: file, line: valueLine, message: "'idle_timeout' must be a positive number of seconds")
+                        throw TargetsFileError(
+                            file: file,
+                            line: valueLine,
+                            message: "'idle_timeout' must be a positive number of seconds"
+                        )
                     }
                     idleTimeout = seconds
                 case "allow_clients":
                     allowClients = try Self.stringList(value, file: file, what: "allow_clients").map { text in
                         guard let cidr = CIDR(text) else {
-                            throw TargetsFileError(file: file, line: valueLine, message: "invalid network '\(text)' in 'allow_clients' (expected an address or CIDR such as 10.0.0.0/8)")
+                            throw TargetsFileError(
+                                file: file,
+                                line: valueLine,
+                                message:
+                                    "invalid network '\(text)' in 'allow_clients' (expected an address or CIDR such as 10.0.0.0/8)"
+                            )
                         }
                         return cidr
                     }
@@ -156,18 +180,27 @@ public enum YAMLTargetsParser {
                     case "close": keepOnRevoke = false
                     case "keep": keepOnRevoke = true
                     default:
-                        throw TargetsFileError(file: file, line: valueLine, message: "'on_revoke' must be 'close' or 'keep'")
+                        throw TargetsFileError(
+                            file: file,
+                            line: valueLine,
+                            message: "'on_revoke' must be 'close' or 'keep'"
+                        )
                     }
                 case "token":
                     guard let value = value.string, !value.isEmpty else {
-                        throw TargetsFileError(file: file, line: valueLine, message: "'token' must be a non-empty string")
+                        throw TargetsFileError(
+                            file: file,
+                            line: valueLine,
+                            message: "'token' must be a non-empty string"
+                        )
                     }
                     token = value
                 default:
                     throw TargetsFileError(
                         file: file,
                         line: keyNode.mark?.line ?? line,
-                        message: "unknown key '\(keyNode.string ?? "")' in target '\(token == nil ? Target.redact(name) : name)' (expected backend, unix, echo, token, origins, max_sessions, idle_timeout, allow_clients, on_revoke, tls, proxy_protocol, client_cert_names)"
+                        message:
+                            "unknown key '\(keyNode.string ?? "")' in target '\(token == nil ? Target.redact(name) : name)' (expected backend, unix, echo, token, origins, max_sessions, idle_timeout, allow_clients, on_revoke, tls, proxy_protocol, client_cert_names)"
                     )
                 }
             }
@@ -210,7 +243,11 @@ public enum YAMLTargetsParser {
     private static func backendTLS(_ node: Node, file: String, line: Int) throws -> BackendTLS? {
         if let flag = node.bool { return flag ? BackendTLS() : nil }
         guard case .mapping(let mapping) = node else {
-            throw TargetsFileError(file: file, line: line, message: "'tls' must be true, false or a mapping (ca, server_name, insecure, client_cert, client_key)")
+            throw TargetsFileError(
+                file: file,
+                line: line,
+                message: "'tls' must be true, false or a mapping (ca, server_name, insecure, client_cert, client_key)"
+            )
         }
         var tls = BackendTLS()
         for (keyNode, value) in mapping {
@@ -218,7 +255,11 @@ public enum YAMLTargetsParser {
             let key = keyNode.string ?? ""
             func string() throws -> String {
                 guard let text = value.string, !text.isEmpty, value.scalar != nil else {
-                    throw TargetsFileError(file: file, line: valueLine, message: "'tls.\(key)' must be a non-empty string")
+                    throw TargetsFileError(
+                        file: file,
+                        line: valueLine,
+                        message: "'tls.\(key)' must be a non-empty string"
+                    )
                 }
                 return text
             }
@@ -236,7 +277,8 @@ public enum YAMLTargetsParser {
                 throw TargetsFileError(
                     file: file,
                     line: keyNode.mark?.line ?? line,
-                    message: "unknown key '\(key)' in 'tls' (expected ca, server_name, insecure, client_cert, client_key)"
+                    message:
+                        "unknown key '\(key)' in 'tls' (expected ca, server_name, insecure, client_cert, client_key)"
                 )
             }
         }
@@ -269,7 +311,11 @@ public enum YAMLTargetsParser {
         }
         return try sequence.map { item in
             guard let string = item.scalar?.string else {
-                throw TargetsFileError(file: file, line: item.mark?.line, message: "'\(what)' must be a list of strings")
+                throw TargetsFileError(
+                    file: file,
+                    line: item.mark?.line,
+                    message: "'\(what)' must be a list of strings"
+                )
             }
             return string
         }

@@ -43,7 +43,9 @@ final class FuzzCorpusReplayTests: XCTestCase {
     func testFrameParserCorpus() throws { try self.replay("FuzzFrameParser", FuzzFrameParserHarness.testOneInput) }
     func testProxyHeaderCorpus() throws { try self.replay("FuzzProxyHeader", FuzzProxyHeaderHarness.testOneInput) }
     func testRESPParserCorpus() throws { try self.replay("FuzzRESPParser", FuzzRESPParserHarness.testOneInput) }
-    func testTargetsParsersCorpus() throws { try self.replay("FuzzTargetsParsers", FuzzTargetsParsersHarness.testOneInput) }
+    func testTargetsParsersCorpus() throws {
+        try self.replay("FuzzTargetsParsers", FuzzTargetsParsersHarness.testOneInput)
+    }
     func testUpgradePolicyCorpusAndReproducers() throws {
         try self.replay("FuzzUpgradePolicy", FuzzUpgradePolicyHarness.testOneInput)
     }

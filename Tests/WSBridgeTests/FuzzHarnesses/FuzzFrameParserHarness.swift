@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import NIOCore
 
 @testable import WSBridge
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 // The harness of Fuzz/Sources/FuzzFrameParser (whose FuzzFrameParserHarness.swift is a symlink to this file), compiled
 // into the fuzzer by Fuzz/Package.swift and into WSBridgeTests, where FuzzCorpusReplayTests runs every seed of
@@ -60,7 +61,10 @@ enum FuzzFrameParserHarness {
         func endOfFrameIfDone() {
             guard reports, remainingInFrame == 0, frameIsFinal else { return }
             if messageIsText {
-                check(String(validating: messageBytes, as: UTF8.self) != nil, "a completed text message is not UTF-8: \(messageBytes)")
+                check(
+                    String(validating: messageBytes, as: UTF8.self) != nil,
+                    "a completed text message is not UTF-8: \(messageBytes)"
+                )
             }
             messageBytes = []
             frameIsFinal = false
@@ -130,7 +134,9 @@ enum FuzzFrameParserHarness {
         let input = Array(UnsafeBufferPointer(start: data, count: size))
         var random = SplitMix(state: UInt64(input[0]) &* 0x1000_0001)
         let reports = input[1] & 1 != 0
-        let maxFrameSize: UInt64 = [16, 125, 126, 65535, 65536, 1 << 20, 64 << 20, UInt64.max >> 1][Int(input[1] >> 1) & 7]
+        let maxFrameSize: UInt64 = [16, 125, 126, 65535, 65536, 1 << 20, 64 << 20, UInt64.max >> 1][
+            Int(input[1] >> 1) & 7
+        ]
         let bytes = Array(input[2...])
 
         var chunks: [Int] = []
@@ -143,20 +149,35 @@ enum FuzzFrameParserHarness {
         let whole = parse(bytes, chunks: [max(1, bytes.count)], reports: reports, maxFrameSize: maxFrameSize)
         let cut = parse(bytes, chunks: chunks, reports: reports, maxFrameSize: maxFrameSize)
 
-        check(whole.failure == cut.failure, "whole: \(String(describing: whole.failure)), cut: \(String(describing: cut.failure))")
+        check(
+            whole.failure == cut.failure,
+            "whole: \(String(describing: whole.failure)), cut: \(String(describing: cut.failure))"
+        )
         if whole.failure == nil {
             check(whole == cut, "the same bytes in other reads gave other events")
         } else {
             // On a failure the cut run may have handed out more of a frame's valid prefix; nothing else may differ.
-            check(isPrefix(whole.payload, of: cut.payload) || isPrefix(cut.payload, of: whole.payload), "payloads diverge")
-            check(isPrefix(whole.controls, of: cut.controls) || isPrefix(cut.controls, of: whole.controls), "controls diverge")
-            check(isPrefix(whole.headers, of: cut.headers) || isPrefix(cut.headers, of: whole.headers), "headers diverge")
+            check(
+                isPrefix(whole.payload, of: cut.payload) || isPrefix(cut.payload, of: whole.payload),
+                "payloads diverge"
+            )
+            check(
+                isPrefix(whole.controls, of: cut.controls) || isPrefix(cut.controls, of: whole.controls),
+                "controls diverge"
+            )
+            check(
+                isPrefix(whole.headers, of: cut.headers) || isPrefix(cut.headers, of: whole.headers),
+                "headers diverge"
+            )
         }
 
         // The validator against the standard library, on the same bytes.
         var validator = UTF8Validator()
         let valid = bytes.withUnsafeBytes { validator.feed($0) } && validator.isComplete
-        check(valid == (String(validating: bytes, as: UTF8.self) != nil), "UTF8Validator disagrees with the standard library")
+        check(
+            valid == (String(validating: bytes, as: UTF8.self) != nil),
+            "UTF8Validator disagrees with the standard library"
+        )
         return 0
     }
 

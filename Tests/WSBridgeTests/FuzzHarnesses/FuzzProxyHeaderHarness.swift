@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 @testable import WSBridge
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 // The harness of Fuzz/Sources/FuzzProxyHeader (whose FuzzProxyHeaderHarness.swift is a symlink to this file), compiled
 // into the fuzzer by Fuzz/Package.swift and into WSBridgeTests, where FuzzCorpusReplayTests runs every seed of

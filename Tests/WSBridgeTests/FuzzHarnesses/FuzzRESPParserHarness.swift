@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 @testable import WSBridge
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 // The harness of Fuzz/Sources/FuzzRESPParser (whose FuzzRESPParserHarness.swift is a symlink to this file), compiled
 // into the fuzzer by Fuzz/Package.swift and into WSBridgeTests, where FuzzCorpusReplayTests runs every seed of
@@ -50,7 +51,10 @@ enum FuzzRESPParserHarness {
             case .error:
                 check(whole == .error, "an error in the first \(cut) bytes, but \(whole) for all \(size)")
             case .value(let value, let consumed):
-                check(whole == .value(value, consumed), "\(value) in the first \(cut) bytes, but \(whole) for all \(size)")
+                check(
+                    whole == .value(value, consumed),
+                    "\(value) in the first \(cut) bytes, but \(whole) for all \(size)"
+                )
             }
         }
 
@@ -66,7 +70,10 @@ enum FuzzRESPParserHarness {
             check(!source.endpoint.host.isEmpty && (1...65535).contains(source.endpoint.port), "source \(source)")
         }
         let encoded = HTTPTokenResolver.percentEncode(text)
-        check(encoded.utf8.allSatisfy { $0 < 128 && $0 != UInt8(ascii: "/") && $0 != UInt8(ascii: "?") }, "encoded \(encoded)")
+        check(
+            encoded.utf8.allSatisfy { $0 < 128 && $0 != UInt8(ascii: "/") && $0 != UInt8(ascii: "?") },
+            "encoded \(encoded)"
+        )
         check(UpgradePolicy.percentDecode(encoded, plusIsSpace: false) == text, "percent-encoding does not round-trip")
         return 0
     }

@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 @testable import WSBridge
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 // The harness of Fuzz/Sources/FuzzTargetsParsers (whose FuzzTargetsParsersHarness.swift is a symlink to this file), compiled
 // into the fuzzer by Fuzz/Package.swift and into WSBridgeTests, where FuzzCorpusReplayTests runs every seed of
@@ -45,7 +46,9 @@ enum FuzzTargetsParsersHarness {
             check(error.file == file, "an error about another file: \(error)")
             // libyaml places an error at the end of input on the line after the last one when the file does not end
             // with a line break ("[[" is "fuzz.yaml:2"), as editors show the end of a file: one more line is allowed.
-            if let line = error.line { check(line >= 0 && line <= lines + 1, "error line \(line) of \(lines): \(error)") }
+            if let line = error.line {
+                check(line >= 0 && line <= lines + 1, "error line \(line) of \(lines): \(error)")
+            }
             check(!error.description.isEmpty, "an empty error")
         } catch {
             check(false, "a parser threw something else than TargetsFileError: \(type(of: error)) \(error)")

@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
 
 @testable import WSBridge
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 // The harness of Fuzz/Sources/FuzzUpgradePolicy (whose FuzzUpgradePolicyHarness.swift is a symlink to this file), compiled
 // into the fuzzer by Fuzz/Package.swift and into WSBridgeTests, where FuzzCorpusReplayTests runs every seed of
@@ -39,7 +40,11 @@ enum FuzzUpgradePolicyHarness {
     }
 
     static let relayTarget = Target(name: "relay", backend: .tcp(host: "127.0.0.1", port: 1))
-    static let echoTarget = Target(name: "selftest", backend: .echo, origins: try! OriginAllowList(["https://*.example.com"]))
+    static let echoTarget = Target(
+        name: "selftest",
+        backend: .echo,
+        origins: try! OriginAllowList(["https://*.example.com"])
+    )
     static let table = TargetTable(
         mode: .tokens(["relay": relayTarget, "echo": echoTarget]),
         origins: try! OriginAllowList(["https://app.example.com", "http://localhost:8080"])
@@ -96,13 +101,22 @@ enum FuzzUpgradePolicyHarness {
                 case .accept(let admission):
                     check(head.method == .GET, "accepted \(head.method)")
                     check([relayTarget, echoTarget].contains(admission.target), "accepted to an unknown target")
-                    check(admission.subprotocol == nil || admission.subprotocol == "binary", "subprotocol \(String(describing: admission.subprotocol))")
+                    check(
+                        admission.subprotocol == nil || admission.subprotocol == "binary",
+                        "subprotocol \(String(describing: admission.subprotocol))"
+                    )
                     let token = policy.token(in: head)
                     check(token == "relay" || token == "echo", "accepted with token \(String(describing: token))")
-                    check(admission.token == token, "admitted with token \(String(describing: admission.token)), not \(String(describing: token))")
+                    check(
+                        admission.token == token,
+                        "admitted with token \(String(describing: admission.token)), not \(String(describing: token))"
+                    )
                 case .reject(let rejection):
                     check(allowedStatuses.contains(rejection.status.code), "refused with \(rejection.status.code)")
-                    check(!rejection.reason.isEmpty && !rejection.reason.contains("\n"), "not one line: \(rejection.reason)")
+                    check(
+                        !rejection.reason.isEmpty && !rejection.reason.contains("\n"),
+                        "not one line: \(rejection.reason)"
+                    )
                 }
             }
         }
@@ -161,7 +175,10 @@ enum FuzzUpgradePolicyHarness {
         loop.advanceTime(by: .seconds(120))  // handshake, ping, pong and close timers all fire
         drain()
         if !output.isEmpty {
-            check(output.starts(with: Array("HTTP/1.1 ".utf8)), "the bridge answered something that is not HTTP/1.1: \(output.prefix(40))")
+            check(
+                output.starts(with: Array("HTTP/1.1 ".utf8)),
+                "the bridge answered something that is not HTTP/1.1: \(output.prefix(40))"
+            )
         }
         _ = try? client.close().wait()
         if let backend = currentBackend { _ = try? backend.close().wait() }
