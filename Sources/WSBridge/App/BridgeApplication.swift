@@ -291,9 +291,7 @@ public struct BridgeApplication: Sendable {
             case .none:
                 break
             case .password(let user, let password):
-                server.authenticator = BasicAuthenticator(
-                    users: try BasicAuthenticator.parseSource("\(user):\(password)")
-                )
+                server.authenticator = BasicAuthenticator(users: [user: .plain(password: Array(password.utf8))])
             case .file(let path):
                 server.authenticator = BasicAuthenticator(users: try BasicAuthenticator.loadFile(path))
             case .clientCertificateNames(let names):

@@ -105,6 +105,7 @@ extension BridgeOptions {
                 "at most two positional arguments: [SOURCE_ADDR:]SOURCE_PORT [TARGET_HOST:TARGET_PORT]"
             )
         }
+        var redis: RedisTokenSource?
         var plugin: TokenPlugin?
         if let name = self.tokenPlugin {
             if let refusal = WebsockifyPluginName.refusal(name, kind: .token, option: "--token-plugin") {
@@ -124,7 +125,7 @@ extension BridgeOptions {
                 }
             }
             if case .redis = known, let source = self.tokenSource {
-                do { _ = try RedisTokenSource.parse(source) } catch { throw ValidationError("\(error)") }
+                do { redis = try RedisTokenSource.parse(source) } catch { throw ValidationError("\(error)") }
             }
             guard self.tokenSource != nil else {
                 throw ValidationError("--token-plugin \(name) needs --token-source PATH")
@@ -164,7 +165,7 @@ extension BridgeOptions {
         case .files(let format, let reloads):
             return .targetsFiles(path: self.tokenSource!, format: format, reloads: reloads)
         case .redis:
-            var source = try RedisTokenSource.parse(self.tokenSource!)
+            guard var source = redis else { preconditionFailure("TokenRedis's source is parsed above") }
             source.endpoint.username = self.redisUsername
             return .redis(
                 source,

@@ -366,11 +366,7 @@ struct SessionStateMachine {
     }
 
     private mutating func clientFrame(_ frame: FrameParser.Event, now: NIODeadline, _ actions: inout [Action]) {
-        self.lastReceived = now
-        switch self.client {
-        case .open, .closeSent: break
-        case .idle, .closing, .closed: return  // nothing after the client's Close or a protocol error counts
-        }
+        guard self.clientFrameCounts(now: now) else { return }
         switch frame {
         case .dataFrame(let header):
             if self.clientFrameStart(now: now) { actions.append(.forwardToPartner(.frameStart(header))) }
@@ -415,15 +411,19 @@ struct SessionStateMachine {
 
     /// A client data frame starts: true when its header goes to the partner.
     mutating func clientFrameStart(now: NIODeadline) -> Bool {
-        self.lastReceived = now
-        guard self.client == .open || self.client == .closeSent else { return false }
+        guard self.clientFrameCounts(now: now) else { return false }
         return self.forwardsToPartner()
+    }
+
+    /// Any client frame shows the peer alive; nothing after the client's Close or a protocol error counts.
+    private mutating func clientFrameCounts(now: NIODeadline) -> Bool {
+        self.lastReceived = now
+        return self.client == .open || self.client == .closeSent
     }
 
     /// Client payload of `count` bytes: true when it goes to the partner.
     mutating func clientPayload(_ count: Int, now: NIODeadline) -> Bool {
-        self.lastReceived = now
-        guard self.client == .open || self.client == .closeSent else { return false }
+        guard self.clientFrameCounts(now: now) else { return false }
         self.bytesUp += UInt64(count)
         self.lastData = now
         return self.forwardsToPartner()
