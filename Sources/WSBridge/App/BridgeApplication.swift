@@ -3,7 +3,6 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
-import UnixSignals
 
 /// The composition root: turns a `Configuration` into the running services (the bridge server, the metrics
 /// listener, the token service, the watchers of targets, certificates, credentials and the log file, a wrapped
@@ -71,16 +70,8 @@ public struct BridgeApplication: Sendable {
         let store = try Self.targetsStore(configuration, rebind: rebind)
         let server = try self.serverConfiguration()
         let tlsStore = server.tls
-        // SIGHUP is trapped before anything listens (a reload request right after start must not kill us); each
-        // reloading service has a subscription of its own (each sequence gets every signal).
-        let hangups = await UnixSignalsSequence(trapping: .sighup)
-        let tlsHangups: UnixSignalsSequence? = tlsStore == nil ? nil : await UnixSignalsSequence(trapping: .sighup)
-        var credentialsHangups: UnixSignalsSequence?
-        if case .file = configuration.authentication {
-            credentialsHangups = await UnixSignalsSequence(trapping: .sighup)
-        }
-        let logFileHangups: UnixSignalsSequence? =
-            self.logFile == nil ? nil : await UnixSignalsSequence(trapping: .sighup)
+        // SIGHUP is trapped before anything listens: a reload request right after start must not kill us.
+        let hangups = await HangupSignals.trap()
         if store.current.origins == nil {
             logger.warning("no --origin allow-list: WebSocket connections from any web page are accepted")
         }
@@ -93,7 +84,7 @@ public struct BridgeApplication: Sendable {
         store.reportWarnings(logger: logger, metrics: metrics)
         let tokenService: (any TokenResolver & Service)?
         do {
-            tokenService = try await self.tokenService(store: store, group: group)
+            tokenService = try await self.tokenService(store: store, group: group, hangups: hangups)
         } catch {
             try? await group.shutdownGracefully()
             throw error
@@ -117,7 +108,7 @@ public struct BridgeApplication: Sendable {
         }
         // Shutdown runs in reverse order: the bridge drains while the metrics listener still answers /readyz, and
         // a wrapped program is stopped after the bridge.
-        var services: [any Service] = []
+        var services: [any Service] = [hangups]
         if let address = configuration.metrics.listen {
             services.append(
                 MetricsServer(
@@ -143,13 +134,15 @@ public struct BridgeApplication: Sendable {
         var readOnly = false
         if case .targetsFiles(_, _, reloads: false) = configuration.routing { readOnly = true }
         if store.loader != nil, !readOnly {
-            services.append(TargetsWatcher(store: store, logger: logger, metrics: metrics, hangups: hangups))
+            services.append(
+                TargetsWatcher(store: store, logger: logger, metrics: metrics, hangups: hangups.subscribe())
+            )
         }
         if let tlsStore {
-            services.append(ServerTLSWatcher(store: tlsStore, logger: logger, hangups: tlsHangups))
+            services.append(ServerTLSWatcher(store: tlsStore, logger: logger, hangups: hangups.subscribe()))
         }
-        if let logFile = self.logFile, let logFileHangups {
-            services.append(LogFileReopener(file: logFile, logger: logger, hangups: logFileHangups))
+        if let logFile = self.logFile {
+            services.append(LogFileReopener(file: logFile, logger: logger, hangups: hangups.subscribe()))
         }
         if case .file(let path) = configuration.authentication, let authenticator = server.authenticator {
             services.append(
@@ -157,7 +150,7 @@ public struct BridgeApplication: Sendable {
                     path: path,
                     authenticator: authenticator,
                     logger: logger,
-                    hangups: credentialsHangups
+                    hangups: hangups.subscribe()
                 )
             )
         }
@@ -170,7 +163,6 @@ public struct BridgeApplication: Sendable {
         )
         do {
             try await serviceGroup.run()
-            withExtendedLifetime((hangups, tlsHangups, credentialsHangups, logFileHangups)) {}
         } catch {
             try? await group.shutdownGracefully()
             throw error
@@ -304,8 +296,11 @@ public struct BridgeApplication: Sendable {
     }
 
     /// The token service of the routing, when it has one (Redis, JWT, an HTTP API).
-    private func tokenService(store: TargetsStore, group: EventLoopGroup) async throws -> (any TokenResolver & Service)?
-    {
+    private func tokenService(
+        store: TargetsStore,
+        group: EventLoopGroup,
+        hangups: HangupSignals
+    ) async throws -> (any TokenResolver & Service)? {
         let configuration = self.configuration
         let logger = self.logger
         switch configuration.routing {
@@ -319,7 +314,7 @@ public struct BridgeApplication: Sendable {
                     options: options,
                     targets: store,
                     logger: logger,
-                    hangups: await UnixSignalsSequence(trapping: .sighup)
+                    hangups: hangups.subscribe()
                 )
             } catch {
                 throw StartupError.tokenService(error)

@@ -1,16 +1,15 @@
 import Logging
 import ServiceLifecycle
-import UnixSignals
 
 /// Reopens the `--log-file` on SIGHUP, so that logrotate can rename it and signal (as for `copytruncate`-free
 /// rotation): later lines go to a new file at the same path.
 public struct LogFileReopener: Service {
     public let file: LogFile
     public let logger: Logger
-    /// SIGHUP, trapped by the caller before anything listens.
-    public let hangups: UnixSignalsSequence
+    /// SIGHUP (a subscription to `HangupSignals`).
+    public let hangups: AsyncStream<Void>
 
-    public init(file: LogFile, logger: Logger, hangups: UnixSignalsSequence) {
+    public init(file: LogFile, logger: Logger, hangups: AsyncStream<Void>) {
         self.file = file
         self.logger = logger
         self.hangups = hangups

@@ -1,6 +1,5 @@
 import Logging
 import ServiceLifecycle
-import UnixSignals
 
 /// Re-reads the credentials file (`--auth-file`) when it changes and on SIGHUP (a `FileWatcher`: through
 /// symlinks, as a mounted Kubernetes Secret is, debounced, stable reads). A file that cannot be used leaves the
@@ -9,14 +8,15 @@ public struct CredentialsWatcher: Service {
     public let path: String
     public let authenticator: BasicAuthenticator
     public let logger: Logger
-    public let hangups: UnixSignalsSequence?
+    /// SIGHUP (a subscription to `HangupSignals`).
+    public let hangups: AsyncStream<Void>?
     public let timing: FileWatcher.Timing
 
     public init(
         path: String,
         authenticator: BasicAuthenticator,
         logger: Logger,
-        hangups: UnixSignalsSequence? = nil,
+        hangups: AsyncStream<Void>? = nil,
         timing: FileWatcher.Timing = .init()
     ) {
         self.path = path

@@ -1,6 +1,5 @@
 import Logging
 import ServiceLifecycle
-import UnixSignals
 
 #if canImport(Glibc)
     import Glibc
@@ -46,8 +45,8 @@ public struct FileWatcher: Sendable {
     public let timing: Timing
     /// Also poll (else only SIGHUP wakes the watcher).
     public let polls: Bool
-    /// SIGHUP, trapped by the caller before anything listens.
-    public let hangups: UnixSignalsSequence?
+    /// SIGHUP (a subscription to `HangupSignals`).
+    public let hangups: AsyncStream<Void>?
     /// What the files are, for log lines ("targets", "TLS certificates", "JWT keys").
     public let what: String
     public let logger: Logger
@@ -56,7 +55,7 @@ public struct FileWatcher: Sendable {
         paths: [String],
         what: String,
         logger: Logger,
-        hangups: UnixSignalsSequence? = nil,
+        hangups: AsyncStream<Void>? = nil,
         polls: Bool = true,
         timing: Timing = .init()
     ) {

@@ -1,6 +1,5 @@
 import Logging
 import ServiceLifecycle
-import UnixSignals
 
 /// Re-reads the targets files when they change (a `FileWatcher`: through symlinks, debounced, stable reads) and on
 /// SIGHUP.
@@ -9,9 +8,8 @@ public struct TargetsWatcher: Service {
     public let logger: Logger
     public let interval: Duration
     public let metrics: BridgeMetrics?
-    /// SIGHUP, trapped by the caller before anything listens (so that a SIGHUP right after start reloads
-    /// instead of killing the process).
-    public let hangups: UnixSignalsSequence?
+    /// SIGHUP (a subscription to `HangupSignals`).
+    public let hangups: AsyncStream<Void>?
     /// Also poll the files for changes (not only SIGHUP).
     public let polls: Bool
 
@@ -19,7 +17,7 @@ public struct TargetsWatcher: Service {
         store: TargetsStore,
         logger: Logger,
         metrics: BridgeMetrics? = nil,
-        hangups: UnixSignalsSequence? = nil,
+        hangups: AsyncStream<Void>? = nil,
         polls: Bool = true,
         interval: Duration = .seconds(1)
     ) {

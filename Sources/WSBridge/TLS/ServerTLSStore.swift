@@ -3,7 +3,6 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOSSL
 import ServiceLifecycle
-import UnixSignals
 
 /// The listener's TLS context in force, replaced atomically when the certificate files change or on SIGHUP.
 ///
@@ -72,13 +71,13 @@ public struct ServerTLSWatcher: Service {
     public let store: ServerTLSStore
     public let logger: Logger
     public let interval: Duration
-    /// SIGHUP, trapped by the caller before anything listens (a SIGHUP right after start must reload, not kill).
-    public let hangups: UnixSignalsSequence?
+    /// SIGHUP (a subscription to `HangupSignals`).
+    public let hangups: AsyncStream<Void>?
 
     public init(
         store: ServerTLSStore,
         logger: Logger,
-        hangups: UnixSignalsSequence? = nil,
+        hangups: AsyncStream<Void>? = nil,
         interval: Duration = .seconds(1)
     ) {
         self.store = store

@@ -5,7 +5,6 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
-import UnixSignals
 
 /// Signed tokens (websockify's `JWTTokenApi`, JWS only): the token itself says where it goes, so every instance
 /// verifies it alone. Keys come from files: PEM (RSA → RS256/384/512, EC P-256/384/521 → ES256/384/512,
@@ -77,8 +76,8 @@ public final class JWTTokenResolver: TokenResolver, Service {
     private let logger: Logger
     private let keys: NIOLockedValueBox<[Key]>
     private let now: @Sendable () -> Date
-    /// SIGHUP, trapped by the caller before anything listens: re-reads the keys at once.
-    private let hangups: UnixSignalsSequence?
+    /// SIGHUP (a subscription to `HangupSignals`): re-reads the keys at once.
+    private let hangups: AsyncStream<Void>?
 
     public var name: String { "jwt" }
 
@@ -88,7 +87,7 @@ public final class JWTTokenResolver: TokenResolver, Service {
         options: Options = .init(),
         targets: TargetsStore? = nil,
         logger: Logger,
-        hangups: UnixSignalsSequence? = nil,
+        hangups: AsyncStream<Void>? = nil,
         now: @escaping @Sendable () -> Date = Date.init
     ) async throws {
         self.hangups = hangups
