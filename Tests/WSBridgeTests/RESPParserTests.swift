@@ -1,4 +1,8 @@
+import Logging
+import NIOConcurrencyHelpers
 import NIOCore
+import NIOEmbedded
+import ServiceLifecycle
 import XCTest
 
 @testable import WSBridge
@@ -163,14 +167,18 @@ final class TokenCacheTests: XCTestCase {
     func testTTLNegativeAndStale() {
         let cache = TokenCache(policy: .init(ttl: .seconds(5), negativeTTL: .seconds(1), staleFor: .seconds(30)))
         let start = NIODeadline.uptimeNanoseconds(1_000_000_000_000)
-        let backend = BackendAddress.tcp(host: "h", port: 1)
-        cache.store("a", backend, now: start)
-        cache.store("missing", nil, now: start)
-        XCTAssertEqual(cache.fresh("a", now: start + .seconds(4)), .some(backend))
-        XCTAssertEqual(cache.fresh("missing", now: start + .milliseconds(500)), .some(nil))
+        let target = Target(name: "a", backend: .tcp(host: "h", port: 1))
+        cache.store("a", .found(target), now: start)
+        cache.store("missing", .notFound, now: start)
+        cache.store("bad", .invalid("expired"), now: start)
+        cache.store("down", .unavailable("unreachable"), now: start)
+        XCTAssertEqual(cache.fresh("a", now: start + .seconds(4)), .found(target))
+        XCTAssertEqual(cache.fresh("missing", now: start + .milliseconds(500)), .notFound)
         XCTAssertNil(cache.fresh("missing", now: start + .seconds(2)))
         XCTAssertNil(cache.fresh("a", now: start + .seconds(6)))
-        XCTAssertEqual(cache.stale("a", now: start + .seconds(29)), backend)
+        XCTAssertNil(cache.fresh("bad", now: start), "only found and not-found answers are kept")
+        XCTAssertNil(cache.fresh("down", now: start))
+        XCTAssertEqual(cache.stale("a", now: start + .seconds(29)), target)
         XCTAssertNil(cache.stale("a", now: start + .seconds(31)))
         XCTAssertNil(cache.stale("missing", now: start))
         cache.remove("a")
@@ -179,13 +187,78 @@ final class TokenCacheTests: XCTestCase {
 
     func testCapacityIsBounded() {
         let cache = TokenCache(policy: .init(ttl: .seconds(5), capacity: 10))
-        for index in 0..<25 { cache.store("t\(index)", .tcp(host: "h", port: 1)) }
+        for index in 0..<25 { cache.store("t\(index)", .found(Target(name: "t", backend: .tcp(host: "h", port: 1)))) }
         XCTAssertLessThanOrEqual(cache.count, 10)
     }
 
     func testZeroTTLStoresNothing() {
         let cache = TokenCache(policy: .init(ttl: .zero, negativeTTL: .zero, staleFor: .zero))
-        cache.store("a", .tcp(host: "h", port: 1))
+        cache.store("a", .found(Target(name: "a", backend: .tcp(host: "h", port: 1))))
         XCTAssertNil(cache.fresh("a"))
+    }
+
+    /// A token service that answers what the test says, counts its lookups and publishes revocations.
+    final class ScriptedService: TokenResolver, TokenRevocations, Service {
+        let answer = NIOLockedValueBox(TokenResolution.notFound)
+        let lookups = NIOLockedValueBox(0)
+        let revoked = LockedObservers<String>()
+        let missed = LockedObservers<Void>()
+        var name: String { "scripted" }
+        func resolve(_ token: String, on eventLoop: EventLoop) -> EventLoopFuture<TokenResolution> {
+            self.lookups.withLockedValue { $0 += 1 }
+            return eventLoop.makeSucceededFuture(self.answer.withLockedValue { $0 })
+        }
+        func onRevoke(_ observer: @escaping @Sendable (String) -> Void) { self.revoked.add(observer) }
+        func onRevocationsMissed(_ observer: @escaping @Sendable () -> Void) { self.missed.add(observer) }
+        func run() async throws {}
+    }
+
+    func testCachingResolverCachesFallsBackToStaleAndForgetsRevokedTokens() throws {
+        let loop = EmbeddedEventLoop()
+        let service = ScriptedService()
+        let resolver = CachingTokenResolver(
+            service,
+            policy: .init(ttl: .seconds(60), negativeTTL: .seconds(60), staleFor: .seconds(600)),
+            logger: Logger(label: "test")
+        )
+        let target = Target(name: "a", backend: .tcp(host: "h", port: 1))
+        service.answer.withLockedValue { $0 = .found(target) }
+        XCTAssertEqual(try resolver.resolve("a", on: loop).wait(), .found(target))
+        XCTAssertEqual(try resolver.resolve("a", on: loop).wait(), .found(target))
+        XCTAssertEqual(service.lookups.withLockedValue { $0 }, 1, "the second lookup is answered by the cache")
+
+        // Revoked: asked again, and while the service is down the last answer is gone too.
+        service.revoked.call("a")
+        service.answer.withLockedValue { $0 = .unavailable("down") }
+        XCTAssertEqual(try resolver.resolve("a", on: loop).wait(), .unavailable("down"))
+        XCTAssertEqual(service.lookups.withLockedValue { $0 }, 2)
+
+        // Found again, then expired from the fresh cache by a missed-revocations event: the stale answer stands in
+        // for an unavailable service only while it is kept.
+        service.answer.withLockedValue { $0 = .found(target) }
+        XCTAssertEqual(try resolver.resolve("b", on: loop).wait(), .found(target))
+        service.missed.call(())
+        service.answer.withLockedValue { $0 = .unavailable("down") }
+        XCTAssertEqual(try resolver.resolve("b", on: loop).wait(), .unavailable("down"))
+
+        // An invalid answer is never kept.
+        service.answer.withLockedValue { $0 = .invalid("expired") }
+        XCTAssertEqual(try resolver.resolve("c", on: loop).wait(), .invalid("expired"))
+        service.answer.withLockedValue { $0 = .notFound }
+        XCTAssertEqual(try resolver.resolve("c", on: loop).wait(), .notFound)
+    }
+
+    func testCachingResolverUsesAStaleAnswerWhileTheServiceIsDown() throws {
+        let loop = EmbeddedEventLoop()
+        let service = ScriptedService()
+        // No fresh cache: every lookup asks, and a found answer is kept only as a fallback.
+        let resolver = CachingTokenResolver(service, policy: .init(staleFor: .seconds(600)), logger: Logger(label: "t"))
+        let target = Target(name: "a", backend: .tcp(host: "h", port: 1))
+        service.answer.withLockedValue { $0 = .found(target) }
+        XCTAssertEqual(try resolver.resolve("a", on: loop).wait(), .found(target))
+        service.answer.withLockedValue { $0 = .unavailable("down") }
+        XCTAssertEqual(try resolver.resolve("a", on: loop).wait(), .found(target))
+        XCTAssertEqual(try resolver.resolve("other", on: loop).wait(), .unavailable("down"))
+        XCTAssertEqual(service.lookups.withLockedValue { $0 }, 3)
     }
 }

@@ -77,10 +77,11 @@ final class RequestHeadParserTests: XCTestCase {
 
     func testWebSocketAcceptOfTheRFCSample() {
         XCTAssertEqual(WebSocketAccept.value(forKey: "dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
-        XCTAssertEqual(
-            WebSocketAccept.sha1(Array("abc".utf8)).map { String(format: "%02x", $0) }.joined(),
-            "a9993e364706816aba3e25717850c26c9cd0d89d"
-        )
-        XCTAssertEqual(WebSocketAccept.sha1(Array(repeating: 0x61, count: 1000)).count, 20)
+        XCTAssertEqual(WebSocketAccept.value(forKey: "x3JJHMbDL1EzLkh9GBhXDw=="), "HSmrc0sMlYUkAGmm5OPpG2HaGWk=")
+        let answer = WebSocketAccept.switchingProtocols(key: "dGhlIHNhbXBsZSBub25jZQ==", subprotocol: "binary")
+        XCTAssertEqual(answer.status, .switchingProtocols)
+        XCTAssertEqual(answer.headers["Sec-WebSocket-Accept"], ["s3pPLMBiTxaQ9kYGzzhZRbK+xOo="])
+        XCTAssertEqual(answer.headers["Sec-WebSocket-Protocol"], ["binary"])
+        XCTAssertEqual(answer.headers["Upgrade"], ["websocket"])
     }
 }

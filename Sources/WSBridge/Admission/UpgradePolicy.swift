@@ -44,6 +44,8 @@ public struct UpgradePolicy: Sendable {
         public var subprotocol: String?
         /// The token that picked the target (nil in single-target mode).
         public var token: String?
+        /// A token service named the target (`HandshakeAdmission`): reloads of the targets files do not revoke it.
+        public var resolvedByService = false
     }
 
     public enum Decision: Sendable, Equatable {
@@ -163,15 +165,18 @@ public struct UpgradePolicy: Sendable {
 
     /// Whether `head` is a well-formed WebSocket upgrade request (RFC 6455 §4.2.1), before anything about the
     /// client or the target is asked: nil when it is, else the refusal (400, 404, 405, 426).
+    /// The answer to a request without `Upgrade` that no HTTP endpoint serves: 404 for GET and HEAD, else 405.
+    public static func refusal(ofPlain head: HTTPRequestHead) -> HTTPRejection {
+        if head.method == .GET || head.method == .HEAD {
+            return HTTPRejection(.notWebSocket, .notFound, "not found: this is a WebSocket endpoint")
+        }
+        return HTTPRejection(.method, .methodNotAllowed, "method not allowed", headers: [("Allow", "GET")])
+    }
+
     public static func validate(_ head: HTTPRequestHead) -> HTTPRejection? {
         let headers = head.headers
         let upgrade = headers["upgrade"]
-        guard !upgrade.isEmpty else {
-            if head.method == .GET || head.method == .HEAD {
-                return HTTPRejection(.notWebSocket, .notFound, "not found: this is a WebSocket endpoint")
-            }
-            return HTTPRejection(.method, .methodNotAllowed, "method not allowed", headers: [("Allow", "GET")])
-        }
+        guard !upgrade.isEmpty else { return Self.refusal(ofPlain: head) }
         guard head.method == .GET else {
             return HTTPRejection(
                 .method,

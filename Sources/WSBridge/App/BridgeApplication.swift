@@ -103,8 +103,8 @@ public struct BridgeApplication: Sendable {
                 onServerRunning?(address)
             }
         )
-        if let redis = tokenService as? RedisTokenResolver {
-            redis.onRevoke { [weak bridge] token in bridge?.revokeSessions(token: token) }
+        if let revocations = (tokenService as? CachingTokenResolver)?.service as? any TokenRevocations {
+            revocations.onRevoke { [weak bridge] token in bridge?.revokeSessions(token: token) }
         }
         // Shutdown runs in reverse order: the bridge drains while the metrics listener still answers /readyz, and
         // a wrapped program is stopped after the bridge.
@@ -295,7 +295,8 @@ public struct BridgeApplication: Sendable {
         return server
     }
 
-    /// The token service of the routing, when it has one (Redis, JWT, an HTTP API).
+    /// The token service of the routing, when it has one: JWT as it is (its answer is local), Redis and the HTTP API
+    /// behind the cache of `--token-cache-ttl`, `--token-cache-negative-ttl` and `--token-stale-for`.
     private func tokenService(
         store: TargetsStore,
         group: EventLoopGroup,
@@ -303,6 +304,7 @@ public struct BridgeApplication: Sendable {
     ) async throws -> (any TokenResolver & Service)? {
         let configuration = self.configuration
         let logger = self.logger
+        let service: any TokenResolver & Service
         switch configuration.routing {
         case .single, .targetsFiles, .wrappedProgram:
             return nil
@@ -329,24 +331,23 @@ public struct BridgeApplication: Sendable {
                     "namespace": "\(source.namespace)", "revoke_channel": "\(revokeChannel ?? "off")",
                 ]
             )
-            return RedisTokenResolver(
+            service = RedisTokenResolver(
                 source: source,
                 revokeChannel: revokeChannel,
-                cache: configuration.tokens.cache,
                 timeout: timeout,
                 group: group,
                 logger: logger
             )
         case .httpAPI(let url, let format, let timeout):
             logger.info("tokens from an HTTP API", metadata: ["url": "\(url)"])
-            return HTTPTokenResolver(
+            service = HTTPTokenResolver(
                 urlTemplate: url,
                 format: format,
-                cache: configuration.tokens.cache,
                 timeout: timeout,
                 group: group,
                 logger: logger
             )
         }
+        return CachingTokenResolver(service, policy: configuration.tokens.cache, logger: logger)
     }
 }

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 
 /// Who the client of one connection is, computed once when its request head arrives from everything the
 /// connection learnt until then: the socket's peer and local addresses, a PROXY protocol header, TLS and a client
@@ -24,6 +25,34 @@ struct ClientEndpoint: Sendable, Equatable {
     /// Names (common name, subject alternative names) of a verified client certificate.
     var certificateNames: [String]?
     var certificateCommonName: String?
+
+    /// The client of `channel`: its addresses, and the names of its TLS client certificate when it sent one.
+    static func make(
+        channel: Channel,
+        proxy: ProxyHeader.Addresses?,
+        tls: Bool,
+        headers: HTTPHeaders,
+        trusted: TrustedProxies
+    ) -> ClientEndpoint {
+        var names: [String]?
+        var commonName: String?
+        if tls, let handler = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
+            let certificate = handler.peerCertificate
+        {
+            names = CertificateNames.identities(of: certificate)
+            commonName = CertificateNames.commonName(of: certificate)
+        }
+        return Self.make(
+            peer: channel.remoteAddress,
+            local: channel.localAddress,
+            proxy: proxy,
+            tls: tls,
+            certificateNames: names,
+            certificateCommonName: commonName,
+            headers: headers,
+            trusted: trusted
+        )
+    }
 
     /// - Parameters:
     ///   - proxy: the addresses of a PROXY header that was believed (nil without one, or for LOCAL/UNKNOWN).

@@ -5,16 +5,6 @@ import NIOSSL
 import NIOTLS
 import NIOWebSocket
 
-/// A PROXY protocol header was read (and believed): sent down the pipeline before the bytes that follow it.
-struct ProxyHeaderEvent: Sendable {
-    var addresses: ProxyHeader.Addresses
-}
-
-/// The first byte told TLS from plain: sent down the pipeline before that byte.
-struct TLSDetectedEvent: Sendable {
-    var isTLS: Bool
-}
-
 /// The one owner of a connection from accept to its 101 (or its refusal): PROXY header, TLS, request head,
 /// admission, backend connect and the upgrade step, driven by a `HandshakeStateMachine`.
 ///
@@ -35,13 +25,13 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private var machine: HandshakeStateMachine
     private let server: BridgeServer
-    private let policy: UpgradePolicy
     private let endpoints: HTTPEndpoints
     private let encoder: HTTPResponseEncoder
     private var logger: Logger
     private var parser: RequestHeadParser
     private var context: ChannelHandlerContext?
 
+    /// Client bytes after the request head, kept for the session.
     private var early: ByteBuffer?
     private var readHeld = false
     private var deadline: Scheduled<Void>?
@@ -54,22 +44,13 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var endpoint: ClientEndpoint?
     private var head: HTTPRequestHead?
     private var admission: UpgradePolicy.Admission?
-    private var resolvedByService = false
     private var backend: Result<BackendHandler, BackendConnectError>?
     private var selfCheck = false
 
-    init(
-        server: BridgeServer,
-        policy: UpgradePolicy,
-        endpoints: HTTPEndpoints,
-        encoder: HTTPResponseEncoder,
-        slot: HandshakeLimiter.Slot?,
-        logger: Logger
-    ) {
+    init(server: BridgeServer, encoder: HTTPResponseEncoder, slot: HandshakeLimiter.Slot?, logger: Logger) {
         let configuration = server.configuration
         self.server = server
-        self.policy = policy
-        self.endpoints = endpoints
+        self.endpoints = server.endpoints
         self.encoder = encoder
         self.slot = slot
         self.logger = logger
@@ -109,9 +90,7 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.answerDeadline?.cancel()
         self.answerDeadline = nil
         self.early = nil
-        // A backend connected for an upgrade that never completed must not outlive its client.
-        if case .success(let handler) = self.backend { handler.channel?.close(promise: nil) }
-        self.backend = nil
+        self.dropBackend()
         context.fireChannelInactive()
     }
 
@@ -139,21 +118,20 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func deadlineFired() {
         self.deadline = nil
         guard let context = self.context else { return }
-        switch self.machine.deadlineFired() {
-        case .ignore:
-            return
-        case .closeNow(let phase):
-            self.server.metrics.handshakeTimedOut(phase)
-            self.server.metrics.rejected(.timeout)
-            self.logger.debug("handshake timeout", metadata: ["phase": "\(phase.rawValue)"])
-            self.endHandshake()
-            self.closeNow(context: context)
-        case .answerTimeout(let phase):
-            self.server.metrics.handshakeTimedOut(phase)
-            self.server.metrics.rejected(.timeout)
-            self.logger.debug("handshake timeout", metadata: ["phase": "\(phase.rawValue)"])
-            self.endHandshake()
+        let action = self.machine.deadlineFired()
+        let phase: HandshakeStateMachine.Phase
+        switch action {
+        case .ignore: return
+        case .closeNow(let timedOut), .answerTimeout(let timedOut): phase = timedOut
+        }
+        self.server.metrics.handshakeTimedOut(phase)
+        self.server.metrics.rejected(.timeout)
+        self.logger.debug("handshake timeout", metadata: ["phase": "\(phase.rawValue)"])
+        self.endHandshake()
+        if case .answerTimeout = action {
             self.writeBounded(HTTPAnswer(.requestTimeout, "handshake timeout"), method: .GET, context: context)
+        } else {
+            self.closeNow(context: context)
         }
     }
 
@@ -172,9 +150,7 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     if !assigned {
                         self.logger.debug("connection refused: too many handshakes from this address")
                         self.server.metrics.rejected(.handshakeLimit)
-                        _ = self.machine.refuse()
-                        self.endHandshake()
-                        context.close(promise: nil)
+                        self.abort(context: context)
                     }
                 }
             case .unknown:
@@ -193,7 +169,7 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case let revocation as BridgeRevocationEvent:
             // Admitted, not yet upgraded: the token is no longer known.
             self.logger.debug("upgrade refused: \(revocation.reason)")
-            self.refuse(HTTPRejection(.unknownToken, .notFound, "unknown token"), method: .GET, context: context)
+            self.refuse(HTTPRejection(.unknownToken, .notFound, "unknown token"), head: self.head, context: context)
         default:
             context.fireUserInboundEventTriggered(event)
         }
@@ -207,26 +183,14 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .discard:
             return
         case .keepForSession:
-            self.keep(&buffer)
+            self.early.setOrWriteBuffer(&buffer)
         case .parseHead:
-            switch self.parser.feed(&buffer) {
-            case .incomplete:
-                return
-            case .tooLarge:
-                self.refuse(
-                    HTTPRejection(.headTooLarge, .init(statusCode: 431), "request header fields too large"),
-                    method: .GET,
-                    context: context
-                )
-            case .malformed(let reason):
-                self.refuse(
-                    HTTPRejection(.malformed, .badRequest, "malformed HTTP request: \(reason)"),
-                    method: .GET,
-                    context: context
-                )
-            case .head(let head, var rest):
-                if rest.readableBytes > 0 { self.keep(&rest) }
+            let parsed = self.parser.feed(&buffer)
+            if case .head(let head, var rest) = parsed {
+                if rest.readableBytes > 0 { self.early.setOrWriteBuffer(&rest) }
                 self.requestHeadReceived(head, context: context)
+            } else if let rejection = parsed.rejection {
+                self.refuse(rejection, head: nil, context: context)
             }
         }
     }
@@ -243,19 +207,14 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         self.logger.debug("connection error during the handshake", metadata: ["error": "\(error)"])
+        self.abort(context: context)
+    }
+
+    /// Ends the handshake without an answer.
+    private func abort(context: ChannelHandlerContext) {
         _ = self.machine.refuse()
         self.endHandshake()
         self.closeNow(context: context)
-    }
-
-    /// Keeps bytes that came after the request head for the session (the state machine stops reads beyond the
-    /// bound).
-    private func keep(_ buffer: inout ByteBuffer) {
-        if self.early == nil {
-            self.early = buffer
-        } else {
-            self.early!.writeBuffer(&buffer)
-        }
     }
 
     // MARK: the request
@@ -264,21 +223,10 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let upgrade = !head.headers["upgrade"].isEmpty
         self.machine.requestHeadReceived(upgrade: upgrade)
         self.head = head
-        var names: [String]?
-        var commonName: String?
-        if self.isTLS, let handler = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
-            let certificate = handler.peerCertificate
-        {
-            names = CertificateNames.identities(of: certificate)
-            commonName = CertificateNames.commonName(of: certificate)
-        }
         let endpoint = ClientEndpoint.make(
-            peer: context.channel.remoteAddress,
-            local: context.channel.localAddress,
+            channel: context.channel,
             proxy: self.proxyAddresses,
             tls: self.isTLS,
-            certificateNames: names,
-            certificateCommonName: commonName,
             headers: head.headers,
             trusted: self.server.configuration.trustedProxies
         )
@@ -290,29 +238,14 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         guard upgrade else {
-            self.deadline?.cancel()
-            self.deadline = nil
             self.endHandshake()
-            if let answer = self.endpoints.answer(head, on: context.eventLoop) {
-                let stallTimeout = self.server.configuration.stallTimeout
-                answer.whenSuccess { answer in
-                    answer.write(
-                        to: context,
-                        method: head.method,
-                        stallTimeout: stallTimeout,
-                        wrap: self.wrapOutboundOut
-                    )
-                }
+            guard let answer = self.endpoints.answer(head, on: context.eventLoop) else {
+                self.refuse(UpgradePolicy.refusal(ofPlain: head), head: head, context: context)
                 return
             }
-            if case .reject(let rejection) = self.policy.decide(
-                head,
-                targets: self.server.targets.current,
-                client: endpoint.key
-            ) {
-                self.refuse(rejection, head: head, context: context)
-            } else {
-                context.close(promise: nil)  // not reached: a request without Upgrade is never accepted
+            let stallTimeout = self.server.configuration.stallTimeout
+            answer.whenSuccess { answer in
+                answer.write(to: context, method: head.method, stallTimeout: stallTimeout, wrap: self.wrapOutboundOut)
             }
             return
         }
@@ -326,131 +259,35 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.upgrade(context: context)
             return
         }
-        if let rejection = self.server.limiter.takeHandshake(client: endpoint.key) {
+        let client = endpoint.key
+        if let rejection = self.server.limiter.takeHandshake(client: client) ?? UpgradePolicy.validate(head) {
             self.refuse(rejection, head: head, context: context)
             return
         }
-        if let rejection = UpgradePolicy.validate(head) {
-            self.refuse(rejection, head: head, context: context)
-            return
-        }
-        guard let authenticator = self.server.configuration.authenticator else {
-            self.decide(head, identity: endpoint.identity, context: context)
-            return
-        }
-        authenticator.check(head.headers, on: context.eventLoop).whenComplete { result in
-            guard self.machine.state == .admitting else { return }  // the deadline came first
-            var identity = endpoint.identity
-            switch result {
-            case .success(let outcome):
-                identity.authentication = outcome
-                if case .authenticated(let user) = outcome { self.logger[metadataKey: "user"] = "\(user)" }
-            case .failure:
-                identity.authentication = .invalid
+        self.server.admission.decide(head, identity: endpoint.identity, client: client, on: context.eventLoop)
+            .whenSuccess { outcome in  // it never fails: a failing step is a refusal
+                guard self.machine.state == .admitting else { return }  // the deadline came first
+                if let user = outcome.user { self.logger[metadataKey: "user"] = "\(user)" }
+                self.admit(outcome, head: head, context: context)
             }
-            self.decide(head, identity: identity, context: context)
-        }
-    }
-
-    private func decide(_ head: HTTPRequestHead, identity: UpgradePolicy.ClientIdentity, context: ChannelHandlerContext)
-    {
-        let table = self.server.targets.current
-        let decision = self.policy.decide(head, targets: table, client: self.endpoint?.key, identity: identity)
-        guard let rereader = self.server.rereader, case .reject(let rejection) = decision,
-            rejection.kind == .unknownToken
-        else {
-            self.decide(decision, table: table, head: head, identity: identity, context: context)
-            return
-        }
-        // Not in the table in force: the files may have changed since (a token written just before the page
-        // connects). Looked at off the event loop; the handshake deadline still applies.
-        rereader.tableForUnknownToken(on: context.eventLoop).whenSuccess { fresh in
-            guard self.machine.state == .admitting else { return }  // the deadline came first
-            let decision = self.policy.decide(head, targets: fresh, client: self.endpoint?.key, identity: identity)
-            self.decide(decision, table: fresh, head: head, identity: identity, context: context)
-        }
-    }
-
-    /// Admits `decision`, or, for a token `table` does not know, asks the token service first.
-    private func decide(
-        _ decision: UpgradePolicy.Decision,
-        table: TargetTable,
-        head: HTTPRequestHead,
-        identity: UpgradePolicy.ClientIdentity,
-        context: ChannelHandlerContext
-    ) {
-        let client = self.endpoint?.key
-        guard let resolver = self.server.resolver, case .reject(let rejection) = decision,
-            rejection.kind == .unknownToken,
-            let token = self.policy.token(in: head)
-        else {
-            self.admit(decision, head: head, context: context)
-            return
-        }
-        // Not in the loaded table: ask the token service, without blocking the event loop.
-        resolver.resolve(token, on: context.eventLoop).whenComplete { result in
-            guard self.machine.state == .admitting else { return }
-            switch result {
-            case .success(.found(let target)):
-                self.resolvedByService = true
-                let resolved = TargetTable(mode: .tokens([token: target]), origins: table.origins)
-                self.admit(
-                    self.policy.decide(head, targets: resolved, client: client, identity: identity),
-                    head: head,
-                    context: context
-                )
-            case .success(.notFound):
-                self.refuse(rejection, head: head, context: context)
-            case .success(.invalid(let reason)):
-                self.refuse(HTTPRejection(.invalidToken, .forbidden, reason), head: head, context: context)
-            case .success(.unavailable(let reason)):
-                self.refuse(
-                    HTTPRejection(.tokenService, .serviceUnavailable, reason, headers: [("Retry-After", "5")]),
-                    head: head,
-                    context: context
-                )
-            case .failure(let error):
-                self.refuse(
-                    HTTPRejection(.tokenService, .serviceUnavailable, "\(error)", headers: [("Retry-After", "5")]),
-                    head: head,
-                    context: context
-                )
-            }
-        }
     }
 
     /// Applies the session limits to the decision, joins the revocation registry, then connects the backend.
-    private func admit(_ decision: UpgradePolicy.Decision, head: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func admit(_ outcome: HandshakeAdmission.Outcome, head: HTTPRequestHead, context: ChannelHandlerContext) {
         let admission: UpgradePolicy.Admission
-        switch decision {
+        switch outcome.decision {
         case .reject(let rejection):
             self.refuse(rejection, head: head, context: context)
             return
         case .accept(let accepted):
             admission = accepted
         }
-        let channel = context.channel
-        switch self.server.limiter.acquire(client: self.endpoint?.key ?? "unknown", target: admission.target) {
-        case .failure(let rejection):
+        if let rejection = self.server.admitSession(admission, channel: context.channel, client: self.endpoint?.key) {
             self.refuse(rejection, head: head, context: context)
             return
-        case .success(let lease):
-            let limiter = self.server.limiter
-            channel.closeFuture.whenComplete { _ in limiter.release(lease) }
         }
         self.admission = admission
-        self.server.sessionAdmitted(channel: channel)
         self.logger[metadataKey: "target"] = "\(admission.target.name)"
-        if let token = admission.token {
-            // From the decision on, a reload that removes the token refuses this connection (404 before the 101,
-            // Close 1008 after).
-            self.server.registerSession(
-                channel: channel,
-                token: token,
-                target: admission.target,
-                resolved: self.resolvedByService
-            )
-        }
         let echoes = admission.target.backend == .echo
         guard self.machine.admitted(connectsBackend: !echoes) == .proceed else { return }
         // The backend connect has its own timeout (--connect-timeout); the handshake deadline ends here.
@@ -460,8 +297,8 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.upgrade(context: context)
             return
         }
-        let endpoint = self.endpoint
-        self.server.connectBackend(admission.target, client: endpoint, on: context.eventLoop).whenSuccess { result in
+        let connect = self.server.connectBackend(admission.target, client: self.endpoint, on: context.eventLoop)
+        connect.whenSuccess { result in
             switch self.machine.backendConnectFinished() {
             case .proceed:
                 self.backend = result
@@ -474,28 +311,27 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: answers
 
-    /// Refuses with `rejection`: counted, logged with its reason, written under a write deadline, then closed.
-    private func refuse(_ rejection: HTTPRejection, head: HTTPRequestHead, context: ChannelHandlerContext) {
-        self.refuse(rejection, method: head.method == .HEAD ? .HEAD : .GET, uri: head.uri, context: context)
-    }
-
-    private func refuse(
-        _ rejection: HTTPRejection,
-        method: HTTPMethod,
-        uri: String? = nil,
-        context: ChannelHandlerContext
-    ) {
+    /// Refuses `head` (nil: before one was read) with `rejection`: counted, logged with its reason, written under a
+    /// write deadline, then closed.
+    private func refuse(_ rejection: HTTPRejection, head: HTTPRequestHead?, context: ChannelHandlerContext) {
         guard self.machine.refuse() == .proceed else { return }
         self.endHandshake()
         self.server.metrics.rejected(rejection.kind)
         var metadata: Logger.Metadata = [
             "status": "\(rejection.status.code)", "reason": "\(rejection.reason)", "kind": "\(rejection.kind.rawValue)",
         ]
-        if let uri { metadata["uri"] = "\(TokenRedaction.uri(uri, sources: self.endpoints.tokenSources))" }
+        if let uri = head?.uri {
+            metadata["uri"] = "\(TokenRedaction.uri(uri, sources: self.endpoints.tokenSources))"
+        }
         self.logger.debug("request refused", metadata: metadata)
+        self.dropBackend()
+        self.writeBounded(HTTPAnswer(rejection), method: head?.method == .HEAD ? .HEAD : .GET, context: context)
+    }
+
+    /// A backend connected for an upgrade that never completed must not outlive its client.
+    private func dropBackend() {
         if case .success(let handler) = self.backend { handler.channel?.close(promise: nil) }
         self.backend = nil
-        self.writeBounded(HTTPAnswer(rejection), method: method, context: context)
     }
 
     /// Writes `answer` and closes; closes at once if the write has not completed within `answerWriteTimeout`.
@@ -527,55 +363,29 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
             preconditionFailure("upgrade without a validated request")
         }
         self.endHandshake()
-        var headers = HTTPHeaders([
-            ("Upgrade", "websocket"), ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", WebSocketAccept.value(forKey: key)),
-        ])
-        if let subprotocol = self.admission?.subprotocol {
-            headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol)
-        }
-        context.writeAndFlush(
-            self.wrapOutboundOut(
-                .head(HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers))
-            ),
-            promise: nil
-        )
+        let answer = WebSocketAccept.switchingProtocols(key: key, subprotocol: self.admission?.subprotocol)
+        context.writeAndFlush(self.wrapOutboundOut(.head(answer)), promise: nil)
         let channel = context.channel
         do {
-            let sync = context.pipeline.syncOperations
-            sync.removeHandler(self.encoder, promise: nil)
             let handlers: [ChannelHandler]
             if self.selfCheck {
                 // The readiness probe got its 101: say goodbye without a backend or a session log line.
                 handlers = [WebSocketFrameEncoder(), SelfCheckHandler()]
+                self.early = nil
             } else {
                 guard let admission = self.admission else { preconditionFailure("upgrade without an admission") }
-                handlers =
-                    [WebSocketFrameEncoder()]
-                    + (try self.server.makeSession(
-                        channel: channel,
-                        admission: admission,
-                        backend: self.backend,
-                        logger: self.logger
-                    ))
-            }
-            // In pipeline order, so that the encoder is in place before the session writes (a Close 1014 from its
-            // `handlerAdded`).
-            var previous: ChannelHandler = self
-            for handler in handlers {
-                try sync.addHandler(handler, position: .after(previous))
-                previous = handler
+                let session = try self.server.makeSession(
+                    channel: channel,
+                    admission: admission,
+                    backend: self.backend,
+                    logger: self.logger
+                )
+                handlers = [WebSocketFrameEncoder()] + session
             }
             self.backend = nil
-            if var early = self.early, early.readableBytes > 0, !self.selfCheck {
-                self.early = nil
-                // Keep only what is readable, not the storage of the reads it came in.
-                if early.capacity > early.readableBytes * 2 { early = ByteBuffer(buffer: early) }
-                context.fireChannelRead(NIOAny(early))
-                context.fireChannelReadComplete()
-            }
+            let early = self.early
             self.early = nil
-            sync.removeHandler(context: context, promise: nil)
+            try WebSocketAccept.install(handlers, replacing: context, and: self.encoder, early: early)
         } catch {
             self.logger.error("cannot install the session: \(error)")
             channel.close(promise: nil)
@@ -585,15 +395,5 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.readHeld = false
             channel.read()
         }
-    }
-}
-
-extension ByteBuffer {
-    /// A compact copy of `buffer`'s readable bytes.
-    fileprivate init(buffer: ByteBuffer) {
-        var copy = ByteBufferAllocator().buffer(capacity: buffer.readableBytes)
-        var source = buffer
-        copy.writeBuffer(&source)
-        self = copy
     }
 }

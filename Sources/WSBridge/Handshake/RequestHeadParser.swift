@@ -17,6 +17,17 @@ struct RequestHeadParser {
         case tooLarge
         /// Not an HTTP/1 request head (400).
         case malformed(String)
+
+        /// The answer to a head that cannot be read (431 or 400); nil otherwise.
+        var rejection: HTTPRejection? {
+            switch self {
+            case .incomplete, .head: return nil
+            case .tooLarge:
+                return HTTPRejection(.headTooLarge, .init(statusCode: 431), "request header fields too large")
+            case .malformed(let reason):
+                return HTTPRejection(.malformed, .badRequest, "malformed HTTP request: \(reason)")
+            }
+        }
     }
 
     /// Largest head accepted, in bytes, the final empty line included.

@@ -1,64 +1,61 @@
+import Crypto
 import Foundation
+import NIOCore
+import NIOHTTP1
 
-/// The `Sec-WebSocket-Accept` value of RFC 6455 §4.2.2: base64 of the SHA-1 of the key and the protocol's GUID.
-///
-/// SHA-1 is computed here (it only proves that the server read the key; it protects nothing), so that the upgrade
-/// step needs no NIO upgrader and no crypto package.
+/// The step at the 101 (RFC 6455 §4.2.2): the answer with its `Sec-WebSocket-Accept`, and the pipeline swap from the
+/// handshake owner to the WebSocket codec and the session.
 enum WebSocketAccept {
     static let guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
+    /// Base64 of the SHA-1 of the key and the protocol's GUID (SHA-1 only proves that the server read the key).
     static func value(forKey key: String) -> String {
-        Data(Self.sha1(Array((key + Self.guid).utf8))).base64EncodedString()
+        Data(Insecure.SHA1.hash(data: Array((key + Self.guid).utf8))).base64EncodedString()
     }
 
-    static func sha1(_ message: [UInt8]) -> [UInt8] {
-        var h: (UInt32, UInt32, UInt32, UInt32, UInt32) = (
-            0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0
-        )
-        var bytes = message
-        let bitLength = UInt64(message.count) * 8
-        bytes.append(0x80)
-        while bytes.count % 64 != 56 { bytes.append(0) }
-        for shift in stride(from: 56, through: 0, by: -8) {
-            bytes.append(UInt8(truncatingIfNeeded: bitLength >> UInt64(shift)))
+    /// The 101 answer to a request with `key`, naming the `subprotocol` chosen from the client's offer.
+    static func switchingProtocols(key: String, subprotocol: String?) -> HTTPResponseHead {
+        var headers = HTTPHeaders([
+            ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", Self.value(forKey: key)),
+        ])
+        if let subprotocol { headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol) }
+        return HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers)
+    }
+
+    /// Puts `handlers` in the place of the handler of `context` and of `encoder` (the handshake's HTTP answers),
+    /// then hands the first of them the client bytes that came after the request (`early`).
+    ///
+    /// The handlers are added in pipeline order, so that the frame encoder is in place before the session writes
+    /// (a Close 1014 from its `handlerAdded`).
+    static func install(
+        _ handlers: [ChannelHandler],
+        replacing context: ChannelHandlerContext,
+        and encoder: HTTPResponseEncoder,
+        early: ByteBuffer?
+    ) throws {
+        let sync = context.pipeline.syncOperations
+        sync.removeHandler(encoder, promise: nil)
+        var previous = context.handler
+        for handler in handlers {
+            try sync.addHandler(handler, position: .after(previous))
+            previous = handler
         }
-        var w = [UInt32](repeating: 0, count: 80)
-        for chunk in stride(from: 0, to: bytes.count, by: 64) {
-            for i in 0..<16 {
-                let j = chunk + i * 4
-                w[i] =
-                    UInt32(bytes[j]) << 24 | UInt32(bytes[j + 1]) << 16 | UInt32(bytes[j + 2]) << 8
-                    | UInt32(bytes[j + 3])
-            }
-            for i in 16..<80 {
-                let x = w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]
-                w[i] = x << 1 | x >> 31
-            }
-            var (a, b, c, d, e) = h
-            for i in 0..<80 {
-                let f: UInt32
-                let k: UInt32
-                switch i {
-                case 0..<20: (f, k) = ((b & c) | (~b & d), 0x5A82_7999)
-                case 20..<40: (f, k) = (b ^ c ^ d, 0x6ED9_EBA1)
-                case 40..<60: (f, k) = ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC)
-                default: (f, k) = (b ^ c ^ d, 0xCA62_C1D6)
-                }
-                let temp = (a << 5 | a >> 27) &+ f &+ e &+ k &+ w[i]
-                e = d
-                d = c
-                c = b << 30 | b >> 2
-                b = a
-                a = temp
-            }
-            h = (h.0 &+ a, h.1 &+ b, h.2 &+ c, h.3 &+ d, h.4 &+ e)
+        if var early, early.readableBytes > 0 {
+            // Keep only what is readable, not the storage of the reads it came in.
+            if early.capacity > early.readableBytes * 2 { early = ByteBuffer(compacting: early) }
+            context.fireChannelRead(NIOAny(early))
+            context.fireChannelReadComplete()
         }
-        var digest: [UInt8] = []
-        for word in [h.0, h.1, h.2, h.3, h.4] {
-            for shift in stride(from: 24, through: 0, by: -8) {
-                digest.append(UInt8(truncatingIfNeeded: word >> UInt32(shift)))
-            }
-        }
-        return digest
+        sync.removeHandler(context: context, promise: nil)
+    }
+}
+
+extension ByteBuffer {
+    /// A copy of `buffer`'s readable bytes in storage of their size.
+    fileprivate init(compacting buffer: ByteBuffer) {
+        var copy = ByteBufferAllocator().buffer(capacity: buffer.readableBytes)
+        var source = buffer
+        copy.writeBuffer(&source)
+        self = copy
     }
 }

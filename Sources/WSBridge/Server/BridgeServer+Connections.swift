@@ -40,11 +40,6 @@ extension BridgeServer {
         var logger = self.logger
         logger[metadataKey: "client"] = "\(Self.describe(channel.remoteAddress))"
         let metrics = self.metrics
-        let policy = UpgradePolicy(
-            requireOrigin: self.configuration.requireOrigin,
-            tokenSources: self.configuration.tokenSources,
-            clientCertNames: self.configuration.clientCertNames
-        )
         let sync = channel.pipeline.syncOperations
         if self.configuration.proxyProtocol {
             // Addresses in PROXY headers are only believed from the load balancers in --trusted-proxy; other peers
@@ -84,34 +79,19 @@ extension BridgeServer {
                 )
             )
         }
-        let endpoints = HTTPEndpoints(
-            readiness: self.readiness,
-            metrics: self.configuration.metricsOnMainPort ? self.metrics : nil,
-            staticFiles: self.configuration.staticFiles,
-            staticFilesAccess: self.staticFilesAccess(policy: policy),
-            tokenSources: policy.tokenSources
-        )
         let encoder = HTTPResponseEncoder()
         try sync.addHandler(encoder)
-        try sync.addHandler(
-            HandshakeHandler(
-                server: self,
-                policy: policy,
-                endpoints: endpoints,
-                encoder: encoder,
-                slot: slot,
-                logger: logger
-            )
-        )
+        try sync.addHandler(HandshakeHandler(server: self, encoder: encoder, slot: slot, logger: logger))
     }
 
     /// The `--web-auth` rules for static files, or nil when files are served to everyone.
-    private func staticFilesAccess(
-        policy: UpgradePolicy
+    static func staticFilesAccess(
+        _ configuration: BridgeConfiguration,
+        policy: UpgradePolicy,
+        targets: TargetsStore
     ) -> (@Sendable (HTTPRequestHead, EventLoop) -> EventLoopFuture<HTTPRejection?>)? {
-        guard self.configuration.staticFilesUseAccessRules else { return nil }
-        let targets = self.targets
-        let authenticator = self.configuration.authenticator
+        guard configuration.staticFilesUseAccessRules else { return nil }
+        let authenticator = configuration.authenticator
         return { head, eventLoop in
             if let refusal = policy.checkOrigin(head, allowed: targets.current.origins) {
                 return eventLoop.makeSucceededFuture(refusal)
@@ -128,12 +108,27 @@ extension BridgeServer {
         }
     }
 
-    /// Adds an admitted connection to the revocation registry (from the admission decision on, before the 101).
-    func registerSession(channel: Channel, token: String, target: Target, resolved: Bool) {
-        let id = ObjectIdentifier(channel)
-        let sessions = self.sessions
-        sessions.withLockedValue { $0[id] = (token, target, channel, resolved) }
-        channel.closeFuture.whenComplete { _ in sessions.withLockedValue { _ = $0.removeValue(forKey: id) } }
+    /// Takes the session slots of an admitted connection (released when its channel closes) and counts it for the
+    /// server's lifetime; an admission by token joins the revocation registry, so that from the decision on a reload
+    /// that removes the token refuses this connection (404 before the 101, Close 1008 after). Returns the refusal
+    /// when a session limit is reached.
+    func admitSession(_ admission: UpgradePolicy.Admission, channel: Channel, client: String?) -> HTTPRejection? {
+        switch self.limiter.acquire(client: client ?? "unknown", target: admission.target) {
+        case .failure(let rejection):
+            return rejection
+        case .success(let lease):
+            let limiter = self.limiter
+            channel.closeFuture.whenComplete { _ in limiter.release(lease) }
+        }
+        self.sessionAdmitted(channel: channel)
+        if let token = admission.token {
+            let id = ObjectIdentifier(channel)
+            let sessions = self.sessions
+            let entry = (token, admission.target, channel, admission.resolvedByService)
+            sessions.withLockedValue { $0[id] = entry }
+            channel.closeFuture.whenComplete { _ in sessions.withLockedValue { _ = $0.removeValue(forKey: id) } }
+        }
+        return nil
     }
 
     /// Connects the backend of an admitted connection on its event loop; a failure is a value (reported to the

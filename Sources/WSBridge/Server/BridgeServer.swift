@@ -33,8 +33,10 @@ public final class BridgeServer: Service, Sendable {
     let backends = ChannelRegistry()
     /// Asked for tokens the targets table does not know (Redis, …); nil when tokens come from files only.
     public let resolver: (any TokenResolver)?
-    /// Re-reads changed targets files for an unknown token; nil for a fixed table or when turned off.
-    let rereader: TargetsRereader?
+    /// Who may have which target (authentication, the policy, re-reads of the files, the token service).
+    let admission: HandshakeAdmission
+    /// Plain HTTP requests on the main port: health, metrics, static files.
+    let endpoints: HTTPEndpoints
     /// When the server stops listening by itself (`BridgeConfiguration.lifetime`).
     private let lifetime: NIOLockedValueBox<ServerLifetime>
     private let listener = NIOLockedValueBox<Channel?>(nil)
@@ -93,11 +95,29 @@ public final class BridgeServer: Service, Sendable {
             limits: .init(total: configuration.maxHandshakes, perClient: configuration.maxHandshakesPerClient)
         )
         self.connector = connector
-        self.rereader = TargetsRereader(
-            store: targets,
-            interval: configuration.unknownTokenRereadInterval,
-            logger: logger,
-            metrics: metrics
+        let policy = UpgradePolicy(
+            requireOrigin: configuration.requireOrigin,
+            tokenSources: configuration.tokenSources,
+            clientCertNames: configuration.clientCertNames
+        )
+        self.admission = HandshakeAdmission(
+            policy: policy,
+            targets: targets,
+            authenticator: configuration.authenticator,
+            rereader: TargetsRereader(
+                store: targets,
+                interval: configuration.unknownTokenRereadInterval,
+                logger: logger,
+                metrics: metrics
+            ),
+            resolver: resolver
+        )
+        self.endpoints = HTTPEndpoints(
+            readiness: readiness,
+            metrics: configuration.metricsOnMainPort ? metrics : nil,
+            staticFiles: configuration.staticFiles,
+            staticFilesAccess: Self.staticFilesAccess(configuration, policy: policy, targets: targets),
+            tokenSources: policy.tokenSources
         )
         self.lifetime = NIOLockedValueBox(ServerLifetime(policy: configuration.lifetime))
         if configuration.proxyProtocol { readiness.expectProxyHeader() }

@@ -76,3 +76,8 @@ final class ProxyHeaderWriter: ChannelInboundHandler, RemovableChannelHandler {
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }
+
+/// A PROXY protocol header was read (and believed): sent down the pipeline before the bytes that follow it.
+struct ProxyHeaderEvent: Sendable {
+    var addresses: ProxyHeader.Addresses
+}

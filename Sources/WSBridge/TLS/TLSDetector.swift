@@ -60,3 +60,8 @@ final class TLSDetector: ChannelInboundHandler, RemovableChannelHandler {
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }
+
+/// The first byte told TLS from plain: sent down the pipeline before that byte.
+struct TLSDetectedEvent: Sendable {
+    var isTLS: Bool
+}

@@ -8,8 +8,8 @@ import ServiceLifecycle
 /// websockify's `BaseTokenAPI` and `JSONTokenApi`: GET a URL with the token in place of `%s`; a 2xx body is
 /// `host:port` (BaseTokenAPI) or JSON `{"host": ..., "port": ...}` (JSONTokenApi; `{"host": "h:p"}` works too).
 /// Unlike websockify, the token is percent-encoded (everything but RFC 3986's unreserved characters), each request
-/// has a timeout, and answers may be cached (`TokenCache`: TTL, negative TTL, stale answers while the API is down;
-/// none by default: every lookup asks, as websockify does).
+/// has a timeout (answers are cached only by a `CachingTokenResolver` in front, and by default every lookup asks, as
+/// websockify does).
 /// A 4xx answer (or a 2xx body that names no backend) is an unknown token; no answer, a timeout or a 5xx is
 /// "unavailable" (503). Bodies above 64 KiB are refused as they arrive (`CappedBody`), never read whole first.
 ///
@@ -19,7 +19,6 @@ public final class HTTPTokenResolver: TokenResolver, Service {
 
     public let urlTemplate: String
     public let format: Format
-    public let cache: TokenCache
     private let timeout: TimeAmount
     private let client: HTTPClient
     private let logger: Logger
@@ -30,14 +29,12 @@ public final class HTTPTokenResolver: TokenResolver, Service {
     public init(
         urlTemplate: String,
         format: Format,
-        cache: TokenCache.Policy = .init(),
         timeout: TimeAmount = .seconds(2),
         group: EventLoopGroup,
         logger: Logger
     ) {
         self.urlTemplate = urlTemplate
         self.format = format
-        self.cache = TokenCache(policy: cache)
         self.timeout = timeout
         self.logger = logger
         var configuration = HTTPClient.Configuration(
@@ -78,18 +75,12 @@ public final class HTTPTokenResolver: TokenResolver, Service {
     }
 
     public func resolve(_ token: String, on eventLoop: EventLoop) -> EventLoopFuture<TokenResolution> {
-        if let cached = self.cache.fresh(token) {
-            return eventLoop.makeSucceededFuture(
-                cached.map { .found(RedisTokenResolver.target(token, $0, source: "token-api")) } ?? .notFound
-            )
-        }
         let request: HTTPClient.Request
         do {
             request = try HTTPClient.Request(url: Self.url(template: self.urlTemplate, token: token), method: .GET)
         } catch {
             return eventLoop.makeSucceededFuture(.invalid("invalid token: cannot be put in the API's URL"))
         }
-        let cache = self.cache
         let logger = self.logger
         let format = self.format
         return self.client.execute(
@@ -104,23 +95,15 @@ public final class HTTPTokenResolver: TokenResolver, Service {
         .flatMapThrowing { response -> TokenResolution in
             let status = response.status.code
             if status >= 500 { throw HTTPAPIError(message: "token API answered \(status)") }
-            guard (200..<300).contains(status) else {
-                cache.store(token, nil)
-                return .notFound
-            }
+            guard (200..<300).contains(status) else { return .notFound }
             let bytes = response.body
             guard let backend = Self.backend(fromBody: bytes, format: format) else {
                 logger.warning("token API answer for \(Target.redact(token)) names no backend")
-                cache.store(token, nil)
                 return .notFound
             }
-            cache.store(token, backend)
             return .found(RedisTokenResolver.target(token, backend, source: "token-api"))
         }
         .recover { error in
-            if let backend = cache.stale(token) {
-                return .found(RedisTokenResolver.target(token, backend, source: "token-api"))
-            }
             logger.debug("token API lookup failed: \(TokenRedaction.scrub("\(error)", token: token))")
             return .unavailable("token service unavailable: token API unreachable")
         }
