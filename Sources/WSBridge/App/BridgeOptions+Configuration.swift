@@ -79,7 +79,7 @@ extension BridgeOptions {
     /// The listening socket is not given by SOURCE_PORT (Unix socket, inetd, systemd): a single positional
     /// argument is then the target.
     private func listensWithoutPort(_ context: Context) -> Bool {
-        self.unixListen != nil || self.inetd || Self.systemdListener(context) != nil
+        self.serving.unixListen != nil || self.serving.inetd || Self.systemdListener(context) != nil
     }
 
     private func positionalListen(_ context: Context) -> String? {
@@ -107,7 +107,7 @@ extension BridgeOptions {
         }
         var redis: RedisTokenSource?
         var plugin: TokenPlugin?
-        if let name = self.tokenPlugin {
+        if let name = self.routing.tokenPlugin {
             if let refusal = WebsockifyPluginName.refusal(name, kind: .token, option: "--token-plugin") {
                 throw ValidationError(refusal)
             }
@@ -117,31 +117,31 @@ extension BridgeOptions {
                 )
             }
             plugin = known
-            if case .api = known, let url = self.tokenSource {
+            if case .api = known, let url = self.routing.tokenSource {
                 guard url.hasPrefix("http://") || url.hasPrefix("https://"), url.contains("%s") else {
                     throw ValidationError(
                         "--token-plugin \(name) needs --token-source http(s)://…%s… (the token replaces %s)"
                     )
                 }
             }
-            if case .redis = known, let source = self.tokenSource {
+            if case .redis = known, let source = self.routing.tokenSource {
                 do { redis = try RedisTokenSource.parse(source) } catch { throw ValidationError("\(error)") }
             }
-            guard self.tokenSource != nil else {
+            guard self.routing.tokenSource != nil else {
                 throw ValidationError("--token-plugin \(name) needs --token-source PATH")
             }
             if case .jwt = known {
-            } else if self.targets != nil {
+            } else if self.routing.targets != nil {
                 throw ValidationError(
                     "give --targets or --token-plugin, not both (except JWTTokenApi, whose 'target' claim names a target of --targets)"
                 )
             }
-        } else if self.tokenSource != nil {
+        } else if self.routing.tokenSource != nil {
             throw ValidationError("--token-source needs --token-plugin TokenFile")
         }
         let positionalTarget = self.positionalTarget(context)
-        let tokenRouting = self.targets != nil || plugin != nil
-        let modes = [positionalTarget != nil, tokenRouting, self.unixTarget != nil].filter { $0 }.count
+        let tokenRouting = self.routing.targets != nil || plugin != nil
+        let modes = [positionalTarget != nil, tokenRouting, self.routing.unixTarget != nil].filter { $0 }.count
         guard modes <= 1 else {
             throw ValidationError(
                 "choose one of: a positional TARGET_HOST:TARGET_PORT, --targets FILE, --unix-target PATH"
@@ -163,32 +163,34 @@ extension BridgeOptions {
         }
         switch plugin {
         case .files(let format, let reloads):
-            return .targetsFiles(path: self.tokenSource!, format: format, reloads: reloads)
+            return .targetsFiles(path: self.routing.tokenSource!, format: format, reloads: reloads)
         case .redis:
             guard var source = redis else { preconditionFailure("TokenRedis's source is parsed above") }
-            source.endpoint.username = self.redisUsername
+            source.endpoint.username = self.routing.redisUsername
             return .redis(
                 source,
-                revokeChannel: self.redisRevokeChannel == "off" ? nil : self.redisRevokeChannel,
-                timeout: try Self.positiveSeconds(self.redisTimeout, "--redis-timeout")
+                revokeChannel: self.routing.redisRevokeChannel == "off" ? nil : self.routing.redisRevokeChannel,
+                timeout: try Self.positiveSeconds(self.routing.redisTimeout, "--redis-timeout")
             )
         case .jwt:
             let options = JWTTokenResolver.Options(
-                leeway: self.jwtLeeway,
-                audience: self.jwtAudience,
-                issuer: self.jwtIssuer,
-                closeAtExpiry: self.jwtCloseAtExp
+                leeway: self.routing.jwtLeeway,
+                audience: self.routing.jwtAudience,
+                issuer: self.routing.jwtIssuer,
+                closeAtExpiry: self.routing.jwtCloseAtExp
             )
-            return .jwt(keys: self.tokenSource!, targets: self.targets, options: options)
+            return .jwt(keys: self.routing.tokenSource!, targets: self.routing.targets, options: options)
         case .api(let format):
             return .httpAPI(
-                urlTemplate: self.tokenSource!,
+                urlTemplate: self.routing.tokenSource!,
                 format: format,
-                timeout: try Self.positiveSeconds(self.tokenAPITimeout, "--token-api-timeout")
+                timeout: try Self.positiveSeconds(self.routing.tokenAPITimeout, "--token-api-timeout")
             )
         case nil:
-            if let targets = self.targets { return .targetsFiles(path: targets, format: .targetsFiles, reloads: true) }
-            if let unix = self.unixTarget { return .single(.unix(path: unix)) }
+            if let targets = self.routing.targets {
+                return .targetsFiles(path: targets, format: .targetsFiles, reloads: true)
+            }
+            if let unix = self.routing.unixTarget { return .single(.unix(path: unix)) }
             switch BackendAddress.parseHostPort(positionalTarget!) {
             case .success(let backend): return .single(backend)
             case .failure(let error): throw ValidationError(error.message)
@@ -197,13 +199,15 @@ extension BridgeOptions {
     }
 
     private func mapListener(_ configuration: inout Configuration, _ context: Context) throws {
-        guard let mode = UInt32(self.unixListenMode, radix: 8), mode <= 0o777 else {
+        guard let mode = UInt32(self.serving.unixListenMode, radix: 8), mode <= 0o777 else {
             throw ValidationError("--unix-listen-mode must be an octal mode such as 0660")
         }
-        if self.unixListen != nil && self.inetd { throw ValidationError("give --unix-listen or --inetd, not both") }
-        if let path = self.unixListen {
+        if self.serving.unixListen != nil && self.serving.inetd {
+            throw ValidationError("give --unix-listen or --inetd, not both")
+        }
+        if let path = self.serving.unixListen {
             configuration.listener = .unix(path: path, mode: mode_t(mode))
-        } else if self.inetd {
+        } else if self.serving.inetd {
             configuration.listener = .inherited(descriptor: 0)
         } else if let descriptor = Self.systemdListener(context) {
             configuration.listener = .inherited(descriptor: descriptor)
@@ -218,27 +222,27 @@ extension BridgeOptions {
             case .failure(let error): throw ValidationError(error.message)
             }
         }
-        configuration.preferIPv6 = self.preferIPv6
-        guard (self.threads ?? 1) >= 1 else { throw ValidationError("--threads must be at least 1") }
-        configuration.threads = self.threads
+        configuration.preferIPv6 = self.serving.preferIPv6
+        guard (self.session.threads ?? 1) >= 1 else { throw ValidationError("--threads must be at least 1") }
+        configuration.threads = self.session.threads
     }
 
     // MARK: Tokens and admission
 
     private func mapTokens(_ configuration: inout Configuration) throws {
-        if let template = self.tokenPath {
+        if let template = self.routing.tokenPath {
             guard template.hasPrefix("/"), template.components(separatedBy: "{token}").count == 2 else {
                 throw ValidationError("--token-path must be a path with one {token} segment, such as /t/{token}")
             }
         }
-        configuration.tokens.sources = .init(pathTemplate: self.tokenPath, hostToken: self.hostToken)
+        configuration.tokens.sources = .init(pathTemplate: self.routing.tokenPath, hostToken: self.routing.hostToken)
         configuration.tokens.cache = .init(
-            ttl: try Self.seconds(self.tokenCacheTTL, "--token-cache-ttl"),
-            negativeTTL: try Self.seconds(self.tokenCacheNegativeTTL, "--token-cache-negative-ttl"),
-            staleFor: try Self.seconds(self.tokenStaleFor, "--token-stale-for")
+            ttl: try Self.seconds(self.routing.tokenCacheTTL, "--token-cache-ttl"),
+            negativeTTL: try Self.seconds(self.routing.tokenCacheNegativeTTL, "--token-cache-negative-ttl"),
+            staleFor: try Self.seconds(self.routing.tokenStaleFor, "--token-stale-for")
         )
-        let interval = try Self.seconds(self.tokenRereadInterval, "--token-reread-interval")
-        guard self.tokenRereadInterval < self.handshakeTimeout else {
+        let interval = try Self.seconds(self.routing.tokenRereadInterval, "--token-reread-interval")
+        guard self.routing.tokenRereadInterval < self.lifetime.handshakeTimeout else {
             throw ValidationError(
                 "--token-reread-interval must be shorter than --handshake-timeout (unknown tokens wait for the next re-read)"
             )
@@ -249,27 +253,27 @@ extension BridgeOptions {
         } else {
             configuration.tokens.rereadInterval = interval > .zero ? interval : nil
         }
-        _ = try Self.seconds(self.jwtLeeway, "--jwt-leeway")
-        configuration.backendTLS = self.sslTarget
+        _ = try Self.seconds(self.routing.jwtLeeway, "--jwt-leeway")
+        configuration.backendTLS = self.tls.sslTarget
     }
 
     private func mapAdmission(_ configuration: inout Configuration) throws {
-        do { _ = try OriginAllowList(self.origins) } catch { throw ValidationError("--origin: \(error)") }
-        configuration.origins = self.origins
-        configuration.requireOrigin = self.requireOrigin
-        if let plugin = self.authPlugin {
+        do { _ = try OriginAllowList(self.routing.origins) } catch { throw ValidationError("--origin: \(error)") }
+        configuration.origins = self.routing.origins
+        configuration.requireOrigin = self.routing.requireOrigin
+        if let plugin = self.access.authPlugin {
             if let refusal = WebsockifyPluginName.refusal(plugin, kind: .auth, option: "--auth-plugin") {
                 throw ValidationError(refusal)
             }
             switch WebsockifyPluginName.builtIn(plugin, kind: .auth) ?? plugin {
             case "BasicHTTPAuth":
-                guard let source = self.authSource else {
+                guard let source = self.access.authSource else {
                     throw ValidationError("--auth-plugin BasicHTTPAuth needs --auth-source user:password")
                 }
                 guard let colon = source.firstIndex(of: ":"), colon != source.startIndex else {
                     throw ValidationError("--auth-source must be user:password")
                 }
-                guard self.authFile == nil else {
+                guard self.access.authFile == nil else {
                     throw ValidationError("give --auth-plugin BasicHTTPAuth or --auth-file, not both")
                 }
                 configuration.authentication = .password(
@@ -277,10 +281,10 @@ extension BridgeOptions {
                     password: String(source[source.index(after: colon)...])
                 )
             case "ClientCertCNAuth":
-                guard self.verifyClient else {
+                guard self.tls.verifyClient else {
                     throw ValidationError("--auth-plugin ClientCertCNAuth needs --verify-client")
                 }
-                let names = (self.authSource ?? "").split(separator: " ").map(String.init)
+                let names = (self.access.authSource ?? "").split(separator: " ").map(String.init)
                 guard !names.isEmpty else {
                     throw ValidationError("--auth-plugin ClientCertCNAuth needs --auth-source 'NAME NAME…'")
                 }
@@ -290,71 +294,81 @@ extension BridgeOptions {
                     "--auth-plugin \(plugin) is not supported: use BasicHTTPAuth or ClientCertCNAuth (or --auth-file)"
                 )
             }
-        } else if self.authSource != nil {
+        } else if self.access.authSource != nil {
             throw ValidationError("--auth-source needs --auth-plugin BasicHTTPAuth or ClientCertCNAuth")
-        } else if let file = self.authFile {
+        } else if let file = self.access.authFile {
             configuration.authentication = .file(file)
         }
-        do { _ = try TrustedProxies(self.trustedProxies) } catch { throw ValidationError("--trusted-proxy: \(error)") }
-        guard let header = TrustedProxies.Header(rawValue: self.trustedProxyHeader) else {
+        do { _ = try TrustedProxies(self.access.trustedProxies) } catch {
+            throw ValidationError("--trusted-proxy: \(error)")
+        }
+        guard let header = TrustedProxies.Header(rawValue: self.access.trustedProxyHeader) else {
             throw ValidationError("--trusted-proxy-header must be xff (X-Forwarded-For) or forwarded")
         }
-        configuration.trustedProxies = self.trustedProxies
+        configuration.trustedProxies = self.access.trustedProxies
         configuration.trustedProxyHeader = header
-        configuration.proxyProtocol = self.proxyProtocol
+        configuration.proxyProtocol = self.access.proxyProtocol
     }
 
     // MARK: Deadlines, limits, buffers
 
     func mapTimeouts(_ configuration: inout Configuration) throws {
         var timeouts = Configuration.Timeouts()
-        timeouts.handshake = try Self.positiveSeconds(self.handshakeTimeout, "--handshake-timeout")
-        timeouts.connect = try Self.positiveSeconds(self.connectTimeout, "--connect-timeout")
-        timeouts.pong = try Self.positiveSeconds(self.pongTimeout, "--pong-timeout")
-        timeouts.close = try Self.positiveSeconds(self.closeTimeout, "--close-timeout")
-        timeouts.stall = try Self.positiveSeconds(self.stallTimeout, "--stall-timeout")
-        timeouts.shutdown = try Self.positiveSeconds(self.shutdownTimeout, "--shutdown-timeout")
+        timeouts.handshake = try Self.positiveSeconds(self.lifetime.handshakeTimeout, "--handshake-timeout")
+        timeouts.connect = try Self.positiveSeconds(self.lifetime.connectTimeout, "--connect-timeout")
+        timeouts.pong = try Self.positiveSeconds(self.session.pongTimeout, "--pong-timeout")
+        timeouts.close = try Self.positiveSeconds(self.session.closeTimeout, "--close-timeout")
+        timeouts.stall = try Self.positiveSeconds(self.session.stallTimeout, "--stall-timeout")
+        timeouts.shutdown = try Self.positiveSeconds(self.session.shutdownTimeout, "--shutdown-timeout")
         // Checked whatever the routing, as every option is.
-        _ = try Self.positiveSeconds(self.redisTimeout, "--redis-timeout")
-        _ = try Self.positiveSeconds(self.tokenAPITimeout, "--token-api-timeout")
-        timeouts.sessionIdle = try Self.optionalSeconds(self.sessionIdleTimeout, "--session-idle-timeout")
-        timeouts.pingInterval = try Self.optionalSeconds(self.pingInterval, "--ping-interval")
-        timeouts.tcpUser = try Self.optionalSeconds(self.tcpUserTimeout, "--tcp-user-timeout")
+        _ = try Self.positiveSeconds(self.routing.redisTimeout, "--redis-timeout")
+        _ = try Self.positiveSeconds(self.routing.tokenAPITimeout, "--token-api-timeout")
+        timeouts.sessionIdle = try Self.optionalSeconds(self.lifetime.sessionIdleTimeout, "--session-idle-timeout")
+        timeouts.pingInterval = try Self.optionalSeconds(self.session.pingInterval, "--ping-interval")
+        timeouts.tcpUser = try Self.optionalSeconds(self.session.tcpUserTimeout, "--tcp-user-timeout")
         configuration.timeouts = timeouts
         configuration.lifetime = .init(
-            stopAfter: try Self.optionalSeconds(self.timeout, "--timeout"),
-            stopWhenIdleFor: try Self.optionalSeconds(self.idleTimeout, "--idle-timeout"),
-            stopAfterFirstSession: self.runOnce
+            stopAfter: try Self.optionalSeconds(self.lifetime.timeout, "--timeout"),
+            stopWhenIdleFor: try Self.optionalSeconds(self.lifetime.idleTimeout, "--idle-timeout"),
+            stopAfterFirstSession: self.lifetime.runOnce
         )
     }
 
     func mapLimitsAndBuffers(_ configuration: inout Configuration) throws {
         for (name, value) in [
-            ("--max-connections", self.maxConnections), ("--max-connections-per-client", self.maxConnectionsPerClient),
-            ("--max-handshakes", self.maxHandshakes), ("--max-handshakes-per-ip", self.maxHandshakesPerIP),
+            ("--max-connections", self.session.maxConnections),
+            ("--max-connections-per-client", self.session.maxConnectionsPerClient),
+            ("--max-handshakes", self.session.maxHandshakes),
+            ("--max-handshakes-per-ip", self.session.maxHandshakesPerIP),
         ] where value < 0 {
             throw ValidationError("\(name) must be 0 (no limit) or a positive number")
         }
-        guard self.handshakeRate >= 0 else { throw ValidationError("--handshake-rate must be 0 (off) or positive") }
-        guard self.handshakeBurst >= 1 else { throw ValidationError("--handshake-burst must be at least 1") }
-        guard self.maxFrameSize > 0 else { throw ValidationError("--max-frame-size must be positive") }
+        guard self.session.handshakeRate >= 0 else {
+            throw ValidationError("--handshake-rate must be 0 (off) or positive")
+        }
+        guard self.session.handshakeBurst >= 1 else { throw ValidationError("--handshake-burst must be at least 1") }
+        guard self.session.maxFrameSize > 0 else { throw ValidationError("--max-frame-size must be positive") }
         configuration.limits.sessions = .init(
-            maxSessions: self.maxConnections > 0 ? self.maxConnections : nil,
-            maxSessionsPerClient: self.maxConnectionsPerClient > 0 ? self.maxConnectionsPerClient : nil,
-            handshakeRate: self.handshakeRate > 0 ? self.handshakeRate : nil,
-            handshakeBurst: self.handshakeBurst
+            maxSessions: self.session.maxConnections > 0 ? self.session.maxConnections : nil,
+            maxSessionsPerClient: self.session.maxConnectionsPerClient > 0 ? self.session.maxConnectionsPerClient : nil,
+            handshakeRate: self.session.handshakeRate > 0 ? self.session.handshakeRate : nil,
+            handshakeBurst: self.session.handshakeBurst
         )
-        configuration.limits.handshakes = self.maxHandshakes > 0 ? self.maxHandshakes : nil
-        configuration.limits.handshakesPerClient = self.maxHandshakesPerIP > 0 ? self.maxHandshakesPerIP : nil
-        configuration.limits.maxFrameSize = self.maxFrameSize
+        configuration.limits.handshakes = self.session.maxHandshakes > 0 ? self.session.maxHandshakes : nil
+        configuration.limits.handshakesPerClient =
+            self.session.maxHandshakesPerIP > 0 ? self.session.maxHandshakesPerIP : nil
+        configuration.limits.maxFrameSize = self.session.maxFrameSize
 
-        guard self.readBuffer >= 64 else { throw ValidationError("--read-buffer must be at least 64 bytes") }
-        guard self.writeBufferLow >= 0, self.writeBufferHigh > self.writeBufferLow else {
+        guard self.session.readBuffer >= 64 else { throw ValidationError("--read-buffer must be at least 64 bytes") }
+        guard self.session.writeBufferLow >= 0, self.session.writeBufferHigh > self.session.writeBufferLow else {
             throw ValidationError("--write-buffer-high must be larger than --write-buffer-low (and that at least 0)")
         }
-        guard self.readsPerCycle >= 1 else { throw ValidationError("--reads-per-cycle must be at least 1") }
-        configuration.buffers.readBuffer = self.readBuffer
-        configuration.buffers.readsPerCycle = self.readsPerCycle
-        configuration.buffers.writeBufferWaterMark = .init(low: self.writeBufferLow, high: self.writeBufferHigh)
+        guard self.session.readsPerCycle >= 1 else { throw ValidationError("--reads-per-cycle must be at least 1") }
+        configuration.buffers.readBuffer = self.session.readBuffer
+        configuration.buffers.readsPerCycle = self.session.readsPerCycle
+        configuration.buffers.writeBufferWaterMark = .init(
+            low: self.session.writeBufferLow,
+            high: self.session.writeBufferHigh
+        )
     }
 }

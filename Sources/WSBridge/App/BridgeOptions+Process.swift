@@ -9,17 +9,19 @@ extension BridgeOptions {
     // MARK: TLS
 
     func mapTLS(_ configuration: inout Configuration, _ context: Context) throws {
-        var certificates = self.certificates
+        var certificates = self.tls.certificates
         let isDefault = certificates.isEmpty && context.fileExists(Self.defaultCertificate)
         if isDefault { certificates = [Self.defaultCertificate] }
-        guard ServerTLSSettings.parseVersion(self.sslVersion) != nil else {
+        guard ServerTLSSettings.parseVersion(self.tls.sslVersion) != nil else {
             throw ValidationError("--ssl-version must be tlsv1_2 (default), tlsv1_3, tlsv1_1 or tlsv1")
         }
         guard !certificates.isEmpty else {
             for (name, given) in [
-                ("--key", !self.keys.isEmpty), ("--ssl-only", self.sslOnly), ("--verify-client", self.verifyClient),
-                ("--cafile", self.cafile != nil), ("--key-password-file", self.keyPasswordFile != nil),
-                ("--key-password", self.keyPasswordOnCommandLine != nil), ("--ssl-ciphers", self.sslCiphers != nil),
+                ("--key", !self.tls.keys.isEmpty), ("--ssl-only", self.tls.sslOnly),
+                ("--verify-client", self.tls.verifyClient),
+                ("--cafile", self.tls.cafile != nil), ("--key-password-file", self.tls.keyPasswordFile != nil),
+                ("--key-password", self.tls.keyPasswordOnCommandLine != nil),
+                ("--ssl-ciphers", self.tls.sslCiphers != nil),
             ] where given {
                 throw ValidationError(
                     "\(name) needs --cert FILE (or \(Self.defaultCertificate) in the working directory, as websockify)"
@@ -27,30 +29,33 @@ extension BridgeOptions {
             }
             return
         }
-        guard self.keys.isEmpty || self.keys.count == certificates.count else {
+        guard self.tls.keys.isEmpty || self.tls.keys.count == certificates.count else {
             throw ValidationError("give one --key per --cert (or none: keys inside the certificate files)")
         }
-        if self.cafile != nil && !self.verifyClient { throw ValidationError("--cafile is for --verify-client") }
+        if self.tls.cafile != nil && !self.tls.verifyClient { throw ValidationError("--cafile is for --verify-client") }
         let pairs = certificates.enumerated().map { index, certificate in
-            ServerTLSSettings.CertificatePair(certificate: certificate, key: self.keys.isEmpty ? nil : self.keys[index])
+            ServerTLSSettings.CertificatePair(
+                certificate: certificate,
+                key: self.tls.keys.isEmpty ? nil : self.tls.keys[index]
+            )
         }
         let environmentPassword = context.environment["WSBRIDGE_KEY_PASSWORD"].map { Array($0.utf8) }
         var tls = Configuration.TLS(
             settings: ServerTLSSettings(
                 certificates: pairs,
-                keyPassword: environmentPassword ?? self.keyPasswordOnCommandLine.map { Array($0.utf8) },
-                keyPasswordFile: self.keyPasswordFile,
-                minimumVersion: ServerTLSSettings.parseVersion(self.sslVersion)!,
-                ciphers: self.sslCiphers,
-                sslOnly: self.sslOnly,
-                verifyClient: self.verifyClient,
-                clientCA: self.cafile,
+                keyPassword: environmentPassword ?? self.tls.keyPasswordOnCommandLine.map { Array($0.utf8) },
+                keyPasswordFile: self.tls.keyPasswordFile,
+                minimumVersion: ServerTLSSettings.parseVersion(self.tls.sslVersion)!,
+                ciphers: self.tls.sslCiphers,
+                sslOnly: self.tls.sslOnly,
+                verifyClient: self.tls.verifyClient,
+                clientCA: self.tls.cafile,
                 shutdownTimeout: configuration.timeouts.close
             )
         )
         tls.isDefaultCertificate = isDefault
         configuration.tls = tls
-        if self.keyPasswordOnCommandLine != nil {
+        if self.tls.keyPasswordOnCommandLine != nil {
             configuration.notices.append(
                 .init(
                     .warning,
@@ -63,58 +68,60 @@ extension BridgeOptions {
     // MARK: HTTP, recording, metrics
 
     func mapHTTPAndRecording(_ configuration: inout Configuration) throws {
-        if let root = self.web {
+        if let root = self.serving.web {
             var web = Configuration.Web(root: root)
-            web.listDirectories = self.webListing && !self.fileOnly
-            web.useAccessRules = self.webAuth
+            web.listDirectories = self.serving.webListing && !self.serving.fileOnly
+            web.useAccessRules = self.serving.webAuth
             configuration.web = web
         }
-        guard self.recordLimit > 0 else { throw ValidationError("--record-limit must be positive") }
-        if let prefix = self.record {
+        guard self.serving.recordLimit > 0 else { throw ValidationError("--record-limit must be positive") }
+        if let prefix = self.serving.record {
             var recording = Configuration.Recording(prefix: prefix)
-            recording.limit = self.recordLimit
+            recording.limit = self.serving.recordLimit
             configuration.recording = recording
         }
-        if self.metricsListen == "off" {
+        if self.serving.metricsListen == "off" {
             configuration.metrics.listen = nil
         } else {
-            switch ListenAddress.parse(self.metricsListen) {
+            switch ListenAddress.parse(self.serving.metricsListen) {
             case .success(let address):
                 configuration.metrics.listen = address
                 configuration.metrics.optional = address == Configuration.Metrics.defaultListen
             case .failure(let error): throw ValidationError("--metrics-listen: \(error.message)")
             }
         }
-        configuration.metrics.onMainPort = self.metricsOnMainPort
+        configuration.metrics.onMainPort = self.serving.metricsOnMainPort
     }
 
     // MARK: The process: logging, daemon, wrap mode
 
     func mapProcess(_ configuration: inout Configuration, _ context: Context) throws {
-        guard let format = Configuration.Logging.Format(rawValue: self.logFormat) else {
+        guard let format = Configuration.Logging.Format(rawValue: self.logging.logFormat) else {
             throw ValidationError("--log-format must be text or json")
         }
-        guard let level = Logger.Level(rawValue: self.logLevel.lowercased()) else {
+        guard let level = Logger.Level(rawValue: self.logging.logLevel.lowercased()) else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
         configuration.logging.format = format
-        configuration.logging.level = self.verbose ? .debug : level
-        configuration.logging.file = self.logFile
-        if self.legacySyslog && self.syslog == nil { throw ValidationError("--legacy-syslog needs --syslog SERVER") }
-        if let syslog = self.syslog {
+        configuration.logging.level = self.logging.verbose ? .debug : level
+        configuration.logging.file = self.logging.logFile
+        if self.logging.legacySyslog && self.logging.syslog == nil {
+            throw ValidationError("--legacy-syslog needs --syslog SERVER")
+        }
+        if let syslog = self.logging.syslog {
             switch SyslogWriter.Destination.parse(syslog) {
             case .success(let destination): configuration.logging.syslog = destination
             case .failure(let error): throw ValidationError("\(error)")
             }
         }
-        configuration.logging.legacySyslog = self.legacySyslog
-        if self.daemon && self.inetd {
+        configuration.logging.legacySyslog = self.logging.legacySyslog
+        if self.lifetime.daemon && self.serving.inetd {
             throw ValidationError("give --daemon or --inetd, not both (inetd starts the server itself)")
         }
-        configuration.daemon = self.daemon
-        configuration.logging.daemonFacility = self.daemon
-        configuration.pidFile = self.pidFile
-        guard let wrapMode = WrappedCommand.Mode(rawValue: self.wrapMode) else {
+        configuration.daemon = self.lifetime.daemon
+        configuration.logging.daemonFacility = self.lifetime.daemon
+        configuration.pidFile = self.lifetime.pidFile
+        guard let wrapMode = WrappedCommand.Mode(rawValue: self.lifetime.wrapMode) else {
             throw ValidationError("--wrap-mode must be exit, ignore or respawn")
         }
         if !context.wrapCommand.isEmpty {
@@ -122,12 +129,12 @@ extension BridgeOptions {
             wrap.mode = wrapMode
             configuration.wrap = wrap
         }
-        if self.libserver {
+        if self.logging.libserver {
             configuration.notices.append(
                 .init(.warning, "--libserver is ignored: wsbridge has one server engine, with every option")
             )
         }
-        if self.traffic {
+        if self.logging.traffic {
             configuration.notices.append(
                 .init(
                     .info,
