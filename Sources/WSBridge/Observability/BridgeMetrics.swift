@@ -33,32 +33,18 @@ public final class BridgeMetrics: Sendable {
 
         init(target: String, factory: MetricsFactory) {
             let labels = [("target", target)]
+            func counter(_ label: String) -> CoreMetrics.Counter {
+                CoreMetrics.Counter(label: label, dimensions: labels, factory: factory)
+            }
+            func timer(_ label: String) -> CoreMetrics.Timer {
+                CoreMetrics.Timer(label: label, dimensions: labels, factory: factory)
+            }
             self.active = CoreMetrics.Meter(label: "wsbridge_sessions_active", dimensions: labels, factory: factory)
-            self.opened = CoreMetrics.Counter(
-                label: "wsbridge_sessions_opened_total",
-                dimensions: labels,
-                factory: factory
-            )
-            self.bytesUp = CoreMetrics.Counter(
-                label: "wsbridge_bytes_to_backend_total",
-                dimensions: labels,
-                factory: factory
-            )
-            self.bytesDown = CoreMetrics.Counter(
-                label: "wsbridge_bytes_to_client_total",
-                dimensions: labels,
-                factory: factory
-            )
-            self.connectLatency = CoreMetrics.Timer(
-                label: "wsbridge_backend_connect_seconds",
-                dimensions: labels,
-                factory: factory
-            )
-            self.duration = CoreMetrics.Timer(
-                label: "wsbridge_session_duration_seconds",
-                dimensions: labels,
-                factory: factory
-            )
+            self.opened = counter("wsbridge_sessions_opened_total")
+            self.bytesUp = counter("wsbridge_bytes_to_backend_total")
+            self.bytesDown = counter("wsbridge_bytes_to_client_total")
+            self.connectLatency = timer("wsbridge_backend_connect_seconds")
+            self.duration = timer("wsbridge_session_duration_seconds")
         }
     }
 

@@ -98,6 +98,9 @@ public enum YAMLTargetsParser {
             var keepOnRevoke = false
             for (keyNode, value) in mapping {
                 let valueLine = value.mark?.line ?? line
+                func invalid(_ message: String) -> TargetsFileError {
+                    TargetsFileError(file: file, line: valueLine, message: message)
+                }
                 switch keyNode.string ?? "" {
                 case "backend":
                     guard backend == nil else { throw Self.moreThanOneKind(file: file, line: valueLine) }
@@ -112,11 +115,7 @@ public enum YAMLTargetsParser {
                     guard backend == nil else { throw Self.moreThanOneKind(file: file, line: valueLine) }
                     // Only `true`: `echo: false` would read as a target with no backend at all.
                     guard value.bool == true else {
-                        throw TargetsFileError(
-                            file: file,
-                            line: valueLine,
-                            message: "'echo' must be true (for a relay target give 'backend' or 'unix' instead)"
-                        )
+                        throw invalid("'echo' must be true (for a relay target give 'backend' or 'unix' instead)")
                     }
                     backend = .echo
                 case "origins":
@@ -124,11 +123,7 @@ public enum YAMLTargetsParser {
                     origins = try Self.origins(list, file: file, line: valueLine)
                 case "max_sessions":
                     guard let limit = value.int, limit > 0 else {
-                        throw TargetsFileError(
-                            file: file,
-                            line: valueLine,
-                            message: "'max_sessions' must be a positive integer"
-                        )
+                        throw invalid("'max_sessions' must be a positive integer")
                     }
                     maxSessions = limit
                 case "tls":
@@ -137,30 +132,18 @@ public enum YAMLTargetsParser {
                 case "proxy_protocol":
                     guard let text = value.string, let version = ProxyProtocolVersion(rawValue: text.lowercased())
                     else {
-                        throw TargetsFileError(
-                            file: file,
-                            line: valueLine,
-                            message: "'proxy_protocol' must be v1 or v2"
-                        )
+                        throw invalid("'proxy_protocol' must be v1 or v2")
                     }
                     proxyProtocol = version
                 case "client_cert_names":
                     let list = try Self.stringList(value, file: file, what: "client_cert_names")
                     guard !list.isEmpty, !list.contains(where: \.isEmpty) else {
-                        throw TargetsFileError(
-                            file: file,
-                            line: valueLine,
-                            message: "'client_cert_names' must list certificate names"
-                        )
+                        throw invalid("'client_cert_names' must list certificate names")
                     }
                     clientCertNames = list
                 case "idle_timeout":
                     guard let seconds = value.float, seconds > 0 else {
-                        throw TargetsFileError(
-                            file: file,
-                            line: valueLine,
-                            message: "'idle_timeout' must be a positive number of seconds"
-                        )
+                        throw invalid("'idle_timeout' must be a positive number of seconds")
                     }
                     idleTimeout = seconds
                 case "allow_clients":
@@ -180,19 +163,11 @@ public enum YAMLTargetsParser {
                     case "close": keepOnRevoke = false
                     case "keep": keepOnRevoke = true
                     default:
-                        throw TargetsFileError(
-                            file: file,
-                            line: valueLine,
-                            message: "'on_revoke' must be 'close' or 'keep'"
-                        )
+                        throw invalid("'on_revoke' must be 'close' or 'keep'")
                     }
                 case "token":
                     guard let value = value.string, !value.isEmpty else {
-                        throw TargetsFileError(
-                            file: file,
-                            line: valueLine,
-                            message: "'token' must be a non-empty string"
-                        )
+                        throw invalid("'token' must be a non-empty string")
                     }
                     token = value
                 default:
@@ -252,14 +227,13 @@ public enum YAMLTargetsParser {
         var tls = BackendTLS()
         for (keyNode, value) in mapping {
             let valueLine = value.mark?.line ?? line
+            func invalid(_ message: String) -> TargetsFileError {
+                TargetsFileError(file: file, line: valueLine, message: message)
+            }
             let key = keyNode.string ?? ""
             func string() throws -> String {
                 guard let text = value.string, !text.isEmpty, value.scalar != nil else {
-                    throw TargetsFileError(
-                        file: file,
-                        line: valueLine,
-                        message: "'tls.\(key)' must be a non-empty string"
-                    )
+                    throw invalid("'tls.\(key)' must be a non-empty string")
                 }
                 return text
             }
