@@ -56,10 +56,10 @@ final class LoopbackTests: XCTestCase {
         let (ports, portContinuation) = AsyncStream<Int>.makeStream()
         let server = BridgeServer(
             configuration: configuration,
+            services: .init(metrics: metrics),
             targets: TargetsStore(fixed: TargetTable(mode: .tokens(["echo": target]))),
             group: self.group,
             logger: Logger(label: "bridge"),
-            metrics: metrics,
             onServerRunning: { portContinuation.yield($0.port!) }
         )
         let serviceGroup = ServiceGroup(services: [server], logger: Logger(label: "group"))
@@ -267,10 +267,10 @@ final class LoopbackTests: XCTestCase {
         let (ports, portContinuation) = AsyncStream<Int>.makeStream()
         let server = BridgeServer(
             configuration: configuration,
+            services: .init(readiness: readiness),
             targets: TargetsStore(fixed: TargetTable(mode: .tokens([:]))),
             group: group,
             logger: Logger(label: "bridge"),
-            readiness: readiness,
             onServerRunning: { portContinuation.yield($0.port!) }
         )
         let serviceGroup = ServiceGroup(services: [server], logger: Logger(label: "group"))

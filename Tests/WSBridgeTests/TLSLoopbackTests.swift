@@ -116,6 +116,7 @@ final class TLSLoopbackTests: XCTestCase {
     func withBridge(
         targets: [String: Target],
         configure: (inout BridgeConfiguration) throws -> Void = { _ in },
+        services: BridgeServer.Services = .init(),
         _ body: @escaping @Sendable (Int) async throws -> Void
     ) async throws {
         var configuration = BridgeConfiguration(host: "127.0.0.1", port: 0)
@@ -123,6 +124,7 @@ final class TLSLoopbackTests: XCTestCase {
         let (ports, portContinuation) = AsyncStream<Int>.makeStream()
         let server = BridgeServer(
             configuration: configuration,
+            services: services,
             targets: TargetsStore(fixed: TargetTable(mode: .tokens(targets))),
             group: self.group,
             logger: Logger(label: "bridge"),
@@ -157,8 +159,8 @@ final class TLSLoopbackTests: XCTestCase {
         let group = self.group!
         let tls = try self.clientContext()
         let settings = ServerTLSSettings(certificates: [.init(certificate: self.certFile, key: self.keyFile)])
-        let withTLS: (inout BridgeConfiguration) throws -> Void = { $0.tls = try ServerTLSStore(settings: settings) }
-        try await self.withBridge(targets: ["echo": target], configure: withTLS) { port in
+        let services = BridgeServer.Services(tls: try ServerTLSStore(settings: settings))
+        try await self.withBridge(targets: ["echo": target], services: services) { port in
             let secure = try await WebSocketTestClient.connect(
                 port: port,
                 path: "/?token=echo",

@@ -42,6 +42,14 @@ public struct TrustedProxies: Sendable, Equatable {
         }
     }
 
+    /// No trusted proxy: every forwarding header is ignored.
+    public static let none = TrustedProxies(networks: [], header: .xff)
+
+    private init(networks: [CIDR], header: Header) {
+        self.networks = networks
+        self.header = header
+    }
+
     public var isEmpty: Bool { self.networks.isEmpty }
 
     /// Whether `ip` (IPv4, IPv6, IPv4-mapped IPv6) is a trusted proxy.

@@ -69,7 +69,8 @@ public struct BridgeApplication: Sendable {
         let rebind = try Self.rebind(configuration)
         let store = try Self.targetsStore(configuration, rebind: rebind)
         let server = try self.serverConfiguration()
-        let tlsStore = server.tls
+        var parts = try self.serverServices()
+        let tlsStore = parts.tls
         // SIGHUP is trapped before anything listens: a reload request right after start must not kill us.
         let hangups = await HangupSignals.trap()
         if store.current.origins == nil {
@@ -80,7 +81,7 @@ public struct BridgeApplication: Sendable {
             logger.debug("open files limit", metadata: ["limit": "\(raised)"])
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads ?? System.coreCount)
-        let metrics = BridgeMetrics()
+        let metrics = parts.metrics
         store.reportWarnings(logger: logger, metrics: metrics)
         let tokenService: (any TokenResolver & Service)?
         do {
@@ -89,14 +90,14 @@ public struct BridgeApplication: Sendable {
             try? await group.shutdownGracefully()
             throw error
         }
+        parts.resolver = tokenService
         let onServerRunning = self.onServerRunning
         let bridge = BridgeServer(
             configuration: server,
+            services: parts,
             targets: store,
             group: group,
             logger: logger,
-            metrics: metrics,
-            resolver: tokenService,
             onServerRunning: { address in
                 // The daemon listens: the original process, which relayed the start-up lines, returns.
                 if Daemon.isDaemon { Daemon.detachStandardError() }
@@ -144,7 +145,7 @@ public struct BridgeApplication: Sendable {
         if let logFile = self.logFile {
             services.append(LogFileReopener(file: logFile, logger: logger, hangups: hangups.subscribe()))
         }
-        if case .file(let path) = configuration.authentication, let authenticator = server.authenticator {
+        if case .file(let path) = configuration.authentication, let authenticator = parts.authenticator {
             services.append(
                 CredentialsWatcher(
                     path: path,
@@ -210,8 +211,7 @@ public struct BridgeApplication: Sendable {
         }
     }
 
-    /// The server's settings, with the live objects they need (certificates, credentials, static files, the
-    /// recording counter) built here.
+    /// The server's settings (static files are checked here).
     func serverConfiguration() throws -> BridgeConfiguration {
         let configuration = self.configuration
         let timeouts = configuration.timeouts
@@ -266,8 +266,17 @@ public struct BridgeApplication: Sendable {
             }
             server.staticFilesUseAccessRules = web.useAccessRules
         }
+        if case .clientCertificateNames(let names) = configuration.authentication { server.clientCertNames = names }
+        return server
+    }
+
+    /// The live objects of the server: certificates, credentials, the recording counter (the token service is
+    /// added once the event loops run).
+    func serverServices() throws -> BridgeServer.Services {
+        let configuration = self.configuration
+        var services = BridgeServer.Services()
         if let recording = configuration.recording {
-            server.recording = RecordingPolicy(prefix: recording.prefix, limit: recording.limit)
+            services.recording = RecordingPolicy(prefix: recording.prefix, limit: recording.limit)
             self.logger.warning("recording every session to \(recording.prefix).N: recordings contain everything typed")
         }
         if let tls = configuration.tls {
@@ -276,23 +285,23 @@ public struct BridgeApplication: Sendable {
                     "TLS with \(BridgeOptions.defaultCertificate) from the working directory (websockify's default --cert)"
                 )
             }
-            do { server.tls = try ServerTLSStore(settings: tls.settings) } catch { throw StartupError.tls(error) }
+            do { services.tls = try ServerTLSStore(settings: tls.settings) } catch { throw StartupError.tls(error) }
         }
         do {
             switch configuration.authentication {
             case .none:
                 break
             case .password(let user, let password):
-                server.authenticator = BasicAuthenticator(users: [user: .plain(password: Array(password.utf8))])
+                services.authenticator = BasicAuthenticator(users: [user: .plain(password: Array(password.utf8))])
             case .file(let path):
-                server.authenticator = BasicAuthenticator(users: try BasicAuthenticator.loadFile(path))
-            case .clientCertificateNames(let names):
-                server.clientCertNames = names
+                services.authenticator = BasicAuthenticator(users: try BasicAuthenticator.loadFile(path))
+            case .clientCertificateNames:
+                break  // a setting of the server (`serverConfiguration`)
             }
         } catch {
             throw StartupError.authentication(error)
         }
-        return server
+        return services
     }
 
     /// The token service of the routing, when it has one: JWT as it is (its answer is local), Redis and the HTTP API

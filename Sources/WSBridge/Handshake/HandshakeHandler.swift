@@ -57,7 +57,7 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.parser = RequestHeadParser(limit: configuration.maxRequestHeadBytes)
         self.machine = HandshakeStateMachine(
             proxyProtocol: configuration.proxyProtocol,
-            tls: configuration.tls != nil,
+            tls: server.services.tls != nil,
             earlyBytesLimit: configuration.maxEarlyBytes
         )
     }

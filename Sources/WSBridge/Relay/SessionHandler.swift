@@ -31,7 +31,7 @@ final class SessionHandler: ChannelDuplexHandler {
     private var partner: RelayPartner?
     private let connectFailure: BackendConnectError?
     private let target: Target
-    private let configuration: BridgeConfiguration
+    private let recording: RecordingPolicy?
     private var logger: Logger
     private let metrics: BridgeMetrics
     private let targetMetrics: BridgeMetrics.TargetMetrics
@@ -50,12 +50,13 @@ final class SessionHandler: ChannelDuplexHandler {
     /// - Parameter partner: the backend connection or echo target; a failure is reported to the page as Close 1014.
     init(
         configuration: BridgeConfiguration,
+        recording: RecordingPolicy?,
         target: Target,
         partner: Result<RelayPartner, BackendConnectError>,
         logger: Logger,
         metrics: BridgeMetrics
     ) {
-        self.configuration = configuration
+        self.recording = recording
         self.target = target
         switch partner {
         case .success(let partner):
@@ -94,7 +95,7 @@ final class SessionHandler: ChannelDuplexHandler {
         self.startedAt = context.eventLoop.now
         self.targetMetrics.opened.increment()
         self.targetMetrics.active.increment()
-        if let recording = self.configuration.recording {
+        if let recording = self.recording {
             do {
                 let recorder = try recording.makeRecorder()
                 self.recorder = recorder

@@ -6,7 +6,9 @@ import NIOCore
     import Darwin
 #endif
 
-/// Everything that shapes how the bridge listens, admits and relays. Defaults are the documented ones.
+/// Everything that shapes how the bridge listens, admits and relays: plain values, defaults the documented ones. The
+/// live objects a server works with (certificates, credentials, the recording counter, the token service) are its
+/// `BridgeServer.Services`.
 public struct BridgeConfiguration: Sendable {
     /// Address to listen on; nil listens on every address, IPv4 and IPv6.
     public var host: String?
@@ -67,18 +69,12 @@ public struct BridgeConfiguration: Sendable {
     public var staticFiles: StaticFiles?
     /// Apply the origin rules and authentication to static files too (`--web-auth`).
     public var staticFilesUseAccessRules = false
-    /// Record every session in websockify's format (`--record PREFIX`); nil records nothing.
-    public var recording: RecordingPolicy?
     /// Serve `/metrics` on the main port too (it is always served on the metrics listener, when there is one).
     public var metricsOnMainPort: Bool
-    /// Terminate TLS (`--cert`): TLS and plain connections are told apart by their first byte.
-    public var tls: ServerTLSStore?
-    /// HTTP Basic authentication for upgrades (and static files with `--web-auth`); nil requires none.
-    public var authenticator: BasicAuthenticator?
     /// Client certificate names allowed for targets without their own list (`--auth-plugin ClientCertCNAuth`).
     public var clientCertNames: [String]?
     /// Proxies whose `X-Forwarded-For`/`Forwarded` headers (and PROXY headers) are believed.
-    public var trustedProxies = try! TrustedProxies([])
+    public var trustedProxies = TrustedProxies.none
     /// Every connection starts with a PROXY protocol header (v1 or v2) from a load balancer.
     public var proxyProtocol = false
     /// Connections still in their handshake (accepted, no 101 yet) across the server (`--max-handshakes`); beyond
@@ -119,7 +115,6 @@ public struct BridgeConfiguration: Sendable {
         backlog: Int32 = 1024,
         limits: AdmissionLimiter.Limits = .init(),
         staticFiles: StaticFiles? = nil,
-        recording: RecordingPolicy? = nil,
         metricsOnMainPort: Bool = false
     ) {
         self.host = host
@@ -140,7 +135,6 @@ public struct BridgeConfiguration: Sendable {
         self.backlog = backlog
         self.limits = limits
         self.staticFiles = staticFiles
-        self.recording = recording
         self.metricsOnMainPort = metricsOnMainPort
     }
 }

@@ -67,7 +67,7 @@ extension BridgeServer {
                 )
             )
         }
-        if let tls = self.configuration.tls {
+        if let tls = self.services.tls {
             try sync.addHandler(
                 TLSDetector(
                     store: tls,
@@ -87,11 +87,11 @@ extension BridgeServer {
     /// The `--web-auth` rules for static files, or nil when files are served to everyone.
     static func staticFilesAccess(
         _ configuration: BridgeConfiguration,
+        authenticator: BasicAuthenticator?,
         policy: UpgradePolicy,
         targets: TargetsStore
     ) -> (@Sendable (HTTPRequestHead, EventLoop) -> EventLoopFuture<HTTPRejection?>)? {
         guard configuration.staticFilesUseAccessRules else { return nil }
-        let authenticator = configuration.authenticator
         return { head, eventLoop in
             if let refusal = policy.checkOrigin(head, allowed: targets.current.origins) {
                 return eventLoop.makeSucceededFuture(refusal)
@@ -191,6 +191,7 @@ extension BridgeServer {
         }
         let session = SessionHandler(
             configuration: self.configuration,
+            recording: self.services.recording,
             target: admission.target,
             partner: partner,
             logger: logger,

@@ -11,16 +11,48 @@ import ServiceLifecycle
 /// on the client's event loop and relays. On graceful shutdown it closes the listener, sends Close 1001 to every
 /// session and waits for them up to `shutdownTimeout`.
 public final class BridgeServer: Service, Sendable {
+    /// The live objects a server works with besides its settings, built by `BridgeApplication` from a
+    /// `Configuration` (or by a test) and shared with the watchers that reload them.
+    public struct Services: Sendable {
+        /// Counters, gauges and histograms of this server.
+        public var metrics: BridgeMetrics
+        /// What `/readyz` checks.
+        public var readiness: Readiness
+        /// Terminate TLS (`--cert`): TLS and plain connections are told apart by their first byte.
+        public var tls: ServerTLSStore?
+        /// HTTP Basic authentication for upgrades (and static files with `--web-auth`); nil requires none.
+        public var authenticator: BasicAuthenticator?
+        /// Record every session in websockify's format (`--record PREFIX`); nil records nothing.
+        public var recording: RecordingPolicy?
+        /// Asked for tokens the targets table does not know (Redis, …); nil when tokens come from files only.
+        public var resolver: (any TokenResolver)?
+
+        public init(
+            metrics: BridgeMetrics = BridgeMetrics(),
+            readiness: Readiness = Readiness(),
+            tls: ServerTLSStore? = nil,
+            authenticator: BasicAuthenticator? = nil,
+            recording: RecordingPolicy? = nil,
+            resolver: (any TokenResolver)? = nil
+        ) {
+            self.metrics = metrics
+            self.readiness = readiness
+            self.tls = tls
+            self.authenticator = authenticator
+            self.recording = recording
+            self.resolver = resolver
+        }
+    }
+
     public let configuration: BridgeConfiguration
+    public let services: Services
     public let targets: TargetsStore
     private let group: EventLoopGroup
     let logger: Logger
     let onServerRunning: (@Sendable (SocketAddress) -> Void)?
     let connector: BackendConnector
-    /// Counters, gauges and histograms of this server.
-    public let metrics: BridgeMetrics
-    /// What `/readyz` checks.
-    public let readiness: Readiness
+    public var metrics: BridgeMetrics { self.services.metrics }
+    public var readiness: Readiness { self.services.readiness }
     /// Session limits and handshake rate, shared by every event loop.
     public let limiter: AdmissionLimiter
     /// Caps on connections still in their handshake.
@@ -31,8 +63,6 @@ public final class BridgeServer: Service, Sendable {
         [ObjectIdentifier: (token: String, target: Target, channel: Channel, resolved: Bool)]
     >([:])
     let backends = ChannelRegistry()
-    /// Asked for tokens the targets table does not know (Redis, …); nil when tokens come from files only.
-    public let resolver: (any TokenResolver)?
     /// Who may have which target (authentication, the policy, re-reads of the files, the token service).
     let admission: HandshakeAdmission
     /// Plain HTTP requests on the main port: health, metrics, static files.
@@ -45,51 +75,47 @@ public final class BridgeServer: Service, Sendable {
     ///   the configuration asked for port 0).
     public convenience init(
         configuration: BridgeConfiguration,
+        services: Services = .init(),
         targets: TargetsStore,
         group: EventLoopGroup,
         logger: Logger,
-        metrics: BridgeMetrics = BridgeMetrics(),
-        readiness: Readiness = Readiness(),
-        resolver: (any TokenResolver)? = nil,
         onServerRunning: (@Sendable (SocketAddress) -> Void)? = nil
     ) {
+        let connector = BackendConnector.sockets(
+            connectTimeout: configuration.connectTimeout,
+            writeBufferWaterMark: configuration.writeBufferWaterMark,
+            readBufferSize: configuration.readBufferSize,
+            maxReadsPerCycle: configuration.maxReadsPerCycle,
+            tcpUserTimeoutMilliseconds: configuration.tcpUserTimeoutMilliseconds
+        )
         self.init(
             configuration: configuration,
+            services: services,
             targets: targets,
             group: group,
             logger: logger,
-            metrics: metrics,
-            readiness: readiness,
-            connector: .sockets(
-                connectTimeout: configuration.connectTimeout,
-                writeBufferWaterMark: configuration.writeBufferWaterMark,
-                readBufferSize: configuration.readBufferSize,
-                maxReadsPerCycle: configuration.maxReadsPerCycle,
-                tcpUserTimeoutMilliseconds: configuration.tcpUserTimeoutMilliseconds
-            ),
-            resolver: resolver,
+            connector: connector,
             onServerRunning: onServerRunning
         )
     }
 
+    /// With `connector` in place of real backend sockets (tests).
     init(
         configuration: BridgeConfiguration,
+        services: Services = .init(),
         targets: TargetsStore,
         group: EventLoopGroup,
         logger: Logger,
-        metrics: BridgeMetrics = BridgeMetrics(),
-        readiness: Readiness = Readiness(),
         connector: BackendConnector,
-        resolver: (any TokenResolver)? = nil,
         onServerRunning: (@Sendable (SocketAddress) -> Void)? = nil
     ) {
-        self.resolver = resolver
+        let metrics = services.metrics
+        let readiness = services.readiness
         self.configuration = configuration
+        self.services = services
         self.targets = targets
         self.group = group
         self.logger = logger
-        self.metrics = metrics
-        self.readiness = readiness
         self.limiter = AdmissionLimiter(limits: configuration.limits)
         self.handshakeLimiter = HandshakeLimiter(
             limits: .init(total: configuration.maxHandshakes, perClient: configuration.maxHandshakesPerClient)
@@ -103,20 +129,25 @@ public final class BridgeServer: Service, Sendable {
         self.admission = HandshakeAdmission(
             policy: policy,
             targets: targets,
-            authenticator: configuration.authenticator,
+            authenticator: services.authenticator,
             rereader: TargetsRereader(
                 store: targets,
                 interval: configuration.unknownTokenRereadInterval,
                 logger: logger,
                 metrics: metrics
             ),
-            resolver: resolver
+            resolver: services.resolver
         )
         self.endpoints = HTTPEndpoints(
             readiness: readiness,
             metrics: configuration.metricsOnMainPort ? metrics : nil,
             staticFiles: configuration.staticFiles,
-            staticFilesAccess: Self.staticFilesAccess(configuration, policy: policy, targets: targets),
+            staticFilesAccess: Self.staticFilesAccess(
+                configuration,
+                authenticator: services.authenticator,
+                policy: policy,
+                targets: targets
+            ),
             tokenSources: policy.tokenSources
         )
         self.lifetime = NIOLockedValueBox(ServerLifetime(policy: configuration.lifetime))
