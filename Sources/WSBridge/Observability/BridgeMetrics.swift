@@ -60,42 +60,24 @@ public final class BridgeMetrics: Sendable {
             .milliseconds(500), .seconds(1), .seconds(5), .seconds(10),
         ]
         self.factory = factory
-        self.rejections = Dictionary(
-            uniqueKeysWithValues: HTTPRejection.Kind.allCases.map {
-                (
-                    $0,
-                    CoreMetrics.Counter(
-                        label: "wsbridge_handshake_rejections_total",
-                        dimensions: [("reason", $0.rawValue)],
-                        factory: factory
-                    )
-                )
-            }
+        self.rejections = Self.counters(
+            "wsbridge_handshake_rejections_total",
+            by: "reason",
+            HTTPRejection.Kind.allCases,
+            factory
         )
-        self.connectFailures = Dictionary(
-            uniqueKeysWithValues: BackendConnectError.Kind.allCases.map {
-                (
-                    $0,
-                    CoreMetrics.Counter(
-                        label: "wsbridge_backend_connect_failures_total",
-                        dimensions: [("kind", $0.rawValue)],
-                        factory: factory
-                    )
-                )
-            }
+        self.connectFailures = Self.counters(
+            "wsbridge_backend_connect_failures_total",
+            by: "kind",
+            BackendConnectError.Kind.allCases,
+            factory
         )
         self.handshakesInProgress = CoreMetrics.Meter(label: "wsbridge_handshakes_in_progress", factory: factory)
-        self.handshakeTimeouts = Dictionary(
-            uniqueKeysWithValues: HandshakeStateMachine.Phase.allCases.map {
-                (
-                    $0,
-                    CoreMetrics.Counter(
-                        label: "wsbridge_handshake_timeouts_total",
-                        dimensions: [("phase", $0.rawValue)],
-                        factory: factory
-                    )
-                )
-            }
+        self.handshakeTimeouts = Self.counters(
+            "wsbridge_handshake_timeouts_total",
+            by: "phase",
+            HandshakeStateMachine.Phase.allCases,
+            factory
         )
         self.reloadsOK = CoreMetrics.Counter(
             label: "wsbridge_targets_reloads_total",
@@ -190,5 +172,21 @@ public final class BridgeMetrics: Sendable {
     /// The Prometheus text exposition of every metric.
     public func render() -> [UInt8] {
         self.registry.emitToBuffer()
+    }
+}
+
+extension BridgeMetrics {
+    /// One counter `label` for each case of `cases`, told apart by the dimension `name` (a bounded set of series).
+    fileprivate static func counters<Case: RawRepresentable & Hashable>(
+        _ label: String,
+        by name: String,
+        _ cases: [Case],
+        _ factory: MetricsFactory
+    ) -> [Case: CoreMetrics.Counter] where Case.RawValue == String {
+        Dictionary(
+            uniqueKeysWithValues: cases.map {
+                ($0, CoreMetrics.Counter(label: label, dimensions: [(name, $0.rawValue)], factory: factory))
+            }
+        )
     }
 }
