@@ -12,7 +12,7 @@ final class ConnectionLifetimeTests: XCTestCase {
     private func fallbackIsFreed(after request: String, file: StaticString = #filePath, line: UInt = #line) throws {
         weak var fallback: HandshakeHandler?
         try autoreleasepool {
-            let harness = try PipelineTests.Harness(
+            let harness = try PipelineHarness(
                 table: TargetTable(mode: .tokens(["echo": Target(name: "e", backend: .echo)]))
             )
             fallback = try harness.client.pipeline.syncOperations.handler(type: HandshakeHandler.self)
@@ -31,13 +31,13 @@ final class ConnectionLifetimeTests: XCTestCase {
     }
 
     func testARefusedRequestFreesItsHandlers() throws {
-        try self.fallbackIsFreed(after: PipelineTests.upgradeRequest(uri: "/?token=nope"))  // 404
+        try self.fallbackIsFreed(after: PipelineHarness.upgradeRequest(uri: "/?token=nope"))  // 404
         try self.fallbackIsFreed(after: "GET / HTTP/1.1\r\nHost: x\r\n\r\n")  // 404, not a WebSocket request
         try self.fallbackIsFreed(after: "GARBAGE\r\n\r\n")  // 400 from the parser
     }
 
     func testAnUpgradedSessionFreesItsHandlers() throws {
-        try self.fallbackIsFreed(after: PipelineTests.upgradeRequest(uri: "/?token=echo"))
+        try self.fallbackIsFreed(after: PipelineHarness.upgradeRequest(uri: "/?token=echo"))
     }
 }
 

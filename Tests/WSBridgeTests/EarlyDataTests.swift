@@ -11,41 +11,40 @@ import XCTest
 /// WebSocketFrame reached our FrameDecoderHandler, which takes bytes, and the process crashed; for a relay target
 /// the frames fell off the end of the pipeline and were lost.
 final class EarlyDataTests: XCTestCase {
-    private typealias Harness = PipelineTests.Harness
 
     func testFramesInTheSameReadAsTheRequestAreEchoed() throws {
         let table = TargetTable(mode: .tokens(["selftest": Target(name: "selftest", backend: .echo)]))
-        let harness = try Harness(table: table)
-        let request = Array(PipelineTests.upgradeRequest(uri: "/?token=selftest").utf8)
+        let harness = try PipelineHarness(table: table)
+        let request = Array(PipelineHarness.upgradeRequest(uri: "/?token=selftest").utf8)
         try harness.send(request + FrameBuilder.text("early").bytes + FrameBuilder(opcode: 0x9, payload: [1]).bytes)
-        let (head, rest) = PipelineTests.splitHead(try harness.output())
+        let (head, rest) = PipelineHarness.splitHead(try harness.output())
         XCTAssertTrue(head.hasPrefix("HTTP/1.1 101"), head)
-        let frames = PipelineTests.frames(rest)
+        let frames = PipelineHarness.frames(rest)
         XCTAssertEqual(frames.map(\.0), [0x1, 0xA])
         XCTAssertEqual(frames.first?.1, Array("early".utf8))
         XCTAssertTrue(harness.client.isActive)
     }
 
     func testFramesInTheSameReadAsTheRequestReachTheBackend() throws {
-        let harness = try Harness()
-        let request = Array(PipelineTests.upgradeRequest().utf8)
+        let harness = try PipelineHarness()
+        let request = Array(PipelineHarness.upgradeRequest().utf8)
         try harness.send(request + FrameBuilder.binary(Array("early".utf8)).bytes + FrameBuilder.text(" bird").bytes)
-        let (head, _) = PipelineTests.splitHead(try harness.output())
+        let (head, _) = PipelineHarness.splitHead(try harness.output())
         XCTAssertTrue(head.hasPrefix("HTTP/1.1 101"), head)
         XCTAssertEqual(try harness.backendOutput(), Array("early bird".utf8))
     }
 
     func testFramesSentInSeparateReadsBeforeThe101AreKept() throws {
         let table = TargetTable(mode: .tokens(["selftest": Target(name: "selftest", backend: .echo)]))
-        let harness = try Harness(table: table)
-        let request = Array(PipelineTests.upgradeRequest(uri: "/?token=selftest").utf8)
+        let harness = try PipelineHarness(table: table)
+        let request = Array(PipelineHarness.upgradeRequest(uri: "/?token=selftest").utf8)
         // Pieces written before the event loop runs: the upgrade and the frames are handled in one go.
         try harness.client.writeInbound(ByteBuffer(bytes: request.prefix(40)))
         try harness.client.writeInbound(ByteBuffer(bytes: request.dropFirst(40) + FrameBuilder.binary([1, 2]).bytes))
         try harness.client.writeInbound(ByteBuffer(bytes: FrameBuilder.binary([3]).bytes))
         harness.loop.run()
-        let (head, rest) = PipelineTests.splitHead(try harness.output())
+        let (head, rest) = PipelineHarness.splitHead(try harness.output())
         XCTAssertTrue(head.hasPrefix("HTTP/1.1 101"), head)
-        XCTAssertEqual(PipelineTests.frames(rest).map(\.1), [[1, 2], [3]])
+        XCTAssertEqual(PipelineHarness.frames(rest).map(\.1), [[1, 2], [3]])
     }
 }

@@ -49,14 +49,13 @@ final class EchoFramerTests: XCTestCase {
 
 /// Echo sessions through the whole client pipeline, in memory.
 final class EchoSessionTests: XCTestCase {
-    private typealias Harness = PipelineTests.Harness
 
     private let echoTable = TargetTable(mode: .tokens(["selftest": Target(name: "selftest", backend: .echo)]))
 
-    private func openSession(configure: (inout BridgeConfiguration) -> Void = { _ in }) throws -> Harness {
-        let harness = try Harness(table: self.echoTable, configure: configure)
-        try harness.send(PipelineTests.upgradeRequest(uri: "/?token=selftest"))
-        let (head, rest) = PipelineTests.splitHead(try harness.output())
+    private func openSession(configure: (inout BridgeConfiguration) -> Void = { _ in }) throws -> PipelineHarness {
+        let harness = try PipelineHarness(table: self.echoTable, configure: configure)
+        try harness.send(PipelineHarness.upgradeRequest(uri: "/?token=selftest"))
+        let (head, rest) = PipelineHarness.splitHead(try harness.output())
         XCTAssertTrue(head.hasPrefix("HTTP/1.1 101 Switching Protocols"), head)
         XCTAssertEqual(rest, [])
         XCTAssertNil(harness.backend, "an echo target connects no backend")
@@ -65,26 +64,10 @@ final class EchoSessionTests: XCTestCase {
 
     /// (FIN, opcode, payload) of each server frame, from raw bytes.
     private func frames(_ bytes: [UInt8]) -> [(Bool, UInt8, [UInt8])] {
-        var frames: [(Bool, UInt8, [UInt8])] = []
-        var index = 0
-        while index + 2 <= bytes.count {
-            XCTAssertEqual(bytes[index + 1] & 0x80, 0, "server frames are not masked")
-            let fin = bytes[index] & 0x80 != 0
-            let opcode = bytes[index] & 0x0F
-            var length = Int(bytes[index + 1] & 0x7F)
-            var start = index + 2
-            if length == 126 {
-                length = Int(bytes[index + 2]) << 8 | Int(bytes[index + 3])
-                start += 2
-            } else if length == 127 {
-                length = (0..<8).reduce(0) { $0 << 8 | Int(bytes[index + 2 + $1]) }
-                start += 8
-            }
-            guard start + length <= bytes.count else { break }
-            frames.append((fin, opcode, Array(bytes[start..<start + length])))
-            index = start + length
+        ServerFrame.parse(bytes).map { frame in
+            XCTAssertFalse(frame.masked, "server frames are not masked")
+            return (frame.fin, frame.opcode, frame.payload)
         }
-        return frames
     }
 
     private func summary(_ bytes: [UInt8]) -> [String] {

@@ -7,7 +7,6 @@ import XCTest
 /// The handshake owner in memory: what it keeps before the 101, when it stops reading, and what a revocation
 /// between the decision and the 101 does.
 final class HandshakeHandlerTests: XCTestCase {
-    private typealias Harness = PipelineTests.Harness
 
     /// A connector whose connect completes when the test says so.
     private final class PendingConnect: @unchecked Sendable {  // only touched on the embedded loop
@@ -34,9 +33,9 @@ final class HandshakeHandlerTests: XCTestCase {
 
     func testEarlyBytesAreBoundedThenReadsStopUntilThe101() throws {
         let pending = PendingConnect()
-        let harness = try Harness(connector: pending.connector) { $0.maxEarlyBytes = 100 }
+        let harness = try PipelineHarness(connector: pending.connector) { $0.maxEarlyBytes = 100 }
         let frame = FrameBuilder.binary(Array(repeating: 7, count: 150)).bytes
-        try harness.send(Array(PipelineTests.upgradeRequest().utf8) + frame)
+        try harness.send(Array(PipelineHarness.upgradeRequest().utf8) + frame)
         XCTAssertEqual(try harness.output(), [], "no 101 while the backend connects")
         let reads = harness.reads.reads
         harness.client.read()
@@ -44,7 +43,7 @@ final class HandshakeHandlerTests: XCTestCase {
 
         try pending.complete(loop: harness.loop)
         harness.loop.run()
-        let (head, _) = PipelineTests.splitHead(try harness.output())
+        let (head, _) = PipelineHarness.splitHead(try harness.output())
         XCTAssertTrue(head.hasPrefix("HTTP/1.1 101"), head)
         XCTAssertEqual(harness.reads.reads, reads + 1, "the held read is issued after the 101")
         var delivered: [UInt8] = []
@@ -60,8 +59,8 @@ final class HandshakeHandlerTests: XCTestCase {
 
     func testReadsContinueBelowTheBound() throws {
         let pending = PendingConnect()
-        let harness = try Harness(connector: pending.connector)
-        try harness.send(PipelineTests.upgradeRequest())
+        let harness = try PipelineHarness(connector: pending.connector)
+        try harness.send(PipelineHarness.upgradeRequest())
         let reads = harness.reads.reads
         harness.client.read()
         XCTAssertEqual(harness.reads.reads, reads + 1)
@@ -70,11 +69,11 @@ final class HandshakeHandlerTests: XCTestCase {
     func testATokenRevokedBeforeThe101IsRefusedAsUnknown() throws {
         let pending = PendingConnect()
         let table = TargetTable(mode: .tokens(["echo": Target(name: "e", backend: .tcp(host: "127.0.0.1", port: 1))]))
-        let harness = try Harness(table: table, connector: pending.connector)
-        try harness.send(PipelineTests.upgradeRequest())
+        let harness = try PipelineHarness(table: table, connector: pending.connector)
+        try harness.send(PipelineHarness.upgradeRequest())
         XCTAssertEqual(harness.server.revokeSessions(token: "echo"), 1, "registered from the decision on")
         harness.loop.run()
-        let (head, _) = PipelineTests.splitHead(try harness.output())
+        let (head, _) = PipelineHarness.splitHead(try harness.output())
         XCTAssertTrue(head.hasPrefix("HTTP/1.1 404 "), head)
         XCTAssertFalse(harness.client.isActive)
         try pending.complete(loop: harness.loop)
@@ -84,14 +83,14 @@ final class HandshakeHandlerTests: XCTestCase {
 
     func testTheHandshakeDeadlineDoesNotCoverTheBackendConnect() throws {
         let pending = PendingConnect()
-        let harness = try Harness(connector: pending.connector) { $0.handshakeTimeout = .seconds(2) }
-        try harness.send(PipelineTests.upgradeRequest())
+        let harness = try PipelineHarness(connector: pending.connector) { $0.handshakeTimeout = .seconds(2) }
+        try harness.send(PipelineHarness.upgradeRequest())
         harness.loop.advanceTime(by: .seconds(5))
         XCTAssertEqual(try harness.output(), [])
         XCTAssertTrue(harness.client.isActive)
         try pending.complete(loop: harness.loop)
         harness.loop.run()
-        XCTAssertTrue(PipelineTests.splitHead(try harness.output()).0.hasPrefix("HTTP/1.1 101"))
+        XCTAssertTrue(PipelineHarness.splitHead(try harness.output()).0.hasPrefix("HTTP/1.1 101"))
     }
 
     func testHandshakeCapsCloseAtAcceptAndFreeTheirSlots() throws {

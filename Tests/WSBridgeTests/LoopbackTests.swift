@@ -40,42 +40,25 @@ final class LoopbackTests: XCTestCase {
         try await self.group.shutdownGracefully()
     }
 
-    /// Runs a bridge to `backend` for the duration of `body`, then shuts it down gracefully.
+    /// Runs a bridge with the token `echo` for `backend` (the echo backend by default) for the duration of `body`.
     func withBridge(
         backend: BackendAddress? = nil,
         metrics: BridgeMetrics = BridgeMetrics(),
         configure: (inout BridgeConfiguration) -> Void = { _ in },
         _ body: @escaping @Sendable (Int) async throws -> Void
     ) async throws {
-        var configuration = BridgeConfiguration(host: "127.0.0.1", port: 0)
+        var configuration = BridgeConfiguration()
         configure(&configuration)
         let target = Target(
             name: "echo",
             backend: backend ?? .tcp(host: "127.0.0.1", port: self.echo.localAddress!.port!)
         )
-        let (ports, portContinuation) = AsyncStream<Int>.makeStream()
-        let server = BridgeServer(
+        try await LoopbackBridge.run(
             configuration: configuration,
             services: .init(metrics: metrics),
-            targets: TargetsStore(fixed: TargetTable(mode: .tokens(["echo": target]))),
-            group: self.group,
-            logger: Logger(label: "bridge"),
-            onServerRunning: { portContinuation.yield($0.port!) }
-        )
-        let serviceGroup = ServiceGroup(services: [server], logger: Logger(label: "group"))
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await serviceGroup.run() }
-            var iterator = ports.makeAsyncIterator()
-            let port = await iterator.next()!
-            do {
-                try await body(port)
-            } catch {
-                await serviceGroup.triggerGracefulShutdown()
-                throw error
-            }
-            await serviceGroup.triggerGracefulShutdown()
-            try await tasks.waitForAll()
-        }
+            targets: TargetTable(mode: .tokens(["echo": target])),
+            group: self.group
+        ) { bridge in try await body(bridge.port) }
     }
 
     func testByteExactRoundTripsOfRandomSizes() async throws {
@@ -167,35 +150,26 @@ final class LoopbackTests: XCTestCase {
     }
 
     func testGracefulShutdownSendsGoingAway() async throws {
-        var configuration = BridgeConfiguration(host: "127.0.0.1", port: 0)
+        var configuration = BridgeConfiguration()
         configuration.shutdownTimeout = .seconds(5)
         let target = Target(name: "echo", backend: .tcp(host: "127.0.0.1", port: self.echo.localAddress!.port!))
-        let (ports, portContinuation) = AsyncStream<Int>.makeStream()
-        let server = BridgeServer(
-            configuration: configuration,
-            targets: TargetsStore(fixed: TargetTable(mode: .single(target))),
-            group: self.group,
-            logger: Logger(label: "bridge"),
-            onServerRunning: { portContinuation.yield($0.port!) }
-        )
-        let serviceGroup = ServiceGroup(services: [server], logger: Logger(label: "group"))
         let group = self.group!
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await serviceGroup.run() }
-            var iterator = ports.makeAsyncIterator()
-            let port = await iterator.next()!
-            let client = try await WebSocketTestClient.connect(port: port, group: group)
+        let server = try await LoopbackBridge.run(
+            configuration: configuration,
+            targets: TargetTable(mode: .single(target)),
+            group: group
+        ) { bridge in
+            let client = try await WebSocketTestClient.connect(port: bridge.port, group: group)
             client.send(.binary, [1, 2, 3])
             let echoed = await client.receive(count: 3)
             XCTAssertEqual(echoed, [1, 2, 3])
-            await serviceGroup.triggerGracefulShutdown()
+            await bridge.shutdown()
             let close = await client.receiveClose()
             XCTAssertEqual(close?.0, 1001)
             XCTAssertEqual(close?.1, "server shutting down")
             client.close(code: 1001)
-            try await tasks.waitForAll()
-            XCTAssertEqual(server.connectionCount, 0)
         }
+        XCTAssertEqual(server.connectionCount, 0)
     }
 
     func testABurstAgainstASessionLimitAdmitsExactlyTheLimit() async throws {
@@ -262,22 +236,15 @@ final class LoopbackTests: XCTestCase {
         let eventLoop = group.next()
         let before = try await readiness.check(on: eventLoop).get()
         XCTAssertEqual(before, .failure(.init("not listening yet")))
-        var configuration = BridgeConfiguration(host: "127.0.0.1", port: 0)
+        var configuration = BridgeConfiguration()
         configuration.pingInterval = nil
-        let (ports, portContinuation) = AsyncStream<Int>.makeStream()
-        let server = BridgeServer(
+        try await LoopbackBridge.run(
             configuration: configuration,
             services: .init(readiness: readiness),
-            targets: TargetsStore(fixed: TargetTable(mode: .tokens([:]))),
-            group: group,
-            logger: Logger(label: "bridge"),
-            onServerRunning: { portContinuation.yield($0.port!) }
-        )
-        let serviceGroup = ServiceGroup(services: [server], logger: Logger(label: "group"))
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await serviceGroup.run() }
-            var iterator = ports.makeAsyncIterator()
-            let port = await iterator.next()!
+            targets: TargetTable(mode: .tokens([:])),
+            group: group
+        ) { bridge in
+            let port = bridge.port
             let ready = try await readiness.check(on: eventLoop).get()
             XCTAssertEqual(ready, .success("ready"))
             // A listener that accepts and drops connections is not ready.
@@ -300,8 +267,6 @@ final class LoopbackTests: XCTestCase {
                 on: eventLoop
             ).get()
             XCTAssertEqual(wrongSecret, .failure(.init("self-check: upgrade answered 'HTTP/1.1 400 Bad Request'")))
-            await serviceGroup.triggerGracefulShutdown()
-            try await tasks.waitForAll()
         }
         let after = try await readiness.check(on: eventLoop).get()
         XCTAssertEqual(after, .failure(.init("draining: shutting down")))

@@ -10,134 +10,10 @@ import XCTest
 /// The whole client pipeline in memory: raw upgrade bytes in, raw response and frame bytes out, with backends that
 /// are `EmbeddedChannel`s on the same loop.
 final class PipelineTests: XCTestCase {
-    final class ReadCounter: ChannelOutboundHandler, RemovableChannelHandler {
-        typealias OutboundIn = Any
-        var reads = 0
-        func read(context: ChannelHandlerContext) {
-            self.reads += 1
-            context.read()
-        }
-    }
-
-    final class Harness {
-        let loop = EmbeddedEventLoop()
-        let client: EmbeddedChannel
-        let reads = ReadCounter()
-        var backend: EmbeddedChannel?
-        var backendReads = ReadCounter()
-        var configuration = BridgeConfiguration(pingInterval: nil)
-        private(set) var server: BridgeServer!
-
-        init(
-            table: TargetTable = TargetTable(
-                mode: .single(Target(name: "t", backend: .tcp(host: "127.0.0.1", port: 1)))
-            ),
-            connectError: Error? = nil,
-            connector custom: BackendConnector? = nil,
-            configure: (inout BridgeConfiguration) -> Void = { _ in }
-        ) throws {
-            configure(&self.configuration)
-            self.client = EmbeddedChannel(loop: self.loop)
-            let loop = self.loop
-            let backendBox = NIOLoopBoundBox<EmbeddedChannel?>(nil, eventLoop: loop)
-            let backendReads = self.backendReads
-            let connector = BackendConnector { _, eventLoop in
-                if let connectError { return eventLoop.makeFailedFuture(connectError) }
-                let handler = BackendHandler()
-                let channel = EmbeddedChannel(loop: loop)
-                try! channel.pipeline.syncOperations.addHandler(backendReads)
-                try! channel.pipeline.syncOperations.addHandler(handler)
-                _ = channel.connect(to: try! SocketAddress(ipAddress: "127.0.0.1", port: 1))
-                backendBox.value = channel
-                return eventLoop.makeSucceededFuture(handler)
-            }
-            let server = BridgeServer(
-                configuration: self.configuration,
-                targets: TargetsStore(fixed: table),
-                group: self.loop,
-                logger: Logger(label: "test"),
-                connector: custom ?? connector
-            )
-            self.server = server
-            try self.client.pipeline.syncOperations.addHandler(self.reads)
-            try server.initializeConnection(self.client)
-            try self.client.connect(to: SocketAddress(ipAddress: "10.0.0.1", port: 5555)).wait()
-            self.backendBox = backendBox
-        }
-        private var backendBox: NIOLoopBoundBox<EmbeddedChannel?>?
-
-        func send(_ text: String) throws {
-            try self.client.writeInbound(ByteBuffer(string: text))
-            self.loop.run()
-            self.backend = self.backendBox?.value
-        }
-
-        func send(_ bytes: [UInt8]) throws {
-            try self.client.writeInbound(ByteBuffer(bytes: bytes))
-            self.loop.run()
-            self.backend = self.backendBox?.value
-        }
-
-        /// Everything the client has been sent so far.
-        func output() throws -> [UInt8] {
-            var all: [UInt8] = []
-            while let part = try self.client.readOutbound(as: IOData.self) {
-                if case .byteBuffer(let buffer) = part { all += buffer.readableBytesView }
-            }
-            return all
-        }
-
-        func backendOutput() throws -> [UInt8] {
-            var all: [UInt8] = []
-            while let buffer = try self.backend?.readOutbound(as: ByteBuffer.self) { all += buffer.readableBytesView }
-            return all
-        }
-    }
-
-    static func upgradeRequest(uri: String = "/?token=echo", extra: String = "") -> String {
-        "GET \(uri) HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\(extra)\r\n"
-    }
-
-    /// Splits a response into its head text and the bytes after it.
-    static func splitHead(_ bytes: [UInt8]) -> (String, [UInt8]) {
-        let marker: [UInt8] = Array("\r\n\r\n".utf8)
-        guard
-            let end = (0...(max(0, bytes.count - 4))).first(where: {
-                bytes.count >= 4 && Array(bytes[$0..<$0 + 4]) == marker
-            })
-        else {
-            return (String(decoding: bytes, as: UTF8.self), [])
-        }
-        return (String(decoding: bytes[..<end], as: UTF8.self), Array(bytes[(end + 4)...]))
-    }
-
-    /// Parses unmasked server frames: (opcode, payload).
-    static func frames(_ bytes: [UInt8]) -> [(UInt8, [UInt8])] {
-        var frames: [(UInt8, [UInt8])] = []
-        var index = 0
-        while index + 2 <= bytes.count {
-            let opcode = bytes[index] & 0x0F
-            var length = Int(bytes[index + 1] & 0x7F)
-            var start = index + 2
-            if length == 126 {
-                length = Int(bytes[index + 2]) << 8 | Int(bytes[index + 3])
-                start += 2
-            } else if length == 127 {
-                length = (0..<8).reduce(0) { $0 << 8 | Int(bytes[index + 2 + $1]) }
-                start += 8
-            }
-            guard start + length <= bytes.count else { break }
-            frames.append((opcode, Array(bytes[start..<start + length])))
-            index = start + length
-        }
-        return frames
-    }
-
     func testUpgradeAnswers101WithTheRFCSampleAcceptAndRelays() throws {
-        let harness = try Harness()
-        try harness.send(Self.upgradeRequest(extra: "Sec-WebSocket-Protocol: chat, binary\r\n"))
-        let (head, rest) = Self.splitHead(try harness.output())
+        let harness = try PipelineHarness()
+        try harness.send(PipelineHarness.upgradeRequest(extra: "Sec-WebSocket-Protocol: chat, binary\r\n"))
+        let (head, rest) = PipelineHarness.splitHead(try harness.output())
         XCTAssertTrue(head.hasPrefix("HTTP/1.1 101 Switching Protocols"), head)
         XCTAssertTrue(head.lowercased().contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), head)
         XCTAssertTrue(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), head)
@@ -151,14 +27,14 @@ final class PipelineTests: XCTestCase {
         // Backend → client: one binary frame per read.
         try harness.backend!.writeInbound(ByteBuffer(string: "from backend"))
         harness.loop.run()
-        let frames = Self.frames(try harness.output())
+        let frames = PipelineHarness.frames(try harness.output())
         XCTAssertEqual(frames.count, 1)
         XCTAssertEqual(frames.first?.0, 0x2)
         XCTAssertEqual(frames.first?.1, Array("from backend".utf8))
 
         // Ping is answered with the same payload.
         try harness.send(FrameBuilder(opcode: 0x9, payload: [1, 2, 3]).bytes)
-        let pong = Self.frames(try harness.output())
+        let pong = PipelineHarness.frames(try harness.output())
         XCTAssertEqual(pong.first?.0, 0xA)
         XCTAssertEqual(pong.first?.1, [1, 2, 3])
     }
@@ -188,16 +64,16 @@ final class PipelineTests: XCTestCase {
                 "GET /?token=echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n\(key)Sec-WebSocket-Version: 13\r\n\r\n",
                 "400"
             ),
-            (Self.upgradeRequest(extra: "Origin: https://evil.example.com\r\n"), "403"),
-            (Self.upgradeRequest(uri: "/"), "400"),
-            (Self.upgradeRequest(uri: "/?token=nope"), "404"),
+            (PipelineHarness.upgradeRequest(extra: "Origin: https://evil.example.com\r\n"), "403"),
+            (PipelineHarness.upgradeRequest(uri: "/"), "400"),
+            (PipelineHarness.upgradeRequest(uri: "/?token=nope"), "404"),
             ("GARBAGE\r\n\r\n", "400"),
             ("GET / HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "a", count: 20000))\r\n\r\n", "431"),
         ]
         for (request, status) in cases {
-            let harness = try Harness(table: table)
+            let harness = try PipelineHarness(table: table)
             try harness.send(request)
-            let (head, body) = Self.splitHead(try harness.output())
+            let (head, body) = PipelineHarness.splitHead(try harness.output())
             XCTAssertTrue(head.hasPrefix("HTTP/1.1 \(status) "), "\(request.prefix(60)) → \(head)")
             XCTAssertTrue(head.lowercased().contains("connection: close"), head)
             XCTAssertFalse(body.isEmpty, "a one-line reason is in the body")
@@ -207,11 +83,11 @@ final class PipelineTests: XCTestCase {
     }
 
     func testBackendConnectFailureCompletesTheUpgradeThenCloses1014() throws {
-        let harness = try Harness(connectError: IOError(errnoCode: ECONNREFUSED, reason: "connect"))
-        try harness.send(Self.upgradeRequest())
-        let (head, rest) = Self.splitHead(try harness.output())
+        let harness = try PipelineHarness(connectError: IOError(errnoCode: ECONNREFUSED, reason: "connect"))
+        try harness.send(PipelineHarness.upgradeRequest())
+        let (head, rest) = PipelineHarness.splitHead(try harness.output())
         XCTAssertTrue(head.hasPrefix("HTTP/1.1 101"), head)
-        let frames = Self.frames(rest)
+        let frames = PipelineHarness.frames(rest)
         XCTAssertEqual(frames.count, 1)
         XCTAssertEqual(frames.first?.0, 0x8)
         XCTAssertEqual(frames.first?.1, [0x03, 0xF6] + Array("backend refused".utf8))
@@ -221,19 +97,19 @@ final class PipelineTests: XCTestCase {
     }
 
     func testHandshakeTimeoutAnswers408() throws {
-        let harness = try Harness { $0.handshakeTimeout = .seconds(3) }
+        let harness = try PipelineHarness { $0.handshakeTimeout = .seconds(3) }
         try harness.send("GET / HTTP/1.1\r\nHost: x\r\n")
         harness.loop.advanceTime(by: .seconds(2))
         XCTAssertTrue(harness.client.isActive)
         harness.loop.advanceTime(by: .seconds(2))
-        let (head, _) = Self.splitHead(try harness.output())
+        let (head, _) = PipelineHarness.splitHead(try harness.output())
         XCTAssertTrue(head.hasPrefix("HTTP/1.1 408 Request Timeout"), head)
         XCTAssertFalse(harness.client.isActive)
     }
 
     func testBackpressureHoldsReadsOnBothSides() throws {
-        let harness = try Harness()
-        try harness.send(Self.upgradeRequest())
+        let harness = try PipelineHarness()
+        try harness.send(PipelineHarness.upgradeRequest())
         _ = try harness.output()
         let backend = try XCTUnwrap(harness.backend)
 
@@ -259,13 +135,13 @@ final class PipelineTests: XCTestCase {
     }
 
     func testProtocolErrorClosesWith1002AndItsReason() throws {
-        let harness = try Harness()
-        try harness.send(Self.upgradeRequest())
+        let harness = try PipelineHarness()
+        try harness.send(PipelineHarness.upgradeRequest())
         _ = try harness.output()
         var unmasked = FrameBuilder.binary([1, 2])
         unmasked.masked = false
         try harness.send(unmasked.bytes)
-        let frames = Self.frames(try harness.output())
+        let frames = PipelineHarness.frames(try harness.output())
         XCTAssertEqual(frames.first?.0, 0x8)
         XCTAssertEqual(frames.first?.1, [0x03, 0xEA] + Array("unmasked client frame".utf8))
         XCTAssertFalse(harness.client.isActive)
@@ -273,28 +149,28 @@ final class PipelineTests: XCTestCase {
     }
 
     func testIdleTimeoutCloses1001() throws {
-        let harness = try Harness { $0.idleTimeout = .seconds(10) }
-        try harness.send(Self.upgradeRequest())
+        let harness = try PipelineHarness { $0.idleTimeout = .seconds(10) }
+        try harness.send(PipelineHarness.upgradeRequest())
         _ = try harness.output()
         harness.loop.advanceTime(by: .seconds(6))
         try harness.send(FrameBuilder.binary([1]).bytes)
         harness.loop.advanceTime(by: .seconds(6))
-        XCTAssertEqual(Self.frames(try harness.output()).count, 0, "activity moved the deadline")
+        XCTAssertEqual(PipelineHarness.frames(try harness.output()).count, 0, "activity moved the deadline")
         harness.loop.advanceTime(by: .seconds(5))
-        let frames = Self.frames(try harness.output())
+        let frames = PipelineHarness.frames(try harness.output())
         XCTAssertEqual(frames.first?.0, 0x8)
         XCTAssertEqual(frames.first?.1, [0x03, 0xE9] + Array("idle timeout".utf8))
     }
 
     func testDeadPeerIsDroppedAfterThePongDeadline() throws {
-        let harness = try Harness {
+        let harness = try PipelineHarness {
             $0.pingInterval = .seconds(5)
             $0.pongTimeout = .seconds(3)
         }
-        try harness.send(Self.upgradeRequest())
+        try harness.send(PipelineHarness.upgradeRequest())
         _ = try harness.output()
         harness.loop.advanceTime(by: .seconds(5))
-        XCTAssertEqual(Self.frames(try harness.output()).first?.0, 0x9, "a ping was sent")
+        XCTAssertEqual(PipelineHarness.frames(try harness.output()).first?.0, 0x9, "a ping was sent")
         try harness.send(FrameBuilder(opcode: 0xA).bytes)  // pong
         harness.loop.advanceTime(by: .seconds(3))
         XCTAssertTrue(harness.client.isActive, "answered in time")

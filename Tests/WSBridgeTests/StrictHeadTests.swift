@@ -8,11 +8,11 @@ import XCTest
 /// pipeline.
 final class StrictHeadTests: XCTestCase {
     private func status(_ extra: String, table: TargetTable? = nil) throws -> String {
-        let harness = try PipelineTests.Harness(
+        let harness = try PipelineHarness(
             table: table ?? TargetTable(mode: .tokens(["echo": Target(name: "e", backend: .echo)]))
         )
-        try harness.send(PipelineTests.upgradeRequest(extra: extra))
-        let (head, _) = PipelineTests.splitHead(try harness.output())
+        try harness.send(PipelineHarness.upgradeRequest(extra: extra))
+        let (head, _) = PipelineHarness.splitHead(try harness.output())
         if !head.hasPrefix("HTTP/1.1 101") { XCTAssertFalse(harness.client.isActive, "closed after \(head)") }
         return String(head.prefix(12))
     }

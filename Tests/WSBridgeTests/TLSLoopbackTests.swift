@@ -10,83 +10,26 @@ import XCTest
 @testable import WSBridge
 
 /// TLS over real loopback sockets with NIO's WebSocket client: wss:// and ws:// on one port, and TLS to a backend
-/// with its own CA (verified, and refused when the CA is not trusted). Certificates are made by the openssl CLI; without it the tests fail (they do not skip).
+/// with its own CA (verified, and refused when the CA is not trusted). Certificates are `TestCertificates`, made by
+/// the openssl CLI; without it the tests fail (they do not skip).
 final class TLSLoopbackTests: XCTestCase {
     var group: MultiThreadedEventLoopGroup!
-    var directory: URL!
-    var caFile: String { self.directory.appendingPathComponent("ca.pem").path }
-    var certFile: String { self.directory.appendingPathComponent("server.pem").path }
-    var keyFile: String { self.directory.appendingPathComponent("server.key").path }
-
-    /// A failure to make the certificates is a failure of the test, never a skip: a machine without openssl would
-    /// otherwise report these TLS tests as passed-by-skipping (scripts/lib/install installs openssl).
-    struct OpenSSLError: Error, CustomStringConvertible {
-        var description: String
-    }
-
-    static let opensslPath: String? = {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        return path.split(separator: ":").map { "\($0)/openssl" }.first {
-            FileManager.default.isExecutableFile(atPath: $0)
-        }
-    }()
-
-    func openssl(_ arguments: [String]) throws {
-        guard let executable = Self.opensslPath else {
-            throw OpenSSLError(
-                description:
-                    "openssl is not on PATH: TLSLoopbackTests make their certificates with it (Debian: apt-get install openssl)"
-            )
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.currentDirectoryURL = self.directory
-        process.standardOutput = FileHandle.nullDevice
-        let errors = Pipe()
-        process.standardError = errors
-        try process.run()
-        let stderr = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw OpenSSLError(
-                description:
-                    "openssl \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(String(decoding: stderr, as: UTF8.self))"
-            )
-        }
-    }
+    var certificates: TestCertificates!
+    var caFile: String { self.certificates.caFile }
+    var certFile: String { self.certificates.certFile }
+    var keyFile: String { self.certificates.keyFile }
 
     override func setUp() async throws {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        self.directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "wsbridge-tls-\(UUID().uuidString)"
-        )
-        try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
     }
 
-    /// The CA and the server certificate, made by each test first: an error here fails that test (thrown from
-    /// `setUp`, corelibs XCTest would report the test as skipped as well as failed).
+    /// The CA and the server certificate, made once per test process and asked for by each test first: an error here
+    /// fails that test (thrown from `setUp`, corelibs XCTest would report the test as skipped as well as failed).
     func makeCertificates() throws {
-        try self.openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"])
-        try self.openssl([
-            "req", "-x509", "-new", "-key", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=loopback CA",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
-        ])
-        try self.openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "server.key"])
-        try self.openssl(["req", "-new", "-key", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"])
-        try "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n".write(
-            to: self.directory.appendingPathComponent("server.ext"),
-            atomically: true,
-            encoding: .utf8
-        )
-        try self.openssl([
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", "7",
-            "-out", "server.pem", "-days", "2", "-extfile", "server.ext",
-        ])
+        self.certificates = try TestCertificates.shared.get()
     }
 
     override func tearDown() async throws {
-        try? FileManager.default.removeItem(at: self.directory)
         try await self.group.shutdownGracefully()
     }
 
@@ -119,31 +62,14 @@ final class TLSLoopbackTests: XCTestCase {
         services: BridgeServer.Services = .init(),
         _ body: @escaping @Sendable (Int) async throws -> Void
     ) async throws {
-        var configuration = BridgeConfiguration(host: "127.0.0.1", port: 0)
+        var configuration = BridgeConfiguration()
         try configure(&configuration)
-        let (ports, portContinuation) = AsyncStream<Int>.makeStream()
-        let server = BridgeServer(
+        try await LoopbackBridge.run(
             configuration: configuration,
             services: services,
-            targets: TargetsStore(fixed: TargetTable(mode: .tokens(targets))),
-            group: self.group,
-            logger: Logger(label: "bridge"),
-            onServerRunning: { portContinuation.yield($0.port!) }
-        )
-        let serviceGroup = ServiceGroup(services: [server], logger: Logger(label: "group"))
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await serviceGroup.run() }
-            var iterator = ports.makeAsyncIterator()
-            let port = await iterator.next()!
-            do {
-                try await body(port)
-            } catch {
-                await serviceGroup.triggerGracefulShutdown()
-                throw error
-            }
-            await serviceGroup.triggerGracefulShutdown()
-            try await tasks.waitForAll()
-        }
+            targets: TargetTable(mode: .tokens(targets)),
+            group: self.group
+        ) { bridge in try await body(bridge.port) }
     }
 
     func clientContext() throws -> NIOSSLContext {

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import FuzzDriver
 import NIOCore
 
 @testable import WSBridge
@@ -13,18 +11,4 @@ public func fuzzFrameParser(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     FuzzFrameParserHarness.testOneInput(data, size)
 }
 
-// MARK: entry point
-
-@_silgen_name("LLVMFuzzerRunDriver")
-func LLVMFuzzerRunDriver(
-    _ argc: UnsafeMutablePointer<Int32>,
-    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
-    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
-) -> Int32
-
-var argc = CommandLine.argc
-var argv = CommandLine.unsafeArgv
-exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in
-    guard let data else { return 0 }
-    return fuzzFrameParser(data, size)
-})
+runFuzzer { data, size in data.map { fuzzFrameParser($0, size) } ?? 0 }

@@ -1,6 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import FuzzDriver
+
 @testable import WSBridge
 
 // libFuzzer's entry points around the harness in FuzzProxyHeaderHarness.swift (a symlink to
@@ -11,16 +10,4 @@ public func fuzzProxyHeader(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     FuzzProxyHeaderHarness.testOneInput(data, size)
 }
 
-@_silgen_name("LLVMFuzzerRunDriver")
-func LLVMFuzzerRunDriver(
-    _ argc: UnsafeMutablePointer<Int32>,
-    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
-    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
-) -> Int32
-
-var argc = CommandLine.argc
-var argv = CommandLine.unsafeArgv
-exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in
-    guard let data else { return 0 }
-    return fuzzProxyHeader(data, size)
-})
+runFuzzer { data, size in data.map { fuzzProxyHeader($0, size) } ?? 0 }

@@ -1,6 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import FuzzDriver
+
 @testable import WSBridge
 
 // libFuzzer's entry points around the harness in FuzzTargetsParsersHarness.swift (a symlink to
@@ -11,18 +10,4 @@ public func fuzzTargetsParsers(_ data: UnsafePointer<UInt8>, _ size: Int) -> CIn
     FuzzTargetsParsersHarness.testOneInput(data, size)
 }
 
-// MARK: entry point
-
-@_silgen_name("LLVMFuzzerRunDriver")
-func LLVMFuzzerRunDriver(
-    _ argc: UnsafeMutablePointer<Int32>,
-    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
-    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
-) -> Int32
-
-var argc = CommandLine.argc
-var argv = CommandLine.unsafeArgv
-exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in
-    guard let data else { return 0 }
-    return fuzzTargetsParsers(data, size)
-})
+runFuzzer { data, size in data.map { fuzzTargetsParsers($0, size) } ?? 0 }

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import FuzzDriver
 import Logging
 import NIOCore
 import NIOEmbedded
@@ -16,18 +14,4 @@ public func fuzzUpgradePolicy(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt
     FuzzUpgradePolicyHarness.testOneInput(data, size)
 }
 
-// MARK: entry point
-
-@_silgen_name("LLVMFuzzerRunDriver")
-func LLVMFuzzerRunDriver(
-    _ argc: UnsafeMutablePointer<Int32>,
-    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
-    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
-) -> Int32
-
-var argc = CommandLine.argc
-var argv = CommandLine.unsafeArgv
-exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in
-    guard let data else { return 0 }
-    return fuzzUpgradePolicy(data, size)
-})
+runFuzzer { data, size in data.map { fuzzUpgradePolicy($0, size) } ?? 0 }
