@@ -9,9 +9,14 @@ final class FrameParserTests: XCTestCase {
         _ bytes: [UInt8],
         chunk: Int = .max,
         maxFrameSize: UInt64 = 1 << 20,
+        maxMessageSize: UInt64 = 1 << 20,
         reportsDataFrames: Bool = false
     ) -> ([FrameParser.Event], FrameParser.Failure?) {
-        var parser = FrameParser(maxFrameSize: maxFrameSize, reportsDataFrames: reportsDataFrames)
+        var parser = FrameParser(
+            maxFrameSize: maxFrameSize,
+            maxMessageSize: maxMessageSize,
+            reportsDataFrames: reportsDataFrames
+        )
         var events: [FrameParser.Event] = []
         var pending = ByteBuffer()
         var offset = 0
@@ -132,6 +137,35 @@ final class FrameParserTests: XCTestCase {
         for (name, bytes, code) in cases {
             XCTAssertEqual(self.parse(bytes).1?.code, code, name)
         }
+    }
+
+    func testMessageSizeLimitCountsEveryFrameOfAMessage() {
+        let part = Array(repeating: UInt8(7), count: 400)
+        let ping = FrameBuilder(opcode: 0x9, payload: [1]).bytes
+        // 400 + 400 + 200 = the limit exactly, with a ping between the fragments: relayed whole.
+        let fits =
+            FrameBuilder.binary(part, fin: false).bytes + ping
+            + FrameBuilder(opcode: 0x0, payload: part, fin: false).bytes
+            + FrameBuilder(opcode: 0x0, payload: Array(part[..<200]), fin: true).bytes
+        for chunk in [1, 7, Int.max] {
+            let (events, failure) = self.parse(fits, chunk: chunk, maxFrameSize: 1000, maxMessageSize: 1000)
+            XCTAssertNil(failure, "chunk \(chunk)")
+            XCTAssertEqual(self.payloadBytes(events), part + part + Array(part[..<200]), "chunk \(chunk)")
+        }
+        // One byte more: refused at the header of the frame that crosses the limit, before its payload is handed on.
+        let over =
+            FrameBuilder.binary(part, fin: false).bytes + FrameBuilder(opcode: 0x0, payload: part, fin: false).bytes
+            + FrameBuilder(opcode: 0x0, payload: Array(part[..<201]), fin: true).bytes
+        let (events, failure) = self.parse(over, maxFrameSize: 1000, maxMessageSize: 1000)
+        XCTAssertEqual(failure, FrameParser.Failure(.tooBig, "message too big"))
+        XCTAssertEqual(self.payloadBytes(events), part + part)
+        // A new message starts from zero: two messages of 600 bytes each pass a limit of 1000.
+        let two =
+            FrameBuilder.binary(Array(repeating: 1, count: 600)).bytes
+            + FrameBuilder.text(String(repeating: "a", count: 600)).bytes
+        XCTAssertNil(self.parse(two, maxFrameSize: 1000, maxMessageSize: 1000).1)
+        // The message limit is never below the frame limit.
+        XCTAssertEqual(FrameParser(maxFrameSize: 5000, maxMessageSize: 1000).maxMessageSize, 5000)
     }
 
     func testFrameSizeLimit() {

@@ -85,6 +85,16 @@ def test_bad_flag_usage_error(wsbridge_bin, args):
     assert_nothing_listens(port)
 
 
+def test_max_message_size_below_max_frame_size_is_a_usage_error(wsbridge_bin):
+    port = free_port()
+    r = run_bridge(
+        wsbridge_bin, f"127.0.0.1:{port}", "127.0.0.1:5900", "--max-frame-size", "2048", "--max-message-size", "1024"
+    )
+    assert r.returncode == 64, f"exit {r.returncode}; stderr: {r.stderr!r}"
+    assert b"--max-message-size must be at least --max-frame-size" in r.stderr, r.stderr
+    assert_nothing_listens(port)
+
+
 def test_positional_target_with_targets_file_is_error(wsbridge_bin, tmp_path):
     f = write_token_file(tmp_path / "t", {"a": "127.0.0.1:1"})
     port = free_port()

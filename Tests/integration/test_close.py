@@ -369,6 +369,29 @@ def test_max_frame_size_header_only(bridge_factory, backends):
         assert (close.close_code, close.close_reason) == (1009, "frame too big")
 
 
+def test_max_message_size_counts_the_frames_of_a_message(bridge_factory, backends):
+    """--max-message-size bounds a fragmented message as a whole (docs/behaviour.md): the fragments up to the
+    limit reach the backend byte-exact, the frame that crosses it gets 1009 "message too big" at its header."""
+    col = backends.collect()
+    b = bridge_factory("--max-frame-size", "1024", "--max-message-size", "4096", target=col.addr)
+    with RawWS.connect(b.connect_host, b.port) as ws:
+        parts = [os.urandom(1024) for _ in range(4)]
+        ws.send_raw(encode_frame(OP_BINARY, parts[0], fin=False))
+        for part in parts[1:]:
+            ws.send_raw(encode_frame(OP_CONT, part, fin=False))
+        conn = col.wait_conn()
+        assert conn.wait_bytes(4096, 10)
+        try:
+            ws.send_raw(encode_frame(OP_CONT, b"x", fin=True))
+        except OSError:
+            pass
+        _, close = ws.read_until_close(timeout=10)
+        assert close is not None
+        assert (close.close_code, close.close_reason) == (1009, "message too big")
+        assert conn.wait_end(10), "backend not closed after the refused message"
+        assert conn.received() == b"".join(parts)
+
+
 # ---------------------------------------------------------------------------------------------
 # Shutdown
 

@@ -242,6 +242,7 @@ public struct BridgeApplication: Sendable {
             server.inheritedListener = descriptor
         }
         server.preferIPv6 = configuration.preferIPv6
+        server.maxMessageSize = configuration.limits.maxMessageSize
         server.stallTimeout = timeouts.stall
         server.tcpUserTimeout = timeouts.tcpUser
         server.maxHandshakes = configuration.limits.handshakes

@@ -358,6 +358,14 @@ extension BridgeOptions {
         configuration.limits.handshakesPerClient =
             self.session.maxHandshakesPerIP > 0 ? self.session.maxHandshakesPerIP : nil
         configuration.limits.maxFrameSize = self.session.maxFrameSize
+        if let maxMessageSize = self.session.maxMessageSize {
+            guard maxMessageSize >= self.session.maxFrameSize else {
+                throw ValidationError("--max-message-size must be at least --max-frame-size")
+            }
+            configuration.limits.maxMessageSize = maxMessageSize
+        } else {
+            configuration.limits.maxMessageSize = max(64 << 20, self.session.maxFrameSize)
+        }
 
         guard self.session.readBuffer >= 64 else { throw ValidationError("--read-buffer must be at least 64 bytes") }
         guard self.session.writeBufferLow >= 0, self.session.writeBufferHigh > self.session.writeBufferLow else {

@@ -82,6 +82,8 @@ public struct Configuration: Sendable {
         public var handshakesPerClient: Int? = 1024
         /// Largest client frame payload (1009 beyond).
         public var maxFrameSize: UInt64 = 64 << 20
+        /// Largest client message, its frames together (1009 beyond); never below `maxFrameSize`.
+        public var maxMessageSize: UInt64 = 64 << 20
         public init() {}
     }
 

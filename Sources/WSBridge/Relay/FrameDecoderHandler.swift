@@ -19,9 +19,14 @@ final class FrameDecoderHandler: ChannelInboundHandler, RemovableChannelHandler 
     private static let headerChunk = 160
 
     /// - Parameter reportsDataFrames: also pass on data frame headers (`.dataFrame` events), for the echo target.
-    init(maxFrameSize: UInt64, reportsDataFrames: Bool = false) {
+    init(maxFrameSize: UInt64, maxMessageSize: UInt64 = 64 << 20, reportsDataFrames: Bool = false) {
         // The read buffer is ours once NIO hands it on: unmask in place (see `FrameParser.init`).
-        self.parser = FrameParser(maxFrameSize: maxFrameSize, reportsDataFrames: reportsDataFrames, unmaskInPlace: true)
+        self.parser = FrameParser(
+            maxFrameSize: maxFrameSize,
+            maxMessageSize: maxMessageSize,
+            reportsDataFrames: reportsDataFrames,
+            unmaskInPlace: true
+        )
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

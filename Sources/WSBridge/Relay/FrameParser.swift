@@ -61,6 +61,9 @@ public struct FrameParser: Sendable {
     }
 
     public let maxFrameSize: UInt64
+    /// Largest client message, its frames together (1009 beyond): checked at each frame header, so that payload is
+    /// still streamed and never held.
+    public let maxMessageSize: UInt64
     public let requireMask: Bool
     /// Whether data frame headers are reported as `.dataFrame` events. The relay does not need them (it forwards
     /// bytes only) and leaves this off, so that it handles one event per payload chunk and nothing more.
@@ -69,6 +72,8 @@ public struct FrameParser: Sendable {
     public let unmaskInPlace: Bool
     private var state: State = .header
     private var inFragmentedMessage = false
+    /// Payload bytes of the current message's frames so far, the frame being read included.
+    private var messageLength: UInt64 = 0
     private var messageIsText = false
     private var utf8 = UTF8Validator()
 
@@ -81,11 +86,13 @@ public struct FrameParser: Sendable {
     ///   cover bytes before the reader index). Issue 5: this removed a memmove of up to 64 KiB per frame.
     public init(
         maxFrameSize: UInt64 = 64 << 20,
+        maxMessageSize: UInt64 = 64 << 20,
         requireMask: Bool = true,
         reportsDataFrames: Bool = false,
         unmaskInPlace: Bool = false
     ) {
         self.maxFrameSize = maxFrameSize
+        self.maxMessageSize = max(maxMessageSize, maxFrameSize)
         self.requireMask = requireMask
         self.reportsDataFrames = reportsDataFrames
         self.unmaskInPlace = unmaskInPlace
@@ -212,8 +219,11 @@ public struct FrameParser: Sendable {
             length = buffer.getInteger(at: buffer.readerIndex + 2, as: UInt64.self)!
             if length & (1 << 63) != 0 { return try self.fail(.protocolError, "frame length has the high bit set") }
         }
-        if !isControl && length > self.maxFrameSize {
-            return try self.fail(.tooBig, "frame too big")
+        if !isControl {
+            if length > self.maxFrameSize { return try self.fail(.tooBig, "frame too big") }
+            let before = opcode == 0x0 ? self.messageLength : 0
+            guard length <= self.maxMessageSize - before else { return try self.fail(.tooBig, "message too big") }
+            self.messageLength = before + length
         }
         var mask: (UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0)
         if masked {

@@ -198,7 +198,11 @@ extension BridgeServer {
             metrics: self.metrics
         )
         // An echo mirrors frames, so its decoder reports their headers; the relay's does not need them.
-        let frameDecoder = FrameDecoderHandler(maxFrameSize: self.configuration.maxFrameSize, reportsDataFrames: echoes)
+        let frameDecoder = FrameDecoderHandler(
+            maxFrameSize: self.configuration.maxFrameSize,
+            maxMessageSize: self.configuration.maxMessageSize,
+            reportsDataFrames: echoes
+        )
         return [frameDecoder, session]
     }
 }

@@ -26,6 +26,15 @@ public struct SessionOptions: ParsableArguments {
     var maxFrameSize: UInt64 = 64 << 20
 
     @Option(
+        name: .customLong("max-message-size"),
+        help: ArgumentHelp(
+            "Largest client message in bytes, its frames together (1009 beyond; default 64 MiB, or --max-frame-size when that is larger). Streamed too.",
+            valueName: "BYTES"
+        )
+    )
+    var maxMessageSize: UInt64?
+
+    @Option(
         name: .customLong("close-timeout"),
         help: ArgumentHelp(
             "Seconds allowed for each closing step (peer's Close, flushing to a backend, backend EOF).",
