@@ -60,25 +60,10 @@ public final class BridgeMetrics: Sendable {
             .milliseconds(500), .seconds(1), .seconds(5), .seconds(10),
         ]
         self.factory = factory
-        self.rejections = Self.counters(
-            "wsbridge_handshake_rejections_total",
-            by: "reason",
-            HTTPRejection.Kind.allCases,
-            factory
-        )
-        self.connectFailures = Self.counters(
-            "wsbridge_backend_connect_failures_total",
-            by: "kind",
-            BackendConnectError.Kind.allCases,
-            factory
-        )
+        self.rejections = Self.counters("wsbridge_handshake_rejections_total", by: "reason", factory)
+        self.connectFailures = Self.counters("wsbridge_backend_connect_failures_total", by: "kind", factory)
         self.handshakesInProgress = CoreMetrics.Meter(label: "wsbridge_handshakes_in_progress", factory: factory)
-        self.handshakeTimeouts = Self.counters(
-            "wsbridge_handshake_timeouts_total",
-            by: "phase",
-            HandshakeStateMachine.Phase.allCases,
-            factory
-        )
+        self.handshakeTimeouts = Self.counters("wsbridge_handshake_timeouts_total", by: "phase", factory)
         self.reloadsOK = CoreMetrics.Counter(
             label: "wsbridge_targets_reloads_total",
             dimensions: [("result", "ok")],
@@ -176,15 +161,14 @@ public final class BridgeMetrics: Sendable {
 }
 
 extension BridgeMetrics {
-    /// One counter `label` for each case of `cases`, told apart by the dimension `name` (a bounded set of series).
-    fileprivate static func counters<Case: RawRepresentable & Hashable>(
+    /// One counter `label` for each case of `Case`, told apart by the dimension `name` (a bounded set of series).
+    fileprivate static func counters<Case: CaseIterable & RawRepresentable & Hashable>(
         _ label: String,
         by name: String,
-        _ cases: [Case],
         _ factory: MetricsFactory
     ) -> [Case: CoreMetrics.Counter] where Case.RawValue == String {
         Dictionary(
-            uniqueKeysWithValues: cases.map {
+            uniqueKeysWithValues: Case.allCases.map {
                 ($0, CoreMetrics.Counter(label: label, dimensions: [(name, $0.rawValue)], factory: factory))
             }
         )
