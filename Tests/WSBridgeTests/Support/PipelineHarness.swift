@@ -1,4 +1,3 @@
-import Logging
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
@@ -34,19 +33,14 @@ final class PipelineHarness {
         let backendReads = self.backendReads
         let connector = BackendConnector { _, eventLoop in
             if let connectError { return eventLoop.makeFailedFuture(connectError) }
-            let handler = BackendHandler()
-            let channel = EmbeddedChannel(loop: loop)
-            try! channel.pipeline.syncOperations.addHandler(backendReads)
-            try! channel.pipeline.syncOperations.addHandler(handler)
-            _ = channel.connect(to: try! SocketAddress(ipAddress: "127.0.0.1", port: 1))
+            let (channel, handler) = try! Self.connectedBackend(on: loop, reads: backendReads)
             backendBox.value = channel
             return eventLoop.makeSucceededFuture(handler)
         }
-        let server = BridgeServer(
+        let server = BridgeServer.forTests(
             configuration: self.configuration,
-            targets: TargetsStore(fixed: table),
+            targets: table,
             group: self.loop,
-            logger: Logger(label: "test"),
             connector: custom ?? connector
         )
         self.server = server
@@ -82,6 +76,20 @@ final class PipelineHarness {
         var all: [UInt8] = []
         while let buffer = try self.backend?.readOutbound(as: ByteBuffer.self) { all += buffer.readableBytesView }
         return all
+    }
+
+    /// A backend as a connector hands it to the bridge: a connected `EmbeddedChannel` on `loop` with its
+    /// `BackendHandler` (after `reads`, when given).
+    static func connectedBackend(
+        on loop: EmbeddedEventLoop,
+        reads: ReadCounter? = nil
+    ) throws -> (EmbeddedChannel, BackendHandler) {
+        let handler = BackendHandler()
+        let channel = EmbeddedChannel(loop: loop)
+        if let reads { try channel.pipeline.syncOperations.addHandler(reads) }
+        try channel.pipeline.syncOperations.addHandler(handler)
+        _ = channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 1))
+        return (channel, handler)
     }
 
     static func upgradeRequest(uri: String = "/?token=echo", extra: String = "") -> String {
