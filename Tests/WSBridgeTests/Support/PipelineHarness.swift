@@ -109,11 +109,6 @@ final class PipelineHarness {
         }
         return (String(decoding: bytes[..<end], as: UTF8.self), Array(bytes[(end + 4)...]))
     }
-
-    /// (opcode, payload) of each server frame in `bytes`.
-    static func frames(_ bytes: [UInt8]) -> [(UInt8, [UInt8])] {
-        ServerFrame.parse(bytes).map { ($0.opcode, $0.payload) }
-    }
 }
 
 /// Counts the reads a pipeline asks for (backpressure tests).
