@@ -19,9 +19,9 @@ final class EarlyDataTests: XCTestCase {
         try harness.send(request + FrameBuilder.text("early").bytes + FrameBuilder(opcode: 0x9, payload: [1]).bytes)
         let (head, rest) = PipelineHarness.splitHead(try harness.output())
         XCTAssertTrue(head.hasPrefix("HTTP/1.1 101"), head)
-        let frames = PipelineHarness.frames(rest)
-        XCTAssertEqual(frames.map(\.0), [0x1, 0xA])
-        XCTAssertEqual(frames.first?.1, Array("early".utf8))
+        let frames = ServerFrame.parse(rest)
+        XCTAssertEqual(frames.map(\.opcode), [0x1, 0xA])
+        XCTAssertEqual(frames.first?.payload, Array("early".utf8))
         XCTAssertTrue(harness.client.isActive)
     }
 
@@ -45,6 +45,6 @@ final class EarlyDataTests: XCTestCase {
         harness.loop.run()
         let (head, rest) = PipelineHarness.splitHead(try harness.output())
         XCTAssertTrue(head.hasPrefix("HTTP/1.1 101"), head)
-        XCTAssertEqual(PipelineHarness.frames(rest).map(\.1), [[1, 2], [3]])
+        XCTAssertEqual(ServerFrame.parse(rest).map(\.payload), [[1, 2], [3]])
     }
 }

@@ -22,10 +22,7 @@ final class HandshakeHandlerTests: XCTestCase {
         }
 
         func complete(loop: EmbeddedEventLoop) throws {
-            let handler = BackendHandler()
-            let channel = EmbeddedChannel(loop: loop)
-            try channel.pipeline.syncOperations.addHandler(handler)
-            _ = channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 1))
+            let (channel, handler) = try PipelineHarness.connectedBackend(on: loop)
             self.backend = channel
             self.promise?.succeed(handler)
         }

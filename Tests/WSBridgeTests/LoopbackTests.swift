@@ -1,38 +1,18 @@
-import Logging
 import NIOCore
 import NIOPosix
 import NIOWebSocket
-import ServiceLifecycle
 import XCTest
 
 @testable import WSBridge
 
 /// Real sockets on loopback, port 0: the bridge, a NIO TCP echo backend, and NIO's WebSocket client.
 final class LoopbackTests: XCTestCase {
-    /// Echoes every byte; shuts its write side when the peer does (half-close), like a well-behaved TCP service.
-    final class EchoHandler: ChannelInboundHandler, Sendable {
-        typealias InboundIn = ByteBuffer
-        typealias OutboundOut = ByteBuffer
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            context.write(data, promise: nil)
-        }
-        func channelReadComplete(context: ChannelHandlerContext) { context.flush() }
-        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-            if let event = event as? ChannelEvent, event == .inputClosed {
-                context.close(mode: .output, promise: nil)
-            }
-        }
-    }
-
     var group: MultiThreadedEventLoopGroup!
     var echo: Channel!
 
     override func setUp() async throws {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        self.echo = try await ServerBootstrap(group: self.group)
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelInitializer { $0.pipeline.addHandler(EchoHandler()) }
-            .bind(host: "127.0.0.1", port: 0).get()
+        self.echo = try await EchoServer.start(group: self.group)
     }
 
     override func tearDown() async throws {

@@ -27,16 +27,16 @@ final class PipelineTests: XCTestCase {
         // Backend → client: one binary frame per read.
         try harness.backend!.writeInbound(ByteBuffer(string: "from backend"))
         harness.loop.run()
-        let frames = PipelineHarness.frames(try harness.output())
+        let frames = ServerFrame.parse(try harness.output())
         XCTAssertEqual(frames.count, 1)
-        XCTAssertEqual(frames.first?.0, 0x2)
-        XCTAssertEqual(frames.first?.1, Array("from backend".utf8))
+        XCTAssertEqual(frames.first?.opcode, 0x2)
+        XCTAssertEqual(frames.first?.payload, Array("from backend".utf8))
 
         // Ping is answered with the same payload.
         try harness.send(FrameBuilder(opcode: 0x9, payload: [1, 2, 3]).bytes)
-        let pong = PipelineHarness.frames(try harness.output())
-        XCTAssertEqual(pong.first?.0, 0xA)
-        XCTAssertEqual(pong.first?.1, [1, 2, 3])
+        let pong = ServerFrame.parse(try harness.output())
+        XCTAssertEqual(pong.first?.opcode, 0xA)
+        XCTAssertEqual(pong.first?.payload, [1, 2, 3])
     }
 
     func testEachRejectionIsARealHTTPResponseThatClosesTheConnection() throws {
@@ -87,10 +87,10 @@ final class PipelineTests: XCTestCase {
         try harness.send(PipelineHarness.upgradeRequest())
         let (head, rest) = PipelineHarness.splitHead(try harness.output())
         XCTAssertTrue(head.hasPrefix("HTTP/1.1 101"), head)
-        let frames = PipelineHarness.frames(rest)
+        let frames = ServerFrame.parse(rest)
         XCTAssertEqual(frames.count, 1)
-        XCTAssertEqual(frames.first?.0, 0x8)
-        XCTAssertEqual(frames.first?.1, [0x03, 0xF6] + Array("backend refused".utf8))
+        XCTAssertEqual(frames.first?.opcode, 0x8)
+        XCTAssertEqual(frames.first?.payload, [0x03, 0xF6] + Array("backend refused".utf8))
         // The client's Close completes the handshake and the server closes the connection.
         try harness.send(FrameBuilder.close(1014).bytes)
         XCTAssertFalse(harness.client.isActive)
@@ -141,9 +141,9 @@ final class PipelineTests: XCTestCase {
         var unmasked = FrameBuilder.binary([1, 2])
         unmasked.masked = false
         try harness.send(unmasked.bytes)
-        let frames = PipelineHarness.frames(try harness.output())
-        XCTAssertEqual(frames.first?.0, 0x8)
-        XCTAssertEqual(frames.first?.1, [0x03, 0xEA] + Array("unmasked client frame".utf8))
+        let frames = ServerFrame.parse(try harness.output())
+        XCTAssertEqual(frames.first?.opcode, 0x8)
+        XCTAssertEqual(frames.first?.payload, [0x03, 0xEA] + Array("unmasked client frame".utf8))
         XCTAssertFalse(harness.client.isActive)
         XCTAssertEqual(try harness.backendOutput(), [], "nothing from the bad frame reached the backend")
     }
@@ -155,11 +155,11 @@ final class PipelineTests: XCTestCase {
         harness.loop.advanceTime(by: .seconds(6))
         try harness.send(FrameBuilder.binary([1]).bytes)
         harness.loop.advanceTime(by: .seconds(6))
-        XCTAssertEqual(PipelineHarness.frames(try harness.output()).count, 0, "activity moved the deadline")
+        XCTAssertEqual(ServerFrame.parse(try harness.output()).count, 0, "activity moved the deadline")
         harness.loop.advanceTime(by: .seconds(5))
-        let frames = PipelineHarness.frames(try harness.output())
-        XCTAssertEqual(frames.first?.0, 0x8)
-        XCTAssertEqual(frames.first?.1, [0x03, 0xE9] + Array("idle timeout".utf8))
+        let frames = ServerFrame.parse(try harness.output())
+        XCTAssertEqual(frames.first?.opcode, 0x8)
+        XCTAssertEqual(frames.first?.payload, [0x03, 0xE9] + Array("idle timeout".utf8))
     }
 
     func testDeadPeerIsDroppedAfterThePongDeadline() throws {
@@ -170,7 +170,7 @@ final class PipelineTests: XCTestCase {
         try harness.send(PipelineHarness.upgradeRequest())
         _ = try harness.output()
         harness.loop.advanceTime(by: .seconds(5))
-        XCTAssertEqual(PipelineHarness.frames(try harness.output()).first?.0, 0x9, "a ping was sent")
+        XCTAssertEqual(ServerFrame.parse(try harness.output()).first?.opcode, 0x9, "a ping was sent")
         try harness.send(FrameBuilder(opcode: 0xA).bytes)  // pong
         harness.loop.advanceTime(by: .seconds(3))
         XCTAssertTrue(harness.client.isActive, "answered in time")

@@ -1,10 +1,8 @@
 import Foundation
-import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
 import NIOWebSocket
-import ServiceLifecycle
 import XCTest
 
 @testable import WSBridge
@@ -43,17 +41,7 @@ final class TLSLoopbackTests: XCTestCase {
                     privateKey: .privateKey(try NIOSSLPrivateKey(file: self.keyFile, format: .pem))
                 )
             ) : nil
-        return try await ServerBootstrap(group: self.group)
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let context {
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
-                    }
-                    try channel.pipeline.syncOperations.addHandler(LoopbackTests.EchoHandler())
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0).get()
+        return try await EchoServer.start(group: self.group, tls: context)
     }
 
     func withBridge(

@@ -27,12 +27,11 @@ struct LoopbackBridge: Sendable {
         configuration.host = "127.0.0.1"
         configuration.port = 0
         let (ports, portContinuation) = AsyncStream<Int>.makeStream()
-        let server = BridgeServer(
+        let server = BridgeServer.forTests(
             configuration: configuration,
             services: services,
-            targets: TargetsStore(fixed: targets),
+            targets: targets,
             group: group,
-            logger: Logger(label: "bridge"),
             onServerRunning: { portContinuation.yield($0.port!) }
         )
         let serviceGroup = ServiceGroup(services: [server], logger: Logger(label: "group"))

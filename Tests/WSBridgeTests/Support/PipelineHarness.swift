@@ -1,4 +1,3 @@
-import Logging
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
@@ -34,19 +33,14 @@ final class PipelineHarness {
         let backendReads = self.backendReads
         let connector = BackendConnector { _, eventLoop in
             if let connectError { return eventLoop.makeFailedFuture(connectError) }
-            let handler = BackendHandler()
-            let channel = EmbeddedChannel(loop: loop)
-            try! channel.pipeline.syncOperations.addHandler(backendReads)
-            try! channel.pipeline.syncOperations.addHandler(handler)
-            _ = channel.connect(to: try! SocketAddress(ipAddress: "127.0.0.1", port: 1))
+            let (channel, handler) = try! Self.connectedBackend(on: loop, reads: backendReads)
             backendBox.value = channel
             return eventLoop.makeSucceededFuture(handler)
         }
-        let server = BridgeServer(
+        let server = BridgeServer.forTests(
             configuration: self.configuration,
-            targets: TargetsStore(fixed: table),
+            targets: table,
             group: self.loop,
-            logger: Logger(label: "test"),
             connector: custom ?? connector
         )
         self.server = server
@@ -84,6 +78,20 @@ final class PipelineHarness {
         return all
     }
 
+    /// A backend as a connector hands it to the bridge: a connected `EmbeddedChannel` on `loop` with its
+    /// `BackendHandler` (after `reads`, when given).
+    static func connectedBackend(
+        on loop: EmbeddedEventLoop,
+        reads: ReadCounter? = nil
+    ) throws -> (EmbeddedChannel, BackendHandler) {
+        let handler = BackendHandler()
+        let channel = EmbeddedChannel(loop: loop)
+        if let reads { try channel.pipeline.syncOperations.addHandler(reads) }
+        try channel.pipeline.syncOperations.addHandler(handler)
+        _ = channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 1))
+        return (channel, handler)
+    }
+
     static func upgradeRequest(uri: String = "/?token=echo", extra: String = "") -> String {
         "GET \(uri) HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\(extra)\r\n"
@@ -100,11 +108,6 @@ final class PipelineHarness {
             return (String(decoding: bytes, as: UTF8.self), [])
         }
         return (String(decoding: bytes[..<end], as: UTF8.self), Array(bytes[(end + 4)...]))
-    }
-
-    /// (opcode, payload) of each server frame in `bytes`.
-    static func frames(_ bytes: [UInt8]) -> [(UInt8, [UInt8])] {
-        ServerFrame.parse(bytes).map { ($0.opcode, $0.payload) }
     }
 }
 
