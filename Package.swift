@@ -29,6 +29,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.0.0"),
         // Token HTTP API (BaseTokenAPI/JSONTokenApi): GET with timeouts, pooled connections, TLS.
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.21.0"),
+        // permessage-deflate (RFC 7692): streaming raw deflate and inflate over the system's zlib, on ByteBuffers.
+        .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
     ],
     targets: [
         .target(
@@ -52,6 +54,7 @@ let package = Package(
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "CompressNIO", package: "compress-nio"),
                 // The command line's declarations (BridgeOptions) live in the library, so that tests build a
                 // Configuration from a command line as the executable does.
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -243,6 +243,7 @@ public struct BridgeApplication: Sendable {
         }
         server.preferIPv6 = configuration.preferIPv6
         server.maxMessageSize = configuration.limits.maxMessageSize
+        server.compression = configuration.limits.compression
         server.stallTimeout = timeouts.stall
         server.tcpUserTimeout = timeouts.tcpUser
         server.maxHandshakes = configuration.limits.handshakes

@@ -358,6 +358,7 @@ extension BridgeOptions {
         configuration.limits.handshakesPerClient =
             self.session.maxHandshakesPerIP > 0 ? self.session.maxHandshakesPerIP : nil
         configuration.limits.maxFrameSize = self.session.maxFrameSize
+        configuration.limits.compression = self.session.compression
         if let maxMessageSize = self.session.maxMessageSize {
             guard maxMessageSize >= self.session.maxFrameSize else {
                 throw ValidationError("--max-message-size must be at least --max-frame-size")

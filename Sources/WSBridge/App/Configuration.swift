@@ -82,8 +82,11 @@ public struct Configuration: Sendable {
         public var handshakesPerClient: Int? = 1024
         /// Largest client frame payload (1009 beyond).
         public var maxFrameSize: UInt64 = 64 << 20
-        /// Largest client message, its frames together (1009 beyond); never below `maxFrameSize`.
+        /// Largest client message, its frames together (1009 beyond); never below `maxFrameSize`. Counts inflated
+        /// bytes of compressed messages.
         public var maxMessageSize: UInt64 = 64 << 20
+        /// permessage-deflate for targets that do not choose (`--compression`; a YAML target's `compression:`).
+        public var compression = CompressionMode.off
         public init() {}
     }
 

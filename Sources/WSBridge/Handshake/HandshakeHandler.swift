@@ -363,7 +363,19 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
             preconditionFailure("upgrade without a validated request")
         }
         self.endHandshake()
-        let answer = WebSocketAccept.switchingProtocols(key: key, subprotocol: self.admission?.subprotocol)
+        // permessage-deflate where the target (or the server) enables it and the client offers it; never for the
+        // readiness probe.
+        var compression: DeflateParameters?
+        if !self.selfCheck, let target = self.admission?.target,
+            (target.compression ?? self.server.configuration.compression) == .deflate
+        {
+            compression = DeflateNegotiation.negotiate(offers: head.headers["sec-websocket-extensions"])
+        }
+        let answer = WebSocketAccept.switchingProtocols(
+            key: key,
+            subprotocol: self.admission?.subprotocol,
+            compression: compression
+        )
         context.writeAndFlush(self.wrapOutboundOut(.head(answer)), promise: nil)
         let channel = context.channel
         do {
@@ -378,6 +390,7 @@ final class HandshakeHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     channel: channel,
                     admission: admission,
                     backend: self.backend,
+                    compression: compression,
                     logger: self.logger
                 )
                 handlers = [WebSocketFrameEncoder()] + session

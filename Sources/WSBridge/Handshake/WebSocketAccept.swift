@@ -13,12 +13,18 @@ enum WebSocketAccept {
         Data(Insecure.SHA1.hash(data: Array((key + Self.guid).utf8))).base64EncodedString()
     }
 
-    /// The 101 answer to a request with `key`, naming the `subprotocol` chosen from the client's offer.
-    static func switchingProtocols(key: String, subprotocol: String?) -> HTTPResponseHead {
+    /// The 101 answer to a request with `key`, naming the `subprotocol` chosen from the client's offer and the
+    /// accepted permessage-deflate offer.
+    static func switchingProtocols(
+        key: String,
+        subprotocol: String?,
+        compression: DeflateParameters? = nil
+    ) -> HTTPResponseHead {
         var headers = HTTPHeaders([
             ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", Self.value(forKey: key)),
         ])
         if let subprotocol { headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol) }
+        if let compression { headers.add(name: "Sec-WebSocket-Extensions", value: compression.response) }
         return HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers)
     }
 

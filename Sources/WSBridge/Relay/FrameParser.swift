@@ -19,6 +19,19 @@ public struct FrameParser: Sendable {
         case pong(ByteBuffer)
         /// A Close frame: the code (nil when the frame had no body) and the reason.
         case close(CloseCode?, String)
+        /// Payload of a compressed message (RSV1 on its first frame, only when made with `allowsCompression`), still
+        /// compressed: the frame decoder inflates it (`MessageInflater`), so the session never sees this event.
+        /// Empty only when it ends the message.
+        case compressed(CompressedPayload)
+    }
+
+    /// A piece of a compressed message's payload (RFC 7692 §6): its UTF-8 is checked once inflated.
+    public struct CompressedPayload: Equatable, Sendable {
+        public var bytes: ByteBuffer
+        /// The message's opcode (text or binary).
+        public var opcode: DataOpcode
+        /// The last piece of the message's final frame.
+        public var endsMessage: Bool
     }
 
     /// A protocol violation, with the close code and reason the bridge sends back.
@@ -70,11 +83,14 @@ public struct FrameParser: Sendable {
     public let reportsDataFrames: Bool
     /// Unmask in the buffer's storage even when other `ByteBuffer` values share it (see `init`).
     public let unmaskInPlace: Bool
+    /// permessage-deflate was negotiated: RSV1 on the first frame of a data message marks it compressed.
+    public let allowsCompression: Bool
     private var state: State = .header
     private var inFragmentedMessage = false
     /// Payload bytes of the current message's frames so far, the frame being read included.
     private var messageLength: UInt64 = 0
     private var messageIsText = false
+    private var messageIsCompressed = false
     private var utf8 = UTF8Validator()
 
     /// - Parameter unmaskInPlace: false (the default) keeps `ByteBuffer`'s value semantics: unmasking mutates
@@ -89,13 +105,15 @@ public struct FrameParser: Sendable {
         maxMessageSize: UInt64 = 64 << 20,
         requireMask: Bool = true,
         reportsDataFrames: Bool = false,
-        unmaskInPlace: Bool = false
+        unmaskInPlace: Bool = false,
+        allowsCompression: Bool = false
     ) {
         self.maxFrameSize = maxFrameSize
         self.maxMessageSize = max(maxMessageSize, maxFrameSize)
         self.requireMask = requireMask
         self.reportsDataFrames = reportsDataFrames
         self.unmaskInPlace = unmaskInPlace
+        self.allowsCompression = allowsCompression
     }
 
     /// Whether a Close frame has been parsed (later bytes are ignored).
@@ -122,12 +140,18 @@ public struct FrameParser: Sendable {
                 return event
             case .payload(let remaining, let mask, let maskOffset, let fin):
                 if remaining == 0 {
+                    let compressed = self.messageIsCompressed
+                    let opcode = self.messageOpcode
                     try self.endDataFrame(fin: fin)
+                    if compressed && fin {
+                        return .compressed(CompressedPayload(bytes: ByteBuffer(), opcode: opcode, endsMessage: true))
+                    }
                     continue
                 }
                 let available = buffer.readableBytes
                 if available == 0 { return nil }
                 let count = Int(min(UInt64(available), remaining))
+                let checksUTF8 = self.messageIsText && !self.messageIsCompressed
                 let validUTF8: Bool
                 if self.unmaskInPlace {
                     validUTF8 = buffer.withUnsafeReadableBytes { bytes -> Bool in
@@ -135,13 +159,13 @@ public struct FrameParser: Sendable {
                             mutating: UnsafeRawBufferPointer(rebasing: bytes[0..<count])
                         )
                         Self.unmask(chunk, mask: mask, offset: maskOffset)
-                        return self.messageIsText ? self.utf8.feed(UnsafeRawBufferPointer(chunk)) : true
+                        return checksUTF8 ? self.utf8.feed(UnsafeRawBufferPointer(chunk)) : true
                     }
                 } else {
                     validUTF8 = buffer.withUnsafeMutableReadableBytes { bytes -> Bool in
                         let chunk = UnsafeMutableRawBufferPointer(rebasing: bytes[0..<count])
                         Self.unmask(chunk, mask: mask, offset: maskOffset)
-                        return self.messageIsText ? self.utf8.feed(UnsafeRawBufferPointer(chunk)) : true
+                        return checksUTF8 ? self.utf8.feed(UnsafeRawBufferPointer(chunk)) : true
                     }
                 }
                 guard validUTF8 else { return try self.fail(.invalidPayload, "invalid UTF-8 in text message") }
@@ -152,6 +176,12 @@ public struct FrameParser: Sendable {
                     maskOffset: (maskOffset + count) & 3,
                     fin: fin
                 )
+                if self.messageIsCompressed {
+                    let opcode = self.messageOpcode
+                    let ends = remaining == UInt64(count) && fin
+                    if remaining == UInt64(count) { try self.endDataFrame(fin: fin) }
+                    return .compressed(CompressedPayload(bytes: slice, opcode: opcode, endsMessage: ends))
+                }
                 if remaining == UInt64(count) { try self.endDataFrame(fin: fin) }
                 return .data(slice)
             }
@@ -161,11 +191,12 @@ public struct FrameParser: Sendable {
     private mutating func endDataFrame(fin: Bool) throws {
         self.state = .header
         guard fin else { return }
-        if self.messageIsText && !self.utf8.isComplete {
+        if self.messageIsText && !self.messageIsCompressed && !self.utf8.isComplete {
             _ = try self.fail(.invalidPayload, "invalid UTF-8 in text message")
         }
         self.inFragmentedMessage = false
         self.messageIsText = false
+        self.messageIsCompressed = false
         self.utf8 = UTF8Validator()
     }
 
@@ -186,7 +217,10 @@ public struct FrameParser: Sendable {
         let shortLength = second & 0x7F
 
         // Checks that need only the first two bytes come first, so a bad frame is refused as early as possible.
-        if first & 0x70 != 0 { return try self.fail(.protocolError, "reserved bits set") }
+        let rsv1 = first & 0x40 != 0
+        if first & 0x30 != 0 || (rsv1 && !self.allowsCompression) {
+            return try self.fail(.protocolError, "reserved bits set")
+        }
         let isControl = opcode & 0x08 != 0
         switch opcode {
         case 0x0, 0x1, 0x2, 0x8, 0x9, 0xA: break
@@ -203,6 +237,9 @@ public struct FrameParser: Sendable {
         } else if self.inFragmentedMessage {
             return try self.fail(.protocolError, "new data frame inside a fragmented message")
         }
+        // RFC 7692 §6.1: RSV1 marks a message, so only its first frame carries it.
+        if rsv1 && isControl { return try self.fail(.protocolError, "compressed control frame") }
+        if rsv1 && opcode == 0x0 { return try self.fail(.protocolError, "RSV1 set on a continuation frame") }
 
         let lengthBytes: Int
         switch shortLength {
@@ -250,16 +287,20 @@ public struct FrameParser: Sendable {
         buffer.moveReaderIndex(forwardBy: headerLength)
         if opcode != 0x0 {
             self.messageIsText = opcode == 0x1
+            self.messageIsCompressed = rsv1
             self.inFragmentedMessage = !fin
         }
         // A final continuation frame ends the message in `endDataFrame` once its payload is through.
         self.state = .payload(remaining: length, mask: mask, maskOffset: 0, fin: fin)
-        guard self.reportsDataFrames else { return nil }
+        // A compressed message's frames are not reported: the decoder frames what it inflates itself.
+        guard self.reportsDataFrames, !self.messageIsCompressed else { return nil }
         // An empty frame ends here, so that a message it leaves with incomplete UTF-8 fails before its header is
         // reported (as a last payload chunk is checked before it is handed out).
         if length == 0 { try self.endDataFrame(fin: fin) }
         return .dataFrame(DataFrameHeader(opcode: DataOpcode(rawValue: opcode)!, fin: fin, length: length))
     }
+
+    private var messageOpcode: DataOpcode { self.messageIsText ? .text : .binary }
 
     private mutating func parseClose(_ payload: ByteBuffer) throws -> Event? {
         var payload = payload

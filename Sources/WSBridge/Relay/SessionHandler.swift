@@ -145,7 +145,7 @@ final class SessionHandler: ChannelDuplexHandler {
         case .dataFrame(let header):
             guard self.machine.clientFrameStart(now: context.eventLoop.now) else { return }
             self.hotPath { self.partner?.write(.frameStart(header)) }
-        case .ping, .pong, .close:
+        case .ping, .pong, .close, .compressed:
             self.handle(.clientFrame(event))
         }
     }

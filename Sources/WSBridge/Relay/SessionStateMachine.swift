@@ -385,6 +385,8 @@ struct SessionStateMachine {
             }
         case .pong:
             break  // `lastReceived` moved: the peer is alive.
+        case .compressed:
+            Self.illegal("compressed payload reached the session: the frame decoder inflates it")
         case .close(let code, _):
             if self.client == .open {
                 self.note(code?.rawValue ?? CloseCode.noStatus.rawValue, by: .client, reason: "")

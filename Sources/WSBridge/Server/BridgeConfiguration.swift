@@ -41,6 +41,8 @@ public struct BridgeConfiguration: Sendable {
     public var maxFrameSize: UInt64
     /// Largest client message, its frames together (1009 beyond); never below `maxFrameSize`.
     public var maxMessageSize: UInt64 = 64 << 20
+    /// permessage-deflate for targets that do not choose (a YAML target's `compression:` does).
+    public var compression = CompressionMode.off
     /// Bound for each closing step (peer's Close, flushing to a backend, backend EOF after a half-close).
     public var closeTimeout: TimeAmount
     /// An HTTP answer (static file, health, metrics) whose bytes stop moving for this long is closed: the

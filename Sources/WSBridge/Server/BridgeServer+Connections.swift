@@ -171,6 +171,7 @@ extension BridgeServer {
         channel: Channel,
         admission: UpgradePolicy.Admission,
         backend: Result<BackendHandler, BackendConnectError>?,
+        compression: DeflateParameters? = nil,
         logger: Logger
     ) throws -> [ChannelHandler] {
         if let deadline = admission.target.sessionDeadline {
@@ -189,6 +190,8 @@ extension BridgeServer {
             guard let backend else { throw ChannelError.inappropriateOperationForState }
             partner = backend.map { $0 as RelayPartner }
         }
+        var logger = logger
+        if let compression { logger[metadataKey: "compression"] = "\(compression.response)" }
         let session = SessionHandler(
             configuration: self.configuration,
             recording: self.services.recording,
@@ -197,12 +200,16 @@ extension BridgeServer {
             logger: logger,
             metrics: self.metrics
         )
-        // An echo mirrors frames, so its decoder reports their headers; the relay's does not need them.
+        // An echo mirrors frames, so its decoder reports their headers; the relay's does not need them. A compressed
+        // session inflates at most one read cycle's worth of socket reads per cycle, as much as it could read plain.
         let frameDecoder = FrameDecoderHandler(
             maxFrameSize: self.configuration.maxFrameSize,
             maxMessageSize: self.configuration.maxMessageSize,
-            reportsDataFrames: echoes
+            reportsDataFrames: echoes,
+            compression: compression,
+            inflateBudget: self.configuration.readBufferSize * max(1, self.configuration.maxReadsPerCycle)
         )
-        return [frameDecoder, session]
+        guard let compression else { return [frameDecoder, session] }
+        return [DeflateFrameEncoder(parameters: compression), frameDecoder, session]
     }
 }

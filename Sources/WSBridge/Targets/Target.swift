@@ -44,6 +44,8 @@ public struct Target: Hashable, Sendable {
     /// When set, sessions admitted with this target are closed (1008 `token expired`) at this time: a signed
     /// token's `exp` under `--jwt-close-at-exp`.
     public var sessionDeadline: Date?
+    /// permessage-deflate for this target's sessions; nil: the server's `--compression`.
+    public var compression: CompressionMode?
 
     public init(
         name: String,

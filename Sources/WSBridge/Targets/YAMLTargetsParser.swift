@@ -96,6 +96,7 @@ public enum YAMLTargetsParser {
             var idleTimeout: Double?
             var allowClients: [CIDR]?
             var keepOnRevoke = false
+            var compression: CompressionMode?
             for (keyNode, value) in mapping {
                 let valueLine = value.mark?.line ?? line
                 func invalid(_ message: String) -> TargetsFileError {
@@ -158,6 +159,15 @@ public enum YAMLTargetsParser {
                         }
                         return cidr
                     }
+                case "compression":
+                    // `off` unquoted is YAML 1.1's false.
+                    if let mode = value.string.flatMap({ CompressionMode(rawValue: $0.lowercased()) }) {
+                        compression = mode
+                    } else if value.bool == false {
+                        compression = .off
+                    } else {
+                        throw invalid("'compression' must be 'deflate' or 'off'")
+                    }
                 case "on_revoke":
                     switch value.string {
                     case "close": keepOnRevoke = false
@@ -175,7 +185,7 @@ public enum YAMLTargetsParser {
                         file: file,
                         line: keyNode.mark?.line ?? line,
                         message:
-                            "unknown key '\(keyNode.string ?? "")' in target '\(token == nil ? Target.redact(name) : name)' (expected backend, unix, echo, token, origins, max_sessions, idle_timeout, allow_clients, on_revoke, tls, proxy_protocol, client_cert_names)"
+                            "unknown key '\(keyNode.string ?? "")' in target '\(token == nil ? Target.redact(name) : name)' (expected backend, unix, echo, token, origins, max_sessions, idle_timeout, allow_clients, on_revoke, tls, proxy_protocol, client_cert_names, compression)"
                     )
                 }
             }
@@ -187,7 +197,7 @@ public enum YAMLTargetsParser {
                 )
             }
             // With an explicit token the key is a plain name and may be logged; otherwise the key is the secret.
-            let target = Target(
+            var target = Target(
                 name: token == nil ? Target.redact(name) : name,
                 backend: backend,
                 origins: origins,
@@ -200,6 +210,7 @@ public enum YAMLTargetsParser {
                 proxyProtocol: proxyProtocol,
                 clientCertNames: clientCertNames
             )
+            target.compression = compression
             if tls != nil, case .unix = backend {
                 throw TargetsFileError(file: file, line: line, message: "'tls' needs a TCP 'backend', not 'unix'")
             }

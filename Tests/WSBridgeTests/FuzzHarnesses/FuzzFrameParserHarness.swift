@@ -110,6 +110,8 @@ enum FuzzFrameParserHarness {
                         if let code { check(code.isValidOnWire, "a Close with code \(code) was accepted") }
                         check(reason.utf8.count <= 123, "a close reason over 123 bytes")
                         run.controls.append("close \(String(describing: code)) \(reason)")
+                    case .compressed:
+                        check(false, "a compressed payload from a parser made without compression")
                     }
                 }
             } catch let failure as FrameParser.Failure {

@@ -35,6 +35,15 @@ public struct SessionOptions: ParsableArguments {
     var maxMessageSize: UInt64?
 
     @Option(
+        name: .customLong("compression"),
+        help: ArgumentHelp(
+            "permessage-deflate (RFC 7692) for targets without a 'compression:' of their own: deflate accepts the client's offer, off (the default) declines it. Compressing secrets together with data a page chooses can leak them: see docs/behaviour.md.",
+            valueName: "deflate|off"
+        )
+    )
+    var compression: CompressionMode = .off
+
+    @Option(
         name: .customLong("close-timeout"),
         help: ArgumentHelp(
             "Seconds allowed for each closing step (peer's Close, flushing to a backend, backend EOF).",
