@@ -16,6 +16,9 @@ final class MessageDeflater {
     let freesAfterMessage: Bool
     /// zlib's memory level: its hash table and pending buffer, `1 << (memoryLevel + 9)` bytes.
     static let memoryLevel: Int32 = 5
+    /// zlib's compression level: 1, its fastest. A relay's bytes go out as they come, and for a console's text
+    /// level 1 saves nearly what level 6 does at about a third of the CPU (docs/benchmarks.md, "Compression").
+    static let level: Int32 = 1
     private var zlib: ZlibCompressor?
 
     init(windowBits: Int, freesAfterMessage: Bool) {
@@ -64,7 +67,7 @@ final class MessageDeflater {
     private func makeZlib() throws -> ZlibCompressor {
         let configuration = ZlibConfiguration(
             windowSize: Int32(self.windowBits),
-            compressionLevel: 6,
+            compressionLevel: Self.level,
             memoryLevel: Self.memoryLevel
         )
         let zlib = try ZlibCompressor(algorithm: .deflate, configuration: configuration)
