@@ -188,7 +188,7 @@ final class CompressionTests: XCTestCase {
 
     func testABombIsInflatedInPiecesAndStoppedAtTheMessageLimit() throws {
         let compressed = try self.bomb(16 << 20)
-        XCTAssertLessThan(compressed.readableBytes, 32 << 10)  // 16 MiB in under 32 KiB
+        XCTAssertLessThan(compressed.readableBytes, 128 << 10)  // 16 MiB in under 128 KiB (zlib level 1)
         let inflater = MessageInflater(windowBits: 15, freesAfterMessage: false, maxMessageSize: 1 << 20)
         inflater.feed(compressed, endsMessage: true)
         var inflated = 0

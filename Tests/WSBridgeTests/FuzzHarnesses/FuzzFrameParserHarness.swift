@@ -14,7 +14,9 @@ enum FuzzFrameParserHarness {
     // Fuzzes the streaming client-frame parser (FrameParser) with arbitrary bytes.
     //
     // Input: byte 0 seeds how the rest is cut into reads; byte 1 picks the options (reportsDataFrames, the frame size
-    // limit); the rest is what a client sends. The parser runs twice, on the whole input at once and in reads of
+    // limit, permessage-deflate); the rest is what a client sends. With permessage-deflate, compressed messages go
+    // through a MessageInflater too, in pieces of another size in each run, and their inflated bytes must not
+    // depend on the cut or the piece size, nor a piece be larger than asked for. The parser runs twice, on the whole input at once and in reads of
     // pseudo-random sizes, and the harness traps when
     //   - the two runs disagree (payload, control events, frame headers, failure), beyond what the cut explains;
     //   - a .data event is empty, or the payloads after a frame header do not add up to its length;
@@ -28,6 +30,10 @@ enum FuzzFrameParserHarness {
         var controls: [String] = []
         var headers: [FrameParser.DataFrameHeader] = []
         var failure: FrameParser.Failure?
+        /// Compressed payload as the parser handed it out, and what the inflater made of it.
+        var compressed: [UInt8] = []
+        var inflated: [UInt8] = []
+        var inflateFailure: FrameParser.Failure?
     }
 
     struct SplitMix {
@@ -45,8 +51,16 @@ enum FuzzFrameParserHarness {
         if !condition { fatalError("fuzz finding: \(message())") }
     }
 
-    static func parse(_ bytes: [UInt8], chunks: [Int], reports: Bool, maxFrameSize: UInt64) -> Run {
-        var parser = FrameParser(maxFrameSize: maxFrameSize, reportsDataFrames: reports)
+    static func parse(
+        _ bytes: [UInt8],
+        chunks: [Int],
+        reports: Bool,
+        maxFrameSize: UInt64,
+        compression: Bool = false,
+        pieceLimit: Int = 1 << 16
+    ) -> Run {
+        var parser = FrameParser(maxFrameSize: maxFrameSize, reportsDataFrames: reports, allowsCompression: compression)
+        let inflater = MessageInflater(windowBits: 15, freesAfterMessage: false, maxMessageSize: 1 << 20)
         var run = Run()
         var pending = ByteBuffer()
         var offset = 0
@@ -110,8 +124,25 @@ enum FuzzFrameParserHarness {
                         if let code { check(code.isValidOnWire, "a Close with code \(code) was accepted") }
                         check(reason.utf8.count <= 123, "a close reason over 123 bytes")
                         run.controls.append("close \(String(describing: code)) \(reason)")
-                    case .compressed:
-                        check(false, "a compressed payload from a parser made without compression")
+                    case .compressed(let piece):
+                        check(compression, "a compressed payload from a parser made without compression")
+                        check(piece.bytes.readableBytes > 0 || piece.endsMessage, "an empty compressed piece")
+                        run.compressed += piece.bytes.readableBytesView
+                        guard run.inflateFailure == nil else { break }
+                        inflater.feed(piece.bytes, endsMessage: piece.endsMessage)
+                        do {
+                            while case .piece(let out) = try inflater.next(
+                                limit: pieceLimit,
+                                allocator: ByteBufferAllocator()
+                            ) {
+                                check(out.readableBytes > 0, "an empty inflated piece")
+                                check(out.readableBytes <= pieceLimit, "an inflated piece larger than asked for")
+                                run.inflated += out.readableBytesView
+                            }
+                        } catch {
+                            run.inflateFailure = error as? FrameParser.Failure
+                            check(run.inflateFailure != nil, "an inflater error that is not a Failure: \(error)")
+                        }
                     }
                 }
             } catch let failure as FrameParser.Failure {
@@ -139,6 +170,7 @@ enum FuzzFrameParserHarness {
         let maxFrameSize: UInt64 = [16, 125, 126, 65535, 65536, 1 << 20, 64 << 20, UInt64.max >> 1][
             Int(input[1] >> 1) & 7
         ]
+        let compression = input[1] & 0x10 != 0
         let bytes = Array(input[2...])
 
         var chunks: [Int] = []
@@ -148,15 +180,43 @@ enum FuzzFrameParserHarness {
             chunks.append(n)
             total += n
         }
-        let whole = parse(bytes, chunks: [max(1, bytes.count)], reports: reports, maxFrameSize: maxFrameSize)
-        let cut = parse(bytes, chunks: chunks, reports: reports, maxFrameSize: maxFrameSize)
+        let whole = parse(
+            bytes,
+            chunks: [max(1, bytes.count)],
+            reports: reports,
+            maxFrameSize: maxFrameSize,
+            compression: compression
+        )
+        // Pieces of 1 to 4096 bytes (a power of two, as the frame decoder asks for).
+        let cut = parse(
+            bytes,
+            chunks: chunks,
+            reports: reports,
+            maxFrameSize: maxFrameSize,
+            compression: compression,
+            pieceLimit: 1 << Int(random.next() % 13)
+        )
+        if compression {
+            // What was inflated before either run stopped agrees; without a failure, all of it.
+            check(
+                isPrefix(whole.inflated, of: cut.inflated) || isPrefix(cut.inflated, of: whole.inflated),
+                "inflated bytes depend on the cut or the piece size"
+            )
+            if whole.failure == nil && cut.failure == nil {
+                check(whole.inflateFailure == cut.inflateFailure, "the inflater failed in one run only")
+            }
+        }
 
         check(
             whole.failure == cut.failure,
             "whole: \(String(describing: whole.failure)), cut: \(String(describing: cut.failure))"
         )
         if whole.failure == nil {
-            check(whole == cut, "the same bytes in other reads gave other events")
+            // The inflated bytes were compared above: before a 1009 their amount depends on the piece size.
+            var (wholeEvents, cutEvents) = (whole, cut)
+            (wholeEvents.inflated, cutEvents.inflated) = ([], [])
+            (wholeEvents.inflateFailure, cutEvents.inflateFailure) = (nil, nil)
+            check(wholeEvents == cutEvents, "the same bytes in other reads gave other events")
         } else {
             // On a failure the cut run may have handed out more of a frame's valid prefix; nothing else may differ.
             check(
