@@ -221,6 +221,10 @@ class FirefoxElement:
     def click(self) -> None:
         self.element.click()
 
+    def send_keys(self, *keys: str) -> None:
+        # Selenium's Keys are WebDriver's key codes (Keys.ENTER is U+E007), which Marionette takes as they are.
+        self.element.send_keys("".join(keys))
+
     @property
     def screenshot_as_png(self) -> bytes:
         return self.client.screenshot(element=self.element, format="binary")
@@ -232,7 +236,7 @@ class FirefoxBrowser:
 
     engine = "firefox"
 
-    def __init__(self):
+    def __init__(self, accept_insecure_certs: bool = False):
         import tempfile
 
         from marionette_driver.marionette import Marionette
@@ -256,7 +260,7 @@ class FirefoxBrowser:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         self.client = Marionette(host="127.0.0.1", port=port, startup_timeout=60)
-        self.client.start_session({"pageLoadStrategy": "normal"})
+        self.client.start_session({"pageLoadStrategy": "normal", "acceptInsecureCerts": accept_insecure_certs})
         self.client.timeout.page_load = 30
 
     def get(self, url: str) -> None:

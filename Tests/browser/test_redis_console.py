@@ -1,4 +1,5 @@
-"""Examples/redis-console: the page talks RESP to a real redis-server through wsbridge, in Chromium."""
+"""Examples/redis-console: the page talks RESP to a real redis-server through wsbridge, in Chromium and in
+Firefox."""
 
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -27,7 +28,8 @@ def run(browser, command):
     return text_of(browser, "last-reply")
 
 
-def test_redis_console_round_trips_commands(readme_session, browser):
+def test_redis_console_round_trips_commands(readme_session, any_browser):
+    browser = any_browser
     readme_session("redis-console", ports=[6379, 6080, 8000])
     browser.get("http://localhost:8000/")
     assert browser.find_element(By.ID, "url").get_attribute("value") == "ws://localhost:6080/?token=redis"

@@ -1,4 +1,4 @@
-"""Examples/tls: an https page reaches a TLS backend with its own CA through wss://, in Chromium."""
+"""Examples/tls: an https page reaches a TLS backend with its own CA through wss://, in Chromium and in Firefox."""
 
 import base64
 import hashlib
@@ -10,7 +10,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conftest import CHROMEDRIVER, CHROMIUM, ROOT, WAIT
+from conftest import CHROMEDRIVER, CHROMIUM, ROOT, WAIT, FirefoxBrowser
 
 
 def spki_pin(cert) -> str:
@@ -20,9 +20,17 @@ def spki_pin(cert) -> str:
     return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
-@pytest.fixture
-def page(readme_session):
+@pytest.fixture(params=["chromium", "firefox"])
+def page(readme_session, request):
     session = readme_session("tls", ports=[7443, 6443])
+    if request.param == "firefox":
+        # Marionette has no per-certificate trust: the session accepts the example's self-signed certificate as
+        # Firefox's "accept the risk" would, for the page and its wss:// connection alike.
+        driver = FirefoxBrowser(accept_insecure_certs=True)
+        driver.get("https://localhost:6443/")
+        yield driver, session
+        driver.quit()
+        return
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in (
