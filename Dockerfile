@@ -26,7 +26,8 @@ RUN swift build -c release --static-swift-stdlib --product wsbridge \
 # ---- runtime: the binary on a slim Debian of the same release (same glibc) ----
 FROM debian:bookworm-slim
 
-# The static-stdlib binary still links libc, libm, libcrypt (--auth-file hashes), libstdc++ and libgcc_s
+# The static-stdlib binary still links libc, libm, libcrypt (--auth-file hashes), libz (permessage-deflate),
+# libstdc++ and libgcc_s
 # dynamically: all in the base image. ca-certificates: the system CAs for TLS to backends (tls: true,
 # --ssl-target). tzdata: local time zones (TZ) in log timestamps;
 # without it they are UTC.
