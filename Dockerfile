@@ -27,10 +27,8 @@ RUN swift build -c release --static-swift-stdlib --product wsbridge \
 FROM debian:bookworm-slim
 
 # The static-stdlib binary still links libc, libm, libcrypt (--auth-file hashes), libz (permessage-deflate),
-# libstdc++ and libgcc_s
-# dynamically: all in the base image. ca-certificates: the system CAs for TLS to backends (tls: true,
-# --ssl-target). tzdata: local time zones (TZ) in log timestamps;
-# without it they are UTC.
+# libstdc++ and libgcc_s dynamically: all in the base image. ca-certificates: the system CAs for TLS to backends
+# (tls: true, --ssl-target). tzdata: local time zones (TZ) in log timestamps; without it they are UTC.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates tzdata \
