@@ -21,7 +21,19 @@ RUN swift build -c release --static-swift-stdlib --product wsbridge \
     && install -D -m 0755 .build/release/wsbridge /out/usr/local/bin/wsbridge \
     && install -D -m 0644 .build/release/libwsbridge-rebind.so /out/usr/local/lib/wsbridge/libwsbridge-rebind.so \
     && ln -s wsbridge /out/usr/local/bin/websockify \
-    && install -D -m 0755 /usr/libexec/swift/linux/swift-backtrace-static /out/usr/local/libexec/swift-backtrace-static
+    && install -D -m 0755 /usr/libexec/swift/linux/swift-backtrace-static /out/usr/local/libexec/swift-backtrace-static \
+    && install -d /symbols \
+    && objcopy --only-keep-debug /out/usr/local/bin/wsbridge /symbols/wsbridge.debug \
+    && strip --strip-all /out/usr/local/bin/wsbridge \
+    && objcopy --add-gnu-debuglink=/symbols/wsbridge.debug /out/usr/local/bin/wsbridge
+
+# ---- symbols: what stripping took out of the binary (DWARF and the symbol table), not in the image ----
+# A crash in the image prints a backtrace of addresses (SWIFT_BACKTRACE below); with this file they become function
+# names and source lines: `docker build --target symbols --output type=local,dest=symbols .`, then
+# `addr2line -f -C -i -e symbols/wsbridge.debug 0xADDRESS` (or `llvm-symbolizer --obj=symbols/wsbridge.debug`) for
+# each address the backtrace gives, minus the image's load address it prints.
+FROM scratch AS symbols
+COPY --from=build /symbols/ /
 
 # ---- runtime: the binary on a slim Debian of the same release (same glibc) ----
 FROM debian:bookworm-slim
