@@ -8,6 +8,7 @@ memory bounded.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 import zlib
@@ -333,6 +334,45 @@ def test_a_bomb_into_a_backend_that_does_not_read_waits_behind_backpressure(brid
     assert conn.received()[: 60 * MiB] == bytes(60 * MiB)
     print(f"\nbomb into a backend that does not read: RSS grew {held} KiB while held")
     assert held < 8 * 1024, f"RSS grew {held} KiB while a bomb waited for a backend that does not read"
+
+
+def test_many_small_compressed_messages_into_a_backend_that_does_not_read_stay_small(bridge_factory, backends,
+                                                                                     tmp_path):
+    """Each inflated message is 64 bytes: what waits for the backend is counted by its bytes (256 KiB before the
+    bridge stops reading), so each must hold storage of about its size, not the 64 KiB buffer it was inflated
+    into (that would be 256 MiB)."""
+    release = threading.Event()
+    hold = backends.custom(hold_handler(release), "hold", rcvbuf=64 * KiB)
+    targets = targets_file(tmp_path, f"  hold: {{ backend: '{hold.addr}', compression: deflate }}\n")
+    b = bridge_factory("--targets", targets)
+    # client_no_context_takeover: each message is compressed on its own, so one batch can be sent many times.
+    messages = [b"%07d: a line of a console, 64 bytes with its number......\n" % i for i in range(1000)]
+    batch = b"".join(encode_frame(OP_BINARY, deflate_message(m), rsv=0b100) for m in messages)
+    repeat = 64 * MiB // len(batch)
+    stream = b"".join(messages) * repeat
+    idle = b.rss_kib()
+    with RSSSampler(b) as rss:
+        with RawWS.connect(b.connect_host, b.port, "/?token=hold",
+                           extra=[("Sec-WebSocket-Extensions", "permessage-deflate; client_no_context_takeover")]) as ws:
+            assert "client_no_context_takeover" in ws.response.header("Sec-WebSocket-Extensions")
+            ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * KiB)
+            ws.sock.settimeout(120)
+            sender = threading.Thread(target=ws.sock.sendall, args=(batch * repeat,), daemon=True)
+            sender.start()
+            # 64 MiB into a backend that reads nothing: the bridge must push back, and the sender then blocks
+            # for good. 10 s bounds the wait for that; RSS is bounded whether or not it came by then.
+            sender.join(10)
+            pushed_back = sender.is_alive()
+            held = rss.peak - idle
+            release.set()
+            conn = hold.wait_conn()
+            sender.join(120)
+            assert not sender.is_alive(), "the bridge stopped reading after the backend did"
+            assert conn.wait_bytes(len(stream), 120), f"{len(conn.received())} of {len(stream)} bytes"
+    assert pushed_back, "64 MiB went into a backend that reads nothing without backpressure"
+    assert conn.received()[: len(stream)] == stream
+    print(f"\n{len(stream) // 64} messages of 64 bytes into a backend that does not read: RSS grew {held} KiB")
+    assert held < 16 * 1024, f"RSS grew {held} KiB while small messages waited for the backend"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -61,7 +61,8 @@ final class MessageDeflater {
             }
             if self.freesAfterMessage { self.zlib = nil }
         }
-        return output
+        // The output was sized for incompressible input: a compressed frame usually needs a fraction of it.
+        return output.compacted(allocator: allocator)
     }
 
     private func makeZlib() throws -> ZlibCompressor {

@@ -94,7 +94,7 @@ final class MessageInflater {
         }
         self.messageSize += UInt64(output.readableBytes)
         guard self.messageSize <= self.maxMessageSize else { throw FrameParser.Failure(.tooBig, "message too big") }
-        if output.readableBytes > 0 { return .piece(output) }
+        if output.readableBytes > 0 { return .piece(output.compacted(allocator: allocator)) }
         guard self.messageFed, self.tailFed else { return .needsInput }
         self.endMessage()
         return .endOfMessage

@@ -48,20 +48,10 @@ enum WebSocketAccept {
         }
         if var early, early.readableBytes > 0 {
             // Keep only what is readable, not the storage of the reads it came in.
-            if early.capacity > early.readableBytes * 2 { early = ByteBuffer(compacting: early) }
+            early = early.compacted(allocator: context.channel.allocator)
             context.fireChannelRead(NIOAny(early))
             context.fireChannelReadComplete()
         }
         sync.removeHandler(context: context, promise: nil)
-    }
-}
-
-extension ByteBuffer {
-    /// A copy of `buffer`'s readable bytes in storage of their size.
-    fileprivate init(compacting buffer: ByteBuffer) {
-        var copy = ByteBufferAllocator().buffer(capacity: buffer.readableBytes)
-        var source = buffer
-        copy.writeBuffer(&source)
-        self = copy
     }
 }
