@@ -169,14 +169,21 @@ struct BackendConnector: Sendable {
     ) -> BackendConnector {
         BackendConnector { request, eventLoop in
             let handshake: EventLoopPromise<Void>? = request.tls != nil ? eventLoop.makePromise() : nil
+            // The channel's options are set synchronously in the initializer (before the connect), not as the
+            // bootstrap's: see `BridgeConfiguration.setSessionOptions`.
             let bootstrap = ClientBootstrap(group: eventLoop)
                 .connectTimeout(connectTimeout)
-                .channelOption(.allowRemoteHalfClosure, value: true)
-                .channelOption(.writeBufferWaterMark, value: writeBufferWaterMark)
-                .channelOption(.recvAllocator, value: BridgeConfiguration.recvAllocator(maximum: readBufferSize))
-                .channelOption(.maxMessagesPerRead, value: UInt(max(1, maxReadsPerCycle)))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
+                        try BridgeConfiguration.setSessionOptions(
+                            channel,
+                            writeBufferWaterMark: writeBufferWaterMark,
+                            readBufferSize: readBufferSize,
+                            maxReadsPerCycle: maxReadsPerCycle,
+                            tcpUserTimeoutMilliseconds: tcpUserTimeoutMilliseconds,
+                            isTCP: { if case .tcp = request.address { true } else { false } }()
+                        )
                         let sync = channel.pipeline.syncOperations
                         if let header = request.proxyHeader {
                             try sync.addHandler(ProxyHeaderWriter(header: header))
@@ -204,9 +211,7 @@ struct BackendConnector: Sendable {
             let connected: EventLoopFuture<Channel>
             switch request.address {
             case .tcp(let host, let port):
-                let tcp = bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1)
-                    .channelOption(.socketOption(.so_keepalive), value: 1)
-                    .channelOption(BridgeConfiguration.tcpUserTimeoutOption, value: tcpUserTimeoutMilliseconds)
+                let tcp = bootstrap
                 // An address literal (most backends: 127.0.0.1:5900, 10.0.0.5:5900) is connected to directly; only a
                 // name goes through the resolver and Happy Eyeballs, which cost more than the rest of the handshake.
                 if let address = try? SocketAddress(ipAddress: host, port: port) {

@@ -156,6 +156,31 @@ extension BridgeConfiguration {
         return Int(timeout.nanoseconds / 1_000_000)
     }
 
+    /// The options of a session's socket, client or backend leg, set synchronously where the channel is initialized.
+    ///
+    /// Bootstraps apply their channel options one future at a time (an allocation, a callback and a dynamic cast
+    /// each, and a linear search when they are added): callgrind counted about a third of a handshake's
+    /// instructions in it for the eight options of the two legs (docs/benchmarks.md, item 10). `syncOptions` sets
+    /// the same options with none of that.
+    static func setSessionOptions(
+        _ channel: Channel,
+        writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark,
+        readBufferSize: Int,
+        maxReadsPerCycle: Int,
+        tcpUserTimeoutMilliseconds: Int,
+        isTCP: Bool
+    ) throws {
+        guard let options = channel.syncOptions else { return }
+        try options.setOption(.writeBufferWaterMark, value: writeBufferWaterMark)
+        try options.setOption(.recvAllocator, value: Self.recvAllocator(maximum: readBufferSize))
+        try options.setOption(.maxMessagesPerRead, value: UInt(max(1, maxReadsPerCycle)))
+        guard isTCP else { return }
+        // websockify's default keepalive, and a bound on unacknowledged data (dead peers, both legs).
+        try? options.setOption(.tcpOption(.tcp_nodelay), value: 1)
+        try? options.setOption(.socketOption(.so_keepalive), value: 1)
+        try? options.setOption(Self.tcpUserTimeoutOption, value: tcpUserTimeoutMilliseconds)
+    }
+
     /// NIO's adaptive read sizes (they grow while reads come back full and shrink when they don't), capped at
     /// `maximum`: an idle session holds no read buffer, a busy one reads up to `maximum` per system call.
     static func recvAllocator(maximum: Int) -> AdaptiveRecvByteBufferAllocator {

@@ -29,14 +29,14 @@ extension BridgeServer {
 
     private func setUpConnection(_ channel: Channel, slot: HandshakeLimiter.Slot) throws {
         self.clients.add(channel)
-        if channel.remoteAddress?.ipAddress != nil, let options = channel.syncOptions {
-            // websockify's default keepalive, and a bound on unacknowledged data (dead peers, both legs).
-            try? options.setOption(.socketOption(.so_keepalive), value: 1)
-            try? options.setOption(
-                BridgeConfiguration.tcpUserTimeoutOption,
-                value: self.configuration.tcpUserTimeoutMilliseconds
-            )
-        }
+        try BridgeConfiguration.setSessionOptions(
+            channel,
+            writeBufferWaterMark: self.configuration.writeBufferWaterMark,
+            readBufferSize: self.configuration.readBufferSize,
+            maxReadsPerCycle: self.configuration.maxReadsPerCycle,
+            tcpUserTimeoutMilliseconds: self.configuration.tcpUserTimeoutMilliseconds,
+            isTCP: channel.remoteAddress?.ipAddress != nil
+        )
         var logger = self.logger
         logger[metadataKey: "client"] = "\(Self.describe(channel.remoteAddress))"
         let metrics = self.metrics

@@ -315,13 +315,7 @@ public final class BridgeServer: Service, Sendable {
         let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: self.configuration.backlog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.writeBufferWaterMark, value: self.configuration.writeBufferWaterMark)
-            .childChannelOption(.maxMessagesPerRead, value: UInt(max(1, self.configuration.maxReadsPerCycle)))
-            .childChannelOption(
-                .recvAllocator,
-                value: BridgeConfiguration.recvAllocator(maximum: self.configuration.readBufferSize)
-            )
+            // The child sockets' options are set in `initializeConnection`, synchronously.
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     try self.initializeConnection(channel)
