@@ -20,9 +20,7 @@ extension BridgeApplication {
             if json {
                 handlers.append(JSONLogHandler(label: label, level: level))
             } else {
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = level
-                handlers.append(handler)
+                handlers.append(StderrLogHandler(label: label, level: level))
             }
             if let logFile {
                 if json {
