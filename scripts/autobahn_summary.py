@@ -6,8 +6,8 @@
 EXPECTED_CASES_FILE lists the case ids that were asked for, one per line. Prints a table by case group (counts per
 outcome), then every case whose outcome is not OK. Exits 1 when a case FAILED, when an expected case has no result
 (missing) and when the agent is not in the report at all; 0 otherwise. NON-STRICT, INFORMATIONAL and
-UNIMPLEMENTED are reported, not failures (UNIMPLEMENTED only happens for permessage-deflate offers the bridge
-declines: 13.3 and 13.5 ask for a 256-byte window, which zlib cannot do). With --junit=FILE it also writes every
+UNIMPLEMENTED are reported, not failures (UNIMPLEMENTED would mean a permessage-deflate offer the bridge declined:
+this version of the suite makes none it declines). With --junit=FILE it also writes every
 expected case as a JUnit test case (FAILED and missing ones as failures, UNIMPLEMENTED as skipped), so that
 scripts/test counts Autobahn cases as it counts the others; without a report at all, every expected case is
 missing. Each agent is one <testsuite> in FILE: a suite of another agent already there is kept (scripts/autobahn
