@@ -73,7 +73,7 @@ final class CompressionTests: XCTestCase {
     }
 
     func testTheFirstAcceptableOfferWins() {
-        // Autobahn 13.3/13.5 offer a 256-byte window first and a fallback after it.
+        // An offer zlib cannot honour (a 256-byte window) first, a fallback after it: the fallback is taken.
         XCTAssertEqual(
             self.negotiate("permessage-deflate; server_max_window_bits=8, permessage-deflate; client_max_window_bits"),
             "permessage-deflate; client_max_window_bits=12"
