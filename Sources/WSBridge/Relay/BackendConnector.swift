@@ -170,7 +170,8 @@ struct BackendConnector: Sendable {
         BackendConnector { request, eventLoop in
             let handshake: EventLoopPromise<Void>? = request.tls != nil ? eventLoop.makePromise() : nil
             // The channel's options are set synchronously in the initializer (before the connect), not as the
-            // bootstrap's: see `BridgeConfiguration.setSessionOptions`.
+            // bootstrap's: see `BridgeConfiguration.setSessionOptions`. TCP_NODELAY is the one the bootstrap keeps:
+            // NIO's ClientBootstrap sets it by default on TCP (and leaves it out for Unix sockets).
             let bootstrap = ClientBootstrap(group: eventLoop)
                 .connectTimeout(connectTimeout)
                 .channelInitializer { channel in
@@ -211,13 +212,12 @@ struct BackendConnector: Sendable {
             let connected: EventLoopFuture<Channel>
             switch request.address {
             case .tcp(let host, let port):
-                let tcp = bootstrap
                 // An address literal (most backends: 127.0.0.1:5900, 10.0.0.5:5900) is connected to directly; only a
                 // name goes through the resolver and Happy Eyeballs, which cost more than the rest of the handshake.
                 if let address = try? SocketAddress(ipAddress: host, port: port) {
-                    connected = tcp.connect(to: address)
+                    connected = bootstrap.connect(to: address)
                 } else {
-                    connected = tcp.connect(host: host, port: port)
+                    connected = bootstrap.connect(host: host, port: port)
                 }
             case .unix(let path):
                 connected = bootstrap.connect(unixDomainSocketPath: path)

@@ -176,7 +176,6 @@ extension BridgeConfiguration {
         try options.setOption(.maxMessagesPerRead, value: UInt(max(1, maxReadsPerCycle)))
         guard isTCP else { return }
         // websockify's default keepalive, and a bound on unacknowledged data (dead peers, both legs).
-        try? options.setOption(.tcpOption(.tcp_nodelay), value: 1)
         try? options.setOption(.socketOption(.so_keepalive), value: 1)
         try? options.setOption(Self.tcpUserTimeoutOption, value: tcpUserTimeoutMilliseconds)
     }

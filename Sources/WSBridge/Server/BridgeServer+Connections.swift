@@ -37,6 +37,10 @@ extension BridgeServer {
             tcpUserTimeoutMilliseconds: self.configuration.tcpUserTimeoutMilliseconds,
             isTCP: channel.remoteAddress?.ipAddress != nil
         )
+        if channel.remoteAddress?.ipAddress != nil {
+            // The backend leg has TCP_NODELAY from NIO's ClientBootstrap; an accepted socket is given it here.
+            try? channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: 1)
+        }
         var logger = self.logger
         logger[metadataKey: "client"] = "\(Self.describe(channel.remoteAddress))"
         let metrics = self.metrics
