@@ -101,6 +101,18 @@ public struct UpgradePolicy: Sendable {
         identity: ClientIdentity = .init()
     ) -> Decision {
         if let refusal = Self.strictHeadCheck(head) ?? Self.validate(head) { return .reject(refusal) }
+        return self.decide(checked: head, targets: targets, client: client, identity: identity)
+    }
+
+    /// `decide` for a head that passed `strictHeadCheck` and `validate` already: the handshake owner checks the form
+    /// before the per-client rate and admission, and admission may decide one head up to three times (the table, the
+    /// re-read files, the token service's target), so the checks (about a twentieth of a handshake's CPU) run once.
+    func decide(
+        checked head: HTTPRequestHead,
+        targets: TargetTable,
+        client: String?,
+        identity: ClientIdentity
+    ) -> Decision {
         let headers = head.headers
 
         let origin = headers.first(name: "origin")

@@ -67,13 +67,15 @@ struct ClientEndpoint: Sendable, Equatable {
         headers: HTTPHeaders,
         trusted: TrustedProxies
     ) -> ClientEndpoint {
+        // One `inet_ntop` for the peer's address serves its IP, key and description.
+        let peerIP = peer?.ipAddress.map(Self.unmapped)
         var endpoint = ClientEndpoint(
-            ip: peer.flatMap { $0.ipAddress.map(Self.unmapped) },
+            ip: peerIP,
             port: peer?.port ?? 0,
-            key: Self.key(peer),
+            key: peerIP ?? peer?.pathname ?? "unknown",
             destinationIP: local.flatMap { $0.ipAddress.map(Self.unmapped) },
             destinationPort: local?.port ?? 0,
-            logDescription: Self.describe(peer),
+            logDescription: Self.describe(peer, ip: peerIP),
             peerDescription: nil,
             tls: tls,
             certificateNames: certificateNames,
@@ -134,12 +136,16 @@ struct ClientEndpoint: Sendable, Equatable {
 
     /// `ip:port`, `[v6]:port` (IPv4-mapped IPv6 shown as IPv4), or a Unix path.
     static func describe(_ address: SocketAddress?) -> String {
+        Self.describe(address, ip: address?.ipAddress.map(Self.unmapped))
+    }
+
+    /// `describe` given the address's IP as `unmapped` returns it (nil for a Unix path).
+    private static func describe(_ address: SocketAddress?, ip: String?) -> String {
         guard let address else { return "unknown" }
-        guard let ip = address.ipAddress, let port = address.port else {
+        guard let ip, let port = address.port else {
             let path = address.pathname ?? ""
             return path.isEmpty ? "unix" : "unix:\(path)"
         }
-        let shown = Self.unmapped(ip)
-        return shown.contains(":" as Character) ? "[\(shown)]:\(port)" : "\(shown):\(port)"
+        return ip.contains(":" as Character) ? "[\(ip)]:\(port)" : "\(ip):\(port)"
     }
 }

@@ -30,7 +30,8 @@ struct HandshakeAdmission: Sendable {
         var user: String?
     }
 
-    /// Decides `head` for a client with `identity` (its certificate names; authentication is added here).
+    /// Decides `head`, which passed `UpgradePolicy.strictHeadCheck` and `validate`, for a client with `identity` (its
+    /// certificate names; authentication is added here).
     func decide(
         _ head: HTTPRequestHead,
         identity: UpgradePolicy.ClientIdentity,
@@ -97,7 +98,7 @@ struct HandshakeAdmission: Sendable {
     }
 
     private func decide(_ request: Request, in table: TargetTable) -> UpgradePolicy.Decision {
-        self.policy.decide(request.head, targets: table, client: request.client, identity: request.identity)
+        self.policy.decide(checked: request.head, targets: table, client: request.client, identity: request.identity)
     }
 
     private static func serviceUnavailable(_ reason: String) -> HTTPRejection {

@@ -29,20 +29,26 @@ extension BridgeServer {
 
     private func setUpConnection(_ channel: Channel, slot: HandshakeLimiter.Slot) throws {
         self.clients.add(channel)
+        let remote = channel.remoteAddress
+        let isTCP: Bool
+        switch remote {
+        case .v4?, .v6?: isTCP = true
+        case .unixDomainSocket?, nil: isTCP = false
+        }
         try BridgeConfiguration.setSessionOptions(
             channel,
             writeBufferWaterMark: self.configuration.writeBufferWaterMark,
             readBufferSize: self.configuration.readBufferSize,
             maxReadsPerCycle: self.configuration.maxReadsPerCycle,
             tcpUserTimeoutMilliseconds: self.configuration.tcpUserTimeoutMilliseconds,
-            isTCP: channel.remoteAddress?.ipAddress != nil
+            isTCP: isTCP
         )
-        if channel.remoteAddress?.ipAddress != nil {
+        if isTCP {
             // The backend leg has TCP_NODELAY from NIO's ClientBootstrap; an accepted socket is given it here.
             try? channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: 1)
         }
         var logger = self.logger
-        logger[metadataKey: "client"] = "\(Self.describe(channel.remoteAddress))"
+        logger[metadataKey: "client"] = "\(Self.describe(remote))"
         let metrics = self.metrics
         let sync = channel.pipeline.syncOperations
         if self.configuration.proxyProtocol {
